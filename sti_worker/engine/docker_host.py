@@ -1,0 +1,347 @@
+"""The one module that talks to docker-py: images, containers, archives, builds and commits.
+
+Docker errors are turned into sti errors here, with messages that name what was being done.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import Mount
+
+from .errors import (
+    BuildFailed,
+    CommitContainerFailed,
+    CreateContainerFailed,
+    DockerConnectionFailed,
+    InternalError,
+    NoSuchBaseImage,
+    PullImageFailed,
+    StiError,
+    TagImageFailed,
+)
+
+LogSink = Callable[[str], None]
+
+BUILD_ID_LABEL = "io.sti.build-id"
+CONTAINER_NAME_PREFIX = "sti-"
+_TAIL_LINES = 20
+_MAX_LINK_HOPS = 8
+
+
+def container_name(build_id: str, role: str) -> str:
+    """Containers are found again by name, never by label: labels are inherited by images."""
+    return f"{CONTAINER_NAME_PREFIX}{build_id}-{role}"
+
+
+@dataclass(frozen=True)
+class PathStat:
+    path: str
+    exists: bool
+    is_file: bool = False
+    executable: bool = False
+
+
+class OutputTail:
+    """Forwards output lines to a sink and keeps the last few for error messages."""
+
+    def __init__(self, sink: LogSink, keep: int = _TAIL_LINES) -> None:
+        self._sink = sink
+        self._keep = keep
+        self.lines: list[str] = []
+        self._partial = ""
+
+    def feed(self, text: str) -> None:
+        text = self._partial + text
+        *complete, self._partial = text.split("\n")
+        for line in complete:
+            self._emit(line.rstrip("\r"))
+
+    def close(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = ""
+
+    def _emit(self, line: str) -> None:
+        self._sink(line)
+        self.lines.append(line)
+        del self.lines[: -self._keep]
+
+
+class DockerHost:
+    """A Docker engine reached through docker-py's low-level API client."""
+
+    def __init__(self, url: str | None = None, timeout: int = 600) -> None:
+        self.url = url or "the local Docker engine (DOCKER_HOST or /var/run/docker.sock)"
+        try:
+            if url:
+                self.api = docker.APIClient(base_url=url, version="auto", timeout=timeout)
+            else:
+                env = docker.utils.kwargs_from_env()
+                self.api = docker.APIClient(version="auto", timeout=timeout, **env)
+            self.api.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+            raise DockerConnectionFailed(
+                f"cannot reach the Docker engine at {self.url}: {_reason(error)}; "
+                "is dockerd running and is DOCKER_HOST right?"
+            ) from error
+
+    def close(self) -> None:
+        self.api.close()
+
+    # images
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            return str(self.api.inspect_image(ref)["Id"])
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as error:
+            if error.status_code == 404:
+                return None
+            raise _connection_error(error, f"inspecting image {ref}") from error
+
+    def image_config(self, ref: str) -> Mapping[str, Any]:
+        return self.api.inspect_image(ref).get("Config") or {}
+
+    def ensure_image(
+        self, ref: str, sink: LogSink, missing: type[StiError] = NoSuchBaseImage
+    ) -> str:
+        """The id of ref, pulling it first when this engine does not have it."""
+        found = self.image_id(ref)
+        if found:
+            return found
+        sink(f"Image {ref} not found locally, pulling it")
+        repository, tag = _split_tag(ref)
+        try:
+            for event in self.api.pull(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise PullImageFailed(_pull_failed(ref, event["error"]))
+        except docker.errors.APIError as error:
+            raise PullImageFailed(_pull_failed(ref, _reason(error))) from error
+        found = self.image_id(ref)
+        if not found:
+            raise missing(f"image {ref} does not exist, even after pulling it")
+        return found
+
+    def tag(self, image_id: str, ref: str) -> None:
+        repository, tag = _split_tag(ref)
+        try:
+            self.api.tag(image_id, repository, tag=tag or "latest", force=True)
+        except docker.errors.APIError as error:
+            raise TagImageFailed(f"tagging {image_id} as {ref} failed: {_reason(error)}") from error
+
+    def untag(self, ref: str) -> None:
+        try:
+            self.api.remove_image(ref, noprune=False)
+        except docker.errors.APIError as error:
+            if error.status_code != 404:
+                raise
+
+    def remove_image(self, image_id: str) -> None:
+        """Remove an image sti made but did not tag; images still in use are left alone."""
+        try:
+            self.api.remove_image(image_id)
+        except docker.errors.APIError as error:
+            if error.status_code not in (404, 409):
+                raise
+
+    def build(
+        self,
+        context: Iterator[bytes],
+        *,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        sink: LogSink,
+    ) -> str:
+        """Run docker build on a streamed tar context; return the image id."""
+        tail = OutputTail(sink)
+        image_id: str | None = None
+        try:
+            for event in self.api.build(
+                fileobj=context,
+                custom_context=True,
+                buildargs=dict(buildargs),
+                labels=dict(labels),
+                rm=True,
+                forcerm=True,
+                pull=False,
+                nocache=True,
+                decode=True,
+            ):
+                if "stream" in event:
+                    tail.feed(event["stream"])
+                if "aux" in event and "ID" in event["aux"]:
+                    image_id = event["aux"]["ID"]
+                if "error" in event:
+                    tail.close()
+                    raise BuildFailed(
+                        f"docker build failed: {event['error'].strip()}",
+                        details=_tail_message(tail.lines),
+                    )
+        except docker.errors.APIError as error:
+            raise BuildFailed(f"docker build failed: {_reason(error)}") from error
+        tail.close()
+        if not image_id:
+            raise BuildFailed("docker build ended without producing an image")
+        return image_id
+
+    # containers
+
+    def create_container(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        name: str,
+        build_id: str,
+        env: Mapping[str, str] | None = None,
+        empty_volume_at: str | None = None,
+    ) -> str:
+        """Create (not start) a container whose command replaces any ENTRYPOINT of the image.
+
+        empty_volume_at mounts a fresh anonymous volume there, hiding what the image has at that
+        path; it outlives the container's process, so files can be taken out after it exits.
+        """
+        mounts = []
+        if empty_volume_at:
+            mounts.append(Mount(target=empty_volume_at, source=None, type="volume", no_copy=True))
+        try:
+            created = self.api.create_container(
+                image,
+                command=command,
+                entrypoint=[],
+                name=name,
+                environment=[f"{key}={value}" for key, value in (env or {}).items()],
+                labels={BUILD_ID_LABEL: build_id},
+                host_config=self.api.create_host_config(mounts=mounts),
+                detach=True,
+            )
+        except docker.errors.APIError as error:
+            raise CreateContainerFailed(
+                f"creating a container from {image} failed: {_reason(error)}"
+            ) from error
+        return str(created["Id"])
+
+    def remove_container(self, container_id: str) -> None:
+        try:
+            self.api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as error:
+            if error.status_code not in (404, 409):  # 409: removal already in progress
+                raise
+
+    def containers_named(self, prefix: str) -> list[str]:
+        """Ids of containers whose name starts with prefix (Docker's name filter is a regex)."""
+        found = self.api.containers(all=True, filters={"name": f"^/{prefix}"})
+        return [c["Id"] for c in found if any(n.lstrip("/").startswith(prefix) for n in c["Names"])]
+
+    def put_archive(self, container_id: str, path: str, chunks: Iterator[bytes]) -> None:
+        try:
+            self.api.put_archive(container_id, path, chunks)
+        except docker.errors.APIError as error:
+            raise CreateContainerFailed(
+                f"copying files into the container at {path} failed: {_reason(error)}"
+            ) from error
+
+    def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
+        stream, _ = self.api.get_archive(container_id, path, chunk_size=64 * 1024)
+        return stream
+
+    def stat(self, container_id: str, path: str) -> PathStat:
+        """What is at path in the container's file system, following links inside it."""
+        current = path
+        for _ in range(_MAX_LINK_HOPS):
+            try:
+                # docker-py has no call for HEAD /archive (a stat); the client is a Session
+                response = self.api.head(
+                    self.api._url("/containers/{0}/archive", container_id),
+                    params={"path": current},
+                )
+            except docker.errors.APIError as error:  # pragma: no cover - defensive
+                raise _connection_error(error, f"looking for {path}") from error
+            if response.status_code == 404:
+                return PathStat(path, exists=False)
+            self.api._raise_for_status(response)
+            info = _decode_stat(response.headers.get("X-Docker-Container-Path-Stat", ""))
+            link = info.get("linkTarget") or ""
+            mode = int(info.get("mode", 0))
+            is_link = bool(mode & (1 << 27))
+            if not is_link or not link:
+                is_dir = bool(mode & (1 << 31))
+                return PathStat(path, True, is_file=not is_dir, executable=bool(mode & 0o111))
+            current = posixpath.normpath(posixpath.join(posixpath.dirname(current), link))
+        return PathStat(path, exists=False)
+
+    def run_to_completion(self, container_id: str, sink: LogSink) -> tuple[int, list[str]]:
+        """Start the container, forward its output line by line, return (exit code, last lines)."""
+        tail = OutputTail(sink)
+        self.api.start(container_id)
+        for chunk in self.api.logs(container_id, stream=True, follow=True):
+            tail.feed(chunk.decode("utf-8", errors="replace"))
+        tail.close()
+        status = self.api.wait(container_id)
+        return int(status.get("StatusCode", -1)), tail.lines
+
+    def commit(self, container_id: str, changes: Iterable[str]) -> str:
+        try:
+            committed = self.api.commit(container_id, changes=list(changes))
+        except docker.errors.APIError as error:
+            raise CommitContainerFailed(
+                f"committing the container failed: {_reason(error)}"
+            ) from error
+        return str(committed["Id"])
+
+
+def _decode_stat(header: str) -> dict[str, Any]:
+    if not header:
+        return {}
+    return json.loads(base64.b64decode(header))
+
+
+def _pull_failed(ref: str, reason: str) -> str:
+    return f"image {ref} is not on this Docker engine and pulling it failed: {reason}"
+
+
+def _split_tag(ref: str) -> tuple[str, str | None]:
+    if "@" in ref:
+        return ref, None
+    name, _, tag = ref.rpartition(":")
+    if name and "/" not in tag:
+        return name, tag
+    return ref, None
+
+
+def _reason(error: BaseException) -> str:
+    explanation = getattr(error, "explanation", None)
+    if explanation:
+        return str(explanation).strip()
+    return str(error).strip() or type(error).__name__
+
+
+def _tail_message(lines: list[str]) -> list[str]:
+    return ["last output lines:", *lines] if lines else []
+
+
+def _connection_error(error: BaseException, doing: str) -> StiError:
+    return DockerConnectionFailed(f"Docker engine error while {doing}: {_reason(error)}")
+
+
+def translate_error(error: BaseException) -> StiError:
+    """Any exception from a build as the sti error a user can act on."""
+    if isinstance(error, StiError):
+        return error
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return DockerConnectionFailed(f"lost the connection to the Docker engine: {error}")
+    if isinstance(error, docker.errors.DockerException):
+        return DockerConnectionFailed(f"Docker engine error: {_reason(error)}")
+    return InternalError(f"unexpected {type(error).__name__}: {error}")

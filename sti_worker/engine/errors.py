@@ -1,0 +1,156 @@
+"""One exception type per error code of the public contract.
+
+Raised where the problem is known; turned into the result object in one place (pipeline).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """Exit codes of sti-submit, as listed in CONTRACT.md."""
+
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    INFRASTRUCTURE = 3
+    TIMED_OUT_OR_CANCELLED = 4
+
+
+class StiError(Exception):
+    """Base of every sti error: a stable code and a message a user can act on."""
+
+    code: ClassVar[str] = "StiError"
+    exit_code: ClassVar[ExitCode] = ExitCode.INFRASTRUCTURE
+
+    def __init__(self, message: str, *, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = list(details or [])
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class DockerConnectionFailed(StiError):
+    code = "DockerConnectionFailed"
+
+
+class NoSuchBaseImage(StiError):
+    code = "NoSuchBaseImage"
+
+
+class NoSuchRuntimeImage(StiError):
+    code = "NoSuchRuntimeImage"
+
+
+class PullImageFailed(StiError):
+    code = "PullImageFailed"
+
+
+class SaveArtifactsFailed(StiError):
+    code = "SaveArtifactsFailed"
+    exit_code = ExitCode.FAILED
+
+
+class CreateDockerfileFailed(StiError):
+    code = "CreateDockerfileFailed"
+    exit_code = ExitCode.FAILED
+
+
+class CreateContainerFailed(StiError):
+    code = "CreateContainerFailed"
+
+
+class InvalidBuildMethod(StiError):
+    code = "InvalidBuildMethod"
+    exit_code = ExitCode.BAD_INPUT
+
+
+class BuildFailed(StiError):
+    code = "BuildFailed"
+    exit_code = ExitCode.FAILED
+
+
+class CommitContainerFailed(StiError):
+    code = "CommitContainerFailed"
+    exit_code = ExitCode.FAILED
+
+
+class InvalidImage(StiError):
+    """The image exists but lacks what the sti protocol needs."""
+
+    code = "InvalidImage"
+    exit_code = ExitCode.FAILED
+
+
+class TagImageFailed(StiError):
+    code = "TagImageFailed"
+
+
+class InvalidInput(StiError):
+    code = "InvalidInput"
+    exit_code = ExitCode.BAD_INPUT
+
+
+class SourceFetchFailed(StiError):
+    code = "SourceFetchFailed"
+
+
+class Cancelled(StiError):
+    code = "Cancelled"
+    exit_code = ExitCode.TIMED_OUT_OR_CANCELLED
+
+
+class TimedOut(StiError):
+    code = "TimedOut"
+    exit_code = ExitCode.TIMED_OUT_OR_CANCELLED
+
+
+class BrokerUnreachable(StiError):
+    code = "BrokerUnreachable"
+
+
+class InternalError(StiError):
+    code = "InternalError"
+
+
+_BY_CODE: dict[str, type[StiError]] = {
+    cls.code: cls
+    for cls in (
+        DockerConnectionFailed,
+        NoSuchBaseImage,
+        NoSuchRuntimeImage,
+        PullImageFailed,
+        SaveArtifactsFailed,
+        CreateDockerfileFailed,
+        CreateContainerFailed,
+        InvalidBuildMethod,
+        BuildFailed,
+        CommitContainerFailed,
+        InvalidImage,
+        TagImageFailed,
+        InvalidInput,
+        SourceFetchFailed,
+        Cancelled,
+        TimedOut,
+        BrokerUnreachable,
+        InternalError,
+    )
+}
+
+
+def error_class(code: str) -> type[StiError]:
+    """The exception type for an error code; unknown codes map to the base type."""
+    return _BY_CODE.get(code, StiError)
+
+
+def exit_code_for(code: str | None, success: bool) -> ExitCode:
+    """The sti-submit exit code for a finished result."""
+    if success:
+        return ExitCode.OK
+    if code is None:
+        return ExitCode.FAILED
+    return error_class(code).exit_code

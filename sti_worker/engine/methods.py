@@ -1,0 +1,122 @@
+"""The two build methods behind one interface: each turns a base image plus inputs into an image.
+
+`build` generates a Dockerfile and runs docker build; `run` runs prepare in a container and
+commits it. Inputs are tar members named src/, artifacts/ and build/, placed under /tmp.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .docker_host import BUILD_ID_LABEL, DockerHost, LogSink, container_name
+from .errors import BuildFailed, InvalidBuildMethod
+from .protocol import PREPARE, RUN
+from .tarstreams import TarPart, small_file, stream_tar
+
+_INPUT_DIRS = ("src", "artifacts", "build")
+_NONZERO_RUN = re.compile(r"returned a non-zero code: (\d+)")
+
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    """What one prepare run needs: the base image, inputs under /tmp, env, and who asks."""
+
+    base_image: str
+    inputs: Sequence[TarPart]
+    input_dirs: Sequence[str]
+    env: Mapping[str, str]
+    build_id: str
+    stage: str = "build"
+    entrypoint: Sequence[str] | None = field(default=None)
+
+
+class BuildMethod(Protocol):
+    name: str
+
+    def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
+        """Run prepare on spec.base_image with the inputs in place; return the new image id."""
+        ...
+
+
+def prepare_failed(exit_code: int, last_lines: Sequence[str]) -> BuildFailed:
+    details = ["last output lines of prepare:", *last_lines] if last_lines else []
+    return BuildFailed(f"{PREPARE} exited with code {exit_code}", details=details)
+
+
+class DockerfileMethod:
+    name = "build"
+
+    def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
+        dockerfile = dockerfile_for(spec)
+        context = stream_tar([small_file("Dockerfile", dockerfile.encode()), *spec.inputs])
+        try:
+            return host.build(
+                context,
+                buildargs=spec.env,
+                labels={BUILD_ID_LABEL: spec.build_id},
+                sink=sink,
+            )
+        except BuildFailed as error:
+            code = _NONZERO_RUN.search(error.message)
+            if code:
+                raise prepare_failed(int(code.group(1)), error.details[1:]) from error
+            raise
+
+
+def dockerfile_for(spec: PrepareSpec) -> str:
+    """A Dockerfile whose ENV values arrive byte-exact and can never add instructions.
+
+    Values travel as build arguments of the same name and are only referenced here, because a
+    Dockerfile cannot carry every value literally (a newline ends the instruction).
+    """
+    lines = [f"FROM {spec.base_image}"]
+    for name in spec.env:
+        lines += [f"ARG {name}", f'ENV {name}="${{{name}}}"']
+    for name in _INPUT_DIRS:
+        if name in spec.input_dirs:
+            lines.append(f"COPY {name} /tmp/{name}")
+    lines += [f'RUN ["{PREPARE}"]', f'CMD ["{RUN}"]']
+    return "\n".join(lines) + "\n"
+
+
+class ContainerMethod:
+    name = "run"
+
+    def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
+        container = host.create_container(
+            spec.base_image,
+            [PREPARE],
+            name=container_name(spec.build_id, f"{spec.stage}-prepare"),
+            build_id=spec.build_id,
+            env=spec.env,
+        )
+        try:
+            host.put_archive(container, "/tmp", stream_tar(spec.inputs))
+            exit_code, last_lines = host.run_to_completion(container, sink)
+            if exit_code != 0:
+                raise prepare_failed(exit_code, last_lines)
+            changes = [f'CMD ["{RUN}"]']
+            if spec.entrypoint:
+                changes.append(f"ENTRYPOINT {json.dumps(list(spec.entrypoint))}")
+            return host.commit(container, changes)
+        finally:
+            host.remove_container(container)
+
+
+_METHODS: dict[str, Callable[[], BuildMethod]] = {
+    "build": DockerfileMethod,
+    "run": ContainerMethod,
+}
+
+
+def method_named(name: str) -> BuildMethod:
+    try:
+        return _METHODS[name]()
+    except KeyError:
+        raise InvalidBuildMethod(
+            f"build method {name!r} is unknown; use one of: {', '.join(_METHODS)}"
+        ) from None

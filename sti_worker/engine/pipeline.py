@@ -1,0 +1,393 @@
+"""Validate and build, composed from the engine's pieces as a short list of named steps.
+
+The state between steps is plain JSON, so the same steps run in one process (run_build) or as a
+chain of tasks pinned to one Docker host. Every container and temp dir is found again by the
+build id alone, so cleanup works after any step, in any process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .docker_host import DockerHost, LogSink, container_name, translate_error
+from .errors import InvalidImage, NoSuchBaseImage, NoSuchRuntimeImage, StiError
+from .methods import PrepareSpec, method_named
+from .protocol import (
+    ARTIFACTS_DIR,
+    BUILD_DIR,
+    DEPLOY_SCRIPTS,
+    INCREMENTAL_SCRIPTS,
+    PREPARE,
+    SAVE_ARTIFACTS,
+    inspect_scripts,
+)
+from .requests import BuildRequest, Result, Step, ValidateRequest, build_tag_for
+from .sources import FetchedSource, fetch_source, source_part
+from .tarstreams import empty_directory, retargeted
+
+WORKDIR_PREFIX = "sti-"
+
+
+def workdir_for(build_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"{WORKDIR_PREFIX}{build_id}"
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """Everything a later step needs from an earlier one; JSON between tasks."""
+
+    request: BuildRequest
+    host: str
+    started_at: float = field(default_factory=time.time)
+    source_dir: str | None = None
+    revision: str | None = None
+    builder_id: str | None = None
+    builder_entrypoint: tuple[str, ...] | None = None
+    runtime_id: str | None = None
+    runtime_entrypoint: tuple[str, ...] | None = None
+    artifacts_container: str | None = None
+    incremental: bool = False
+    stage_image: str | None = None
+    image_id: str | None = None
+    tagged: bool = False
+    messages: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
+
+    def say(self, sink: LogSink, message: str) -> BuildState:
+        sink(message)
+        return replace(self, messages=(*self.messages, message))
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["request"] = self.request.to_json()
+        data["messages"] = list(self.messages)
+        data["steps"] = [step.to_json() for step in self.steps]
+        for name in ("builder_entrypoint", "runtime_entrypoint"):
+            data[name] = list(data[name]) if data[name] is not None else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BuildState:
+        values = dict(data)
+        values["request"] = BuildRequest.from_json(values["request"])
+        values["messages"] = tuple(values.get("messages", ()))
+        values["steps"] = tuple(Step(**step) for step in values.get("steps", ()))
+        for name in ("builder_entrypoint", "runtime_entrypoint"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+StepFunction = Callable[[DockerHost, BuildState, LogSink], BuildState]
+
+
+# steps
+
+
+def fetch_source_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    request = state.request
+    workdir = workdir_for(request.build_id)
+    workdir.mkdir(mode=0o700, exist_ok=True)
+    fetched = fetch_source(
+        request.source,
+        workdir,
+        sink,
+        ref=request.ref,
+        context_dir=request.context_dir,
+        ignore_submodules=request.ignore_submodules,
+    )
+    state = replace(state, source_dir=fetched.path, revision=fetched.revision)
+    if fetched.revision:
+        state = state.say(sink, f"Source {request.source} at commit {fetched.revision}")
+    return state
+
+
+def check_images_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    """Pull what is missing and refuse images that cannot do the build, before any work."""
+    request = state.request
+    builder_id = docker.ensure_image(request.build_image, sink, NoSuchBaseImage)
+    required = INCREMENTAL_SCRIPTS if request.extended else DEPLOY_SCRIPTS
+    _require_scripts(docker, request.build_image, builder_id, required, "Base", request.build_id)
+    state = replace(
+        state, builder_id=builder_id, builder_entrypoint=_entrypoint(docker, builder_id)
+    )
+    if request.runtime_image:
+        runtime_id = docker.ensure_image(request.runtime_image, sink, NoSuchRuntimeImage)
+        _require_scripts(
+            docker, request.runtime_image, runtime_id, DEPLOY_SCRIPTS, "Runtime", request.build_id
+        )
+        state = replace(
+            state, runtime_id=runtime_id, runtime_entrypoint=_entrypoint(docker, runtime_id)
+        )
+    return state
+
+
+def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    """Run save-artifacts in the previous image, keeping its output in a stopped container."""
+    request = state.request
+    if request.clean:
+        return state.say(sink, "Clean build: previous artifacts are not reused")
+    previous = build_tag_for(request.tag) if request.extended else request.tag
+    previous_id = docker.image_id(previous)
+    if previous_id is None:
+        return state.say(sink, f"No previous image {previous}: clean build")
+    scripts = inspect_scripts(docker, previous_id, build_id=request.build_id, role="previous")
+    if not scripts.has(SAVE_ARTIFACTS):
+        return state.say(sink, f"Previous image {previous} has no {SAVE_ARTIFACTS}: clean build")
+    sink(f"Saving artifacts from {previous}")
+    container = docker.create_container(
+        previous_id,
+        [SAVE_ARTIFACTS],
+        name=container_name(request.build_id, "artifacts"),
+        build_id=request.build_id,
+        empty_volume_at=ARTIFACTS_DIR,
+    )
+    exit_code, last_lines = docker.run_to_completion(container, sink)
+    if exit_code != 0:
+        docker.remove_container(container)
+        state = state.say(
+            sink,
+            f"Saving artifacts from {previous} failed: {SAVE_ARTIFACTS} exited with code "
+            f"{exit_code}; doing a clean build instead",
+        )
+        return replace(state, messages=(*state.messages, *last_lines[-5:]))
+    state = replace(state, artifacts_container=container, incremental=True)
+    return state.say(sink, f"Incremental build: reusing artifacts saved from {previous}")
+
+
+def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    """Run prepare on the builder image with the source (and artifacts) in place."""
+    request = state.request
+    assert state.source_dir and state.builder_id, "fetch_source and check_images run first"
+    inputs = [source_part(FetchedSource(state.source_dir, state.revision))]
+    input_dirs = ["src"]
+    if state.artifacts_container:
+        container = state.artifacts_container
+        inputs.append(
+            retargeted(
+                lambda: docker.get_archive(container, ARTIFACTS_DIR), "artifacts", "artifacts"
+            )
+        )
+        input_dirs.append("artifacts")
+    if request.extended:
+        inputs.append(empty_directory("build"))
+        input_dirs.append("build")
+    spec = PrepareSpec(
+        base_image=state.builder_id,
+        inputs=inputs,
+        input_dirs=input_dirs,
+        env=request.env,
+        build_id=request.build_id,
+        stage="builder" if request.extended else "build",
+        entrypoint=state.builder_entrypoint,
+    )
+    sink(f"Running {PREPARE} in {request.build_image} (method {request.method})")
+    image = method_named(request.method).prepare_image(docker, spec, sink)
+    if request.extended:
+        return replace(state, stage_image=image)
+    return replace(state, image_id=image)
+
+
+def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    """Extended builds: hand the builder's /tmp/build to the runtime image as its /tmp/src."""
+    request = state.request
+    assert state.stage_image and state.runtime_id, "build and check_images run first"
+    extract = docker.create_container(
+        state.stage_image,
+        [PREPARE],
+        name=container_name(request.build_id, "extract"),
+        build_id=request.build_id,
+    )
+    try:
+        spec = PrepareSpec(
+            base_image=state.runtime_id,
+            inputs=[retargeted(lambda: docker.get_archive(extract, BUILD_DIR), "build", "src")],
+            input_dirs=["src"],
+            env=request.env,
+            build_id=request.build_id,
+            stage="runtime",
+            entrypoint=state.runtime_entrypoint,
+        )
+        sink(f"Deploying the build output into {request.runtime_image}")
+        image = method_named(request.method).prepare_image(docker, spec, sink)
+    finally:
+        docker.remove_container(extract)
+    return replace(state, image_id=image)
+
+
+def tag_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    """Tag only now that everything succeeded; undo a half-done tagging."""
+    request = state.request
+    assert state.image_id, "build runs first"
+    wanted = [(request.tag, state.image_id)]
+    if request.extended and state.stage_image:
+        wanted.insert(0, (build_tag_for(request.tag), state.stage_image))
+    previous = {tag: docker.image_id(tag) for tag, _ in wanted}
+    done: list[str] = []
+    try:
+        for tag, image in wanted:
+            docker.tag(image, tag)
+            done.append(tag)
+    except StiError:
+        for tag in done:
+            if previous[tag]:
+                docker.tag(previous[tag], tag)
+            else:
+                docker.untag(tag)
+        raise
+    state = replace(state, tagged=True)
+    for tag, image in wanted:
+        state = state.say(sink, f"Tagged image {image.removeprefix('sha256:')[:12]} as {tag}")
+    return state
+
+
+def steps_for(request: BuildRequest) -> list[tuple[str, StepFunction]]:
+    steps: list[tuple[str, StepFunction]] = [
+        ("fetch_source", fetch_source_step),
+        ("check_images", check_images_step),
+        ("save_artifacts", save_artifacts_step),
+        ("build", build_step),
+    ]
+    if request.extended:
+        steps.append(("deploy", deploy_step))
+    steps.append(("tag", tag_step))
+    return steps
+
+
+def run_step(
+    name: str, step: StepFunction, docker: DockerHost, state: BuildState, sink: LogSink
+) -> BuildState:
+    started = time.monotonic()
+    state = step(docker, state, sink)
+    return replace(state, steps=(*state.steps, Step(name, time.monotonic() - started)))
+
+
+def cleanup(docker: DockerHost | None, state: BuildState) -> None:
+    """Remove what this build made and did not hand over: containers, temp dir, untagged images."""
+    build_id = state.request.build_id
+    shutil.rmtree(workdir_for(build_id), ignore_errors=True)
+    if docker is None:
+        return
+    for container in docker.containers_named(container_name(build_id, "")):
+        docker.remove_container(container)
+    if not state.tagged:
+        for image in (state.image_id, state.stage_image):
+            if image:
+                docker.remove_image(image)
+
+
+def finished(state: BuildState) -> Result:
+    return Result(
+        kind="build",
+        build_id=state.request.build_id,
+        success=True,
+        messages=state.messages,
+        **_build_fields(state),
+    )
+
+
+def failed(state: BuildState, error: StiError) -> Result:
+    return Result.from_error(
+        "build", state.request.build_id, error, state.messages, **_build_fields(state)
+    )
+
+
+def _build_fields(state: BuildState) -> dict[str, Any]:
+    request = state.request
+    return {
+        "tag": request.tag,
+        "image_id": state.image_id if state.tagged else None,
+        "incremental": state.incremental,
+        "method": request.method,
+        "runtime_image": request.runtime_image,
+        "host": state.host,
+        "duration_s": time.time() - state.started_at,
+        "steps": state.steps,
+    }
+
+
+def run_build(docker: DockerHost, request: BuildRequest, sink: LogSink, host: str) -> Result:
+    """Run every step of a build in this process; never raises for build or Docker problems."""
+    state = BuildState(request=request, host=host)
+    try:
+        for name, step in steps_for(request):
+            state = run_step(name, step, docker, state, sink)
+        return finished(state)
+    except Exception as error:
+        sti_error = translate_error(error)
+        sink(f"Build failed: {sti_error.message}")
+        return failed(state, sti_error)
+    finally:
+        cleanup(docker, state)
+
+
+def run_validate(docker: DockerHost, request: ValidateRequest, sink: LogSink, host: str) -> Result:
+    started = time.time()
+    try:
+        messages = list(validate_images(docker, request, sink))
+    except Exception as error:
+        return Result.from_error(
+            "validate",
+            request.build_id,
+            translate_error(error),
+            host=host,
+            duration_s=time.time() - started,
+        )
+    finally:
+        for container in docker.containers_named(container_name(request.build_id, "")):
+            docker.remove_container(container)
+    success = not any("failed validation" in message for message in messages)
+    return Result(
+        kind="validate",
+        build_id=request.build_id,
+        success=success,
+        messages=tuple(messages),
+        host=host,
+        duration_s=time.time() - started,
+    )
+
+
+def validate_images(docker: DockerHost, request: ValidateRequest, sink: LogSink) -> list[str]:
+    """One message per problem, naming the image; or one message saying the image is valid."""
+    incremental = request.incremental or request.runtime_image is not None
+    checks = [("Base", request.build_image, INCREMENTAL_SCRIPTS if incremental else DEPLOY_SCRIPTS)]
+    if request.runtime_image:
+        checks.append(("Runtime", request.runtime_image, DEPLOY_SCRIPTS))
+    messages = []
+    for role, image, required in checks:
+        missing = NoSuchBaseImage if role == "Base" else NoSuchRuntimeImage
+        image_id = docker.ensure_image(image, sink, missing)
+        scripts = inspect_scripts(docker, image_id, build_id=request.build_id, role="validate")
+        problems = scripts.problems(required)
+        found = [f"{role} image {image} failed validation: {problem}" for problem in problems]
+        if not found:
+            kind = " for incremental builds" if role == "Base" and incremental else ""
+            found = [f"{role} image {image} is valid{kind}"]
+        for message in found:
+            sink(message)
+        messages += found
+    return messages
+
+
+def _require_scripts(
+    docker: DockerHost, name: str, image_id: str, required: Sequence[str], role: str, build_id: str
+) -> None:
+    scripts = inspect_scripts(docker, image_id, build_id=build_id, role=f"{role.lower()}-check")
+    problems = scripts.problems(required)
+    if problems:
+        first, *rest = [f"{role} image {name} failed validation: {p}" for p in problems]
+        if role == "Base" and SAVE_ARTIFACTS in " ".join(problems):
+            rest.append("extended builds (-R) need a builder image with save-artifacts")
+        raise InvalidImage(first, details=rest)
+
+
+def _entrypoint(docker: DockerHost, image_id: str) -> tuple[str, ...] | None:
+    entrypoint = docker.image_config(image_id).get("Entrypoint")
+    return tuple(entrypoint) if entrypoint else None

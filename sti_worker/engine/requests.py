@@ -1,0 +1,238 @@
+"""Requests and results that cross process boundaries, as frozen dataclasses with plain JSON.
+
+Validation of user input (tags, env names, methods) lives here so every entry point shares it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import InvalidBuildMethod, InvalidInput, StiError
+
+RESULT_SCHEMA = "sti.result/1"
+METHODS = ("build", "run")
+
+# Docker's reference grammar (distribution/reference), without digests: sti tags what it builds.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+# Like Docker, a first component is a registry only if it is localhost or has a "." or a port.
+_DOMAIN = rf"(?:localhost(?::[0-9]+)?|{_HOST}(?:\.{_HOST})+(?::[0-9]+)?|{_HOST}:[0-9]+)"
+_IMAGE_REF = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_ITEM_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")
+_MAX_REF_LENGTH = 255
+
+
+def new_build_id() -> str:
+    return uuid.uuid4().hex
+
+
+def validate_image_ref(ref: str, what: str) -> str:
+    """Return ref if Docker would accept it as an image reference, else raise InvalidInput."""
+    valid = isinstance(ref, str) and len(ref) <= _MAX_REF_LENGTH and _IMAGE_REF.fullmatch(ref)
+    if not valid:
+        raise InvalidInput(
+            f"{what} {ref!r} is not a valid image reference "
+            "(expected [registry/]name[:tag], lower-case name, tag of at most 128 characters)"
+        )
+    return ref
+
+
+def validate_tag(tag: str, what: str = "APP_IMAGE_TAG") -> str:
+    validate_image_ref(tag, what)
+    if "@" in tag:
+        raise InvalidInput(f"{what} {tag!r} names a digest; sti can only tag, not create digests")
+    return tag
+
+
+def build_tag_for(tag: str) -> str:
+    """The tag of an extended build's builder result: APP_IMAGE_TAG-build, as in the original."""
+    return validate_tag(f"{tag}-build", "builder tag (APP_IMAGE_TAG-build)")
+
+
+def validate_env(env: Mapping[str, str]) -> dict[str, str]:
+    checked: dict[str, str] = {}
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"environment variable name {name!r} is invalid "
+                "(letters, digits and _ only, not starting with a digit)"
+            )
+        if not isinstance(value, str):
+            raise InvalidInput(f"environment variable {name} must have a string value")
+        if "\x00" in value:
+            raise InvalidInput(f"environment variable {name} contains a NUL byte")
+        checked[name] = value
+    return checked
+
+
+def parse_env_options(options: Iterable[str]) -> dict[str, str]:
+    """Parse repeated -e options; each may be a comma list NAME=V,NAME2=V2 as in the original.
+
+    A comma only starts a new variable when NAME= follows it, so values may contain commas.
+    """
+    env: dict[str, str] = {}
+    for option in options:
+        for item in _ENV_ITEM_START.split(option):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise InvalidInput(f"environment option {item!r} is not NAME=VALUE")
+            env[name] = value
+    return validate_env(env)
+
+
+def _from_json(cls: type, data: Mapping[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise InvalidInput(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    source: str
+    build_image: str
+    tag: str
+    clean: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    runtime_image: str | None = None
+    method: str = "build"
+    ref: str | None = None
+    context_dir: str | None = None
+    ignore_submodules: bool = False
+    push: bool = False
+    build_id: str = field(default_factory=new_build_id)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise InvalidInput("SOURCE is empty")
+        validate_image_ref(self.build_image, "BUILD_IMAGE")
+        validate_tag(self.tag)
+        if self.runtime_image is not None:
+            validate_image_ref(self.runtime_image, "runtime image")
+            build_tag_for(self.tag)
+        if self.method not in METHODS:
+            raise InvalidBuildMethod(
+                f"build method {self.method!r} is unknown; use one of: {', '.join(METHODS)}"
+            )
+        object.__setattr__(self, "env", validate_env(dict(self.env)))
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.build_id):
+            raise InvalidInput(f"build id {self.build_id!r} is invalid")
+
+    @property
+    def extended(self) -> bool:
+        return self.runtime_image is not None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["env"] = dict(self.env)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BuildRequest:
+        return _from_json(cls, data)
+
+
+@dataclass(frozen=True)
+class ValidateRequest:
+    build_image: str
+    incremental: bool = False
+    runtime_image: str | None = None
+    build_id: str = field(default_factory=new_build_id)
+
+    def __post_init__(self) -> None:
+        validate_image_ref(self.build_image, "BUILD_IMAGE")
+        if self.runtime_image is not None:
+            validate_image_ref(self.runtime_image, "runtime image")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ValidateRequest:
+        return _from_json(cls, data)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    duration_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "duration_s": round(self.duration_s, 3)}
+
+
+@dataclass(frozen=True)
+class Result:
+    """The result object of CONTRACT.md; to_json() is what every consumer reads."""
+
+    kind: str
+    build_id: str
+    success: bool
+    messages: tuple[str, ...] = ()
+    error: Mapping[str, str] | None = None
+    tag: str | None = None
+    image_id: str | None = None
+    incremental: bool = False
+    method: str | None = None
+    runtime_image: str | None = None
+    host: str | None = None
+    duration_s: float = 0.0
+    steps: tuple[Step, ...] = ()
+    schema: str = RESULT_SCHEMA
+
+    @property
+    def error_code(self) -> str | None:
+        return self.error["code"] if self.error else None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schema": self.schema,
+            "kind": self.kind,
+            "build_id": self.build_id,
+            "success": self.success,
+            "messages": list(self.messages),
+            "error": dict(self.error) if self.error else None,
+        }
+        if self.kind == "build":
+            data.update(
+                tag=self.tag,
+                image_id=self.image_id,
+                incremental=self.incremental,
+                method=self.method,
+                runtime_image=self.runtime_image,
+            )
+        data.update(
+            host=self.host,
+            duration_s=round(self.duration_s, 3),
+            steps=[step.to_json() for step in self.steps],
+        )
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Result:
+        values = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
+        values["messages"] = tuple(values.get("messages") or ())
+        values["steps"] = tuple(Step(**s) for s in values.get("steps") or ())
+        return cls(**values)
+
+    @classmethod
+    def from_error(
+        cls, kind: str, build_id: str, error: StiError, messages: Iterable[str] = (), **extra: Any
+    ) -> Result:
+        return cls(
+            kind=kind,
+            build_id=build_id,
+            success=False,
+            messages=(*messages, error.message, *error.details),
+            error=error.to_json(),
+            **extra,
+        )

@@ -1,0 +1,227 @@
+"""Tar streams composed on the fly: directories, other tar streams and small files in, chunks out.
+
+A producer thread writes the archive into a bounded queue, so memory stays flat however large
+the source is, and a consumer (docker-py's request body) reads it as an iterator of bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import queue
+import stat
+import tarfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from .errors import InvalidInput
+
+TarPart = Callable[[tarfile.TarFile], None]
+Chunks = Iterator[bytes]
+
+_CHUNK = 64 * 1024
+_QUEUE_DEPTH = 32
+
+
+class _Abandoned(Exception):
+    """The consumer went away; the producer stops quietly."""
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+class _QueueWriter:
+    def __init__(self, chunks: queue.Queue[object], abandoned: threading.Event) -> None:
+        self._chunks = chunks
+        self._abandoned = abandoned
+
+    def write(self, data: bytes) -> int:
+        self._put(bytes(data))
+        return len(data)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._abandoned.is_set():
+                raise _Abandoned
+            try:
+                self._chunks.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+
+class IterReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def stream_tar(parts: Iterable[TarPart]) -> Chunks:
+    """Yield the bytes of one tar archive made of parts, each adding members to it."""
+    chunks: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
+    abandoned = threading.Event()
+    writer = _QueueWriter(chunks, abandoned)
+
+    def produce() -> None:
+        try:
+            with tarfile.open(
+                fileobj=writer,  # type: ignore[arg-type]
+                mode="w|",
+                format=tarfile.PAX_FORMAT,
+                bufsize=_CHUNK,
+            ) as tar:
+                for part in parts:
+                    part(tar)
+            writer._put(_DONE)
+        except _Abandoned:
+            return
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            try:
+                writer._put(_Failure(error))
+            except _Abandoned:
+                return
+
+    producer = threading.Thread(target=produce, name="sti-tar", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = chunks.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item  # type: ignore[misc]
+    finally:
+        abandoned.set()
+        producer.join(timeout=5)
+
+
+def _checked_name(name: str) -> str:
+    """Normalise an archive member name; refuse absolute paths and parent references."""
+    if name.startswith("/") or "\x00" in name:
+        raise InvalidInput(f"archive entry {name!r} has an absolute path")
+    normal = posixpath.normpath(name)
+    if normal == ".." or normal.startswith("../") or "/../" in f"/{name}/":
+        raise InvalidInput(f"archive entry {name!r} points outside the archive root")
+    return "" if normal == "." else normal
+
+
+def directory(root: Path, prefix: str, skip: Callable[[str], bool] | None = None) -> TarPart:
+    """A part adding the tree at root under prefix; links are kept as links, never followed.
+
+    skip receives each path relative to root (POSIX form, directories with a trailing "/").
+    """
+
+    def add(tar: tarfile.TarFile) -> None:
+        tar.addfile(_dir_info(prefix, root.stat().st_mode))
+        for current, dirnames, filenames in os.walk(root, followlinks=False):
+            relative_dir = Path(current).relative_to(root).as_posix()
+            relative_dir = "" if relative_dir == "." else f"{relative_dir}/"
+            dirnames.sort()
+            kept = []
+            for name in dirnames:
+                if skip and skip(f"{relative_dir}{name}/"):
+                    continue
+                full = Path(current, name)
+                if full.is_symlink():
+                    _add_path(tar, full, f"{prefix}/{relative_dir}{name}")
+                else:
+                    kept.append(name)
+                    _add_path(tar, full, f"{prefix}/{relative_dir}{name}")
+            dirnames[:] = kept
+            for name in sorted(filenames):
+                if skip and skip(f"{relative_dir}{name}"):
+                    continue
+                _add_path(tar, Path(current, name), f"{prefix}/{relative_dir}{name}")
+
+    return add
+
+
+def _add_path(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
+    mode = path.lstat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        return  # sockets, fifos and devices are not source
+    info = tar.gettarinfo(str(path), arcname)
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    if info.isreg():
+        with path.open("rb") as content:
+            tar.addfile(info, content)
+    else:
+        tar.addfile(info)
+
+
+def _dir_info(name: str, mode: int = 0o755) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = stat.S_IMODE(mode) or 0o755
+    return info
+
+
+def empty_directory(name: str) -> TarPart:
+    def add(tar: tarfile.TarFile) -> None:
+        tar.addfile(_dir_info(name))
+
+    return add
+
+
+def small_file(name: str, data: bytes, mode: int = 0o644) -> TarPart:
+    def add(tar: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = mode
+        tar.addfile(info, io.BytesIO(data))
+
+    return add
+
+
+def retargeted(
+    open_chunks: Callable[[], Iterable[bytes]], from_prefix: str, to_prefix: str
+) -> TarPart:
+    """A part copying the members of another tar stream, renaming from_prefix to to_prefix.
+
+    Used to hand /tmp/artifacts or /tmp/build taken out of one container to the next one; the
+    stream is opened only when the part is written.
+    """
+
+    def rename(name: str) -> str:
+        name = _checked_name(name)
+        if name == from_prefix:
+            return to_prefix
+        if not name.startswith(f"{from_prefix}/"):
+            raise InvalidInput(f"archive entry {name!r} is outside {from_prefix}/")
+        return f"{to_prefix}{name[len(from_prefix) :]}"
+
+    def add(tar: tarfile.TarFile) -> None:
+        with tarfile.open(fileobj=IterReader(open_chunks()), mode="r|*") as source:
+            for member in source:
+                member.name = rename(member.name)
+                if member.islnk():
+                    member.linkname = rename(member.linkname)
+                content = source.extractfile(member) if member.isreg() else None
+                tar.addfile(member, content)
+
+    return add

@@ -1,0 +1,64 @@
+"""structlog configuration: one call per process, JSON in production, readable in a terminal.
+
+Standard-library loggers (Celery, docker-py, urllib3) go through the same renderer, so every line
+carries the bound context (build_id, task_id, host) the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+_SHARED_PROCESSORS: list[structlog.types.Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def log_format(stream: object = sys.stderr) -> str:
+    """STI_LOG_FORMAT if set, else console on a terminal and json otherwise."""
+    chosen = os.environ.get("STI_LOG_FORMAT", "").strip().lower()
+    if chosen in ("console", "json"):
+        return chosen
+    return "console" if getattr(stream, "isatty", lambda: False)() else "json"
+
+
+def configure_logging(level: str | int = "INFO", fmt: str | None = None) -> None:
+    fmt = fmt or log_format()
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            *_SHARED_PROCESSORS,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_SHARED_PROCESSORS,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    for noisy in ("urllib3", "docker", "git"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.stdlib.get_logger(name)
