@@ -1,0 +1,80 @@
+"""Shared fixtures: a real Docker engine, fixture builder images built once per session, and a
+check after every test that sti left no container or temp dir behind."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from sti_worker.engine.docker_host import BUILD_ID_LABEL, DockerHost
+from tests.images import build_all
+
+_WORKDIR = re.compile(r"^sti-[0-9a-f]{32}$")
+
+
+@pytest.fixture(scope="session")
+def api() -> Iterator[docker.APIClient]:
+    client = docker.APIClient(version="auto")
+    try:
+        client.ping()
+    except Exception as error:  # the whole suite needs it: say so once, clearly
+        pytest.exit(f"these tests need a running Docker engine: {error}", returncode=3)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def images(api: docker.APIClient) -> dict[str, str]:
+    """Short name (sti-fake, sti-fake-builder, ...) -> tag of a locally built fixture image."""
+    return build_all(api, prefix="sti-test/")
+
+
+@pytest.fixture
+def docker_host() -> Iterator[DockerHost]:
+    host = DockerHost()
+    yield host
+    host.close()
+
+
+@pytest.fixture
+def app_tag(api: docker.APIClient) -> Iterator[str]:
+    """A fresh APP_IMAGE_TAG; the images tagged with it (and its -build tag) are removed after."""
+    tag = f"sti-test/app-{uuid.uuid4().hex[:10]}"
+    yield tag
+    for ref in (tag, f"{tag}-build"):
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_image(ref, force=True)
+
+
+def _sti_containers(api: docker.APIClient) -> list[str]:
+    named = api.containers(all=True, filters={"name": "^/sti-"})
+    labelled = api.containers(all=True, filters={"label": BUILD_ID_LABEL})
+    return sorted({name for c in named + labelled for name in c["Names"]})
+
+
+def _sti_workdirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).iterdir() if _WORKDIR.match(p.name)}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test: no sti container (by name or label) and no sti work dir remains."""
+    if "api" not in request.fixturenames and "images" not in request.fixturenames:
+        yield
+        return
+    api: docker.APIClient = request.getfixturevalue("api")
+    dirs_before = _sti_workdirs()
+    yield
+    leftover = _sti_containers(api)
+    for container in api.containers(all=True, filters={"name": "^/sti-"}):
+        api.remove_container(container["Id"], force=True, v=True)
+    assert not leftover, f"containers left behind: {leftover}"
+    new_dirs = _sti_workdirs() - dirs_before
+    assert not new_dirs, f"work dirs left behind: {new_dirs}"
