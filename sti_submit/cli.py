@@ -6,9 +6,11 @@ Live log lines go to stderr; messages, the outcome and --json output go to stdou
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -20,30 +22,51 @@ from sti_worker.engine.requests import (
     ValidateRequest,
     parse_env_options,
 )
+from sti_worker.settings import DEFAULT_BROKER_URL
+
+Options = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def _local_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
+def _stack(*decorators: Options) -> Options:
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+broker_option = click.option(
+    "--broker",
+    envvar="STI_BROKER_URL",
+    default=DEFAULT_BROKER_URL,
+    show_default=True,
+    help="Redis URL of the queue ($STI_BROKER_URL).",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the final result as one JSON object."
+)
+local_options = _stack(
+    click.option(
         "--local", is_flag=True, help="Run in this process against the local Docker engine."
-    )(command)
-    command = click.option(
+    ),
+    click.option(
         "-U",
         "--url",
         "docker_url",
         envvar="DOCKER_HOST",
         help="Docker engine for --local (default: DOCKER_HOST, else the local socket).",
-    )(command)
-    return command
-
-
-def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
-        "--json", "as_json", is_flag=True, help="Print the final result as one JSON object."
-    )(command)
-    command = click.option(
-        "-q", "--quiet", is_flag=True, help="No live log lines, only the outcome."
-    )(command)
-    return command
+    ),
+)
+wait_options = _stack(
+    click.option("-q", "--quiet", is_flag=True, help="No live log lines, only the outcome."),
+    click.option("--no-wait", is_flag=True, help="Enqueue, print the build id, exit."),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Stop waiting after this many seconds; the build is cancelled.",
+    ),
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,61 +92,60 @@ def main() -> None:
 @click.option("--ref", help="git branch, tag or commit to build.")
 @click.option("--context-dir", help="Build only this subdirectory of the source.")
 @click.option("--ignore-submodules", is_flag=True, help="Do not fetch git submodules.")
-@_output_options
-@_local_options
+@click.option("--push", is_flag=True, help="Push APP_IMAGE_TAG to its registry after tagging.")
+@json_option
+@wait_options
+@local_options
+@broker_option
 def build(
     source: str,
     build_image: str,
     app_image_tag: str,
-    clean: bool,
     env_options: tuple[str, ...],
-    runtime_image: str | None,
-    method: str,
-    ref: str | None,
-    context_dir: str | None,
-    ignore_submodules: bool,
-    as_json: bool,
-    quiet: bool,
     local: bool,
     docker_url: str | None,
+    broker: str,
+    as_json: bool,
+    quiet: bool,
+    no_wait: bool,
+    timeout: float | None,
+    **options: Any,
 ) -> None:
     """Build SOURCE with BUILD_IMAGE into an image tagged APP_IMAGE_TAG."""
     request = _checked(
         lambda: BuildRequest(
-            source=source,
+            source=_absolute_if_local_path(source),
             build_image=build_image,
             tag=app_image_tag,
-            clean=clean,
             env=parse_env_options(env_options),
-            runtime_image=runtime_image,
-            method=method,
-            ref=ref,
-            context_dir=context_dir,
-            ignore_submodules=ignore_submodules,
+            **options,
         )
     )
     sink = _sink(quiet or as_json)
-    if not local:
-        raise click.UsageError("only --local builds are available in this version")
-    from sti_submit.local import build_locally
+    if local:
+        from sti_submit.local import build_locally
 
-    _finish(build_locally(request, docker_url, sink), as_json)
+        _finish(build_locally(request, docker_url, sink), as_json)
+    _finish_queued(
+        broker, lambda client: client.submit_build(request), as_json, sink, no_wait, timeout
+    )
 
 
 @main.command()
 @click.argument("build_image")
 @click.option("-I", "--incremental", is_flag=True, help="Validate for incremental builds.")
 @click.option("-R", "--runtime", "runtime_image", help="Also validate this runtime image.")
-@_output_options
-@_local_options
+@json_option
+@local_options
+@broker_option
 def validate(
     build_image: str,
     incremental: bool,
     runtime_image: str | None,
     as_json: bool,
-    quiet: bool,
     local: bool,
     docker_url: str | None,
+    broker: str,
 ) -> None:
     """Say whether BUILD_IMAGE can serve as an sti builder image, and why not."""
     request = _checked(
@@ -131,12 +153,74 @@ def validate(
             build_image=build_image, incremental=incremental, runtime_image=runtime_image
         )
     )
-    sink = _sink(True)
-    if not local:
-        raise click.UsageError("only --local validation is available in this version")
-    from sti_submit.local import validate_locally
+    if local:
+        from sti_submit.local import validate_locally
 
-    _finish(validate_locally(request, docker_url, sink), as_json)
+        _finish(validate_locally(request, docker_url, _sink(True)), as_json)
+    _finish_queued(
+        broker, lambda client: client.submit_validate(request), as_json, _sink(True), False, None
+    )
+
+
+@main.command()
+@click.argument("build_id")
+@json_option
+@broker_option
+def status(build_id: str, as_json: bool, broker: str) -> None:
+    """Where BUILD_ID is: its state and phase, or its result once it has finished."""
+    found = _with_client(broker, lambda client: client.status(build_id))
+    if as_json:
+        click.echo(json.dumps(found))
+    elif "schema" in found:
+        result = Result.from_json(found)
+        for message in result.messages:
+            click.echo(message)
+        click.echo(_outcome(result))
+    else:
+        host = f" on {found['host']}" if found.get("host") else ""
+        click.echo(f"{build_id}: {found['state']} ({found['phase']}){host}")
+
+
+@main.command()
+@click.argument("build_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the build ends.")
+@broker_option
+def logs(build_id: str, follow: bool, broker: str) -> None:
+    """Print BUILD_ID's log lines so far (all of them, from the start)."""
+
+    def show(client: Any) -> None:
+        for line in client.follow(build_id, follow=follow):
+            click.echo(line)
+
+    _with_client(broker, show)
+
+
+@main.command()
+@click.argument("build_id")
+@broker_option
+def cancel(build_id: str, broker: str) -> None:
+    """Cancel BUILD_ID: stop its containers, clean up, tag nothing."""
+    state = _with_client(broker, lambda client: client.cancel(build_id))
+    if state in ("SUCCESS", "FAILURE", "REVOKED"):
+        click.echo(f"Build {build_id} had already finished ({state})")
+    else:
+        click.echo(f"Cancelling build {build_id} (was {state})")
+
+
+@main.command()
+@json_option
+@broker_option
+def workers(as_json: bool, broker: str) -> None:
+    """The build hosts: id, slots, and the builds running there."""
+    hosts = _with_client(broker, lambda client: client.workers())
+    if as_json:
+        click.echo(json.dumps(hosts))
+        return
+    if not hosts:
+        click.echo("No live build hosts")
+    for host in hosts:
+        running = ", ".join(host["running"]) or "-"
+        click.echo(f"{host['host_id']}: {host['slots']} slots, running: {running}")
 
 
 def _checked(make: Callable[[], Any]) -> Any:
@@ -146,13 +230,61 @@ def _checked(make: Callable[[], Any]) -> Any:
         raise click.BadParameter(error.message) from error
 
 
+def _absolute_if_local_path(source: str) -> str:
+    """A relative directory means the caller's directory, wherever the worker runs it."""
+    return os.path.abspath(source) if Path(source).is_dir() else source
+
+
 def _sink(silent: bool) -> Callable[[str], None]:
     if silent:
         return lambda line: None
     return lambda line: click.echo(line, err=True)
 
 
-def _finish(result: Result, as_json: bool) -> None:
+def _with_client(broker: str, call: Callable[[Any], Any]) -> Any:
+    from sti_submit.client import StiClient
+
+    client = StiClient(broker)
+    try:
+        return call(client)
+    except StiError as error:
+        _fail(error)
+    finally:
+        client.close()
+
+
+def _finish_queued(
+    broker: str,
+    submit: Callable[[Any], str],
+    as_json: bool,
+    sink: Callable[[str], None],
+    no_wait: bool,
+    timeout: float | None,
+) -> NoReturn:
+    def run(client: Any) -> Result | str:
+        build_id = submit(client)
+        if no_wait:
+            return build_id
+        try:
+            return client.wait(build_id, timeout=timeout, on_line=sink)
+        except KeyboardInterrupt:
+            click.echo(f"\nStopped waiting; build {build_id} goes on.", err=True)
+            click.echo(f"Follow it with: sti-submit logs --follow {build_id}", err=True)
+            sys.exit(ExitCode.TIMED_OUT_OR_CANCELLED)
+
+    outcome = _with_client(broker, run)
+    if isinstance(outcome, str):
+        click.echo(outcome)
+        sys.exit(ExitCode.OK)
+    _finish(outcome, as_json)
+
+
+def _fail(error: StiError) -> NoReturn:
+    click.echo(f"sti-submit: {error.message}", err=True)
+    sys.exit(error.exit_code)
+
+
+def _finish(result: Result, as_json: bool) -> NoReturn:
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
@@ -169,6 +301,3 @@ def _outcome(result: Result) -> str:
         return f"Build succeeded: {result.tag} ({result.image_id})"
     code = f" [{result.error_code}]" if result.error_code else ""
     return f"Build failed{code}"
-
-
-__all__ = ["ExitCode", "main"]

@@ -8,14 +8,16 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
+from docker.types import CancellableStream, Mount
 
 from .errors import (
     BuildFailed,
@@ -27,6 +29,7 @@ from .errors import (
     PullImageFailed,
     StiError,
     TagImageFailed,
+    TimedOut,
 )
 
 LogSink = Callable[[str], None]
@@ -80,6 +83,8 @@ class DockerHost:
     """A Docker engine reached through docker-py's low-level API client."""
 
     def __init__(self, url: str | None = None, timeout: int = 600) -> None:
+        self._streams: set[CancellableStream] = set()
+        self._streams_lock = threading.Lock()
         self.url = url or "the local Docker engine (DOCKER_HOST or /var/run/docker.sock)"
         try:
             if url:
@@ -96,6 +101,27 @@ class DockerHost:
 
     def close(self) -> None:
         self.api.close()
+
+    @contextmanager
+    def _tracked(self, stream: CancellableStream) -> Iterator[None]:
+        with self._streams_lock:
+            self._streams.add(stream)
+        try:
+            yield
+        finally:
+            with self._streams_lock:
+                self._streams.discard(stream)
+
+    def abort(self, build_id: str) -> None:
+        """Stop a build from another thread: kill its containers, cut its output streams."""
+        for container in self.containers_named(container_name(build_id, "")):
+            with suppress(docker.errors.APIError):
+                self.api.kill(container)
+        with self._streams_lock:
+            streams = list(self._streams)
+        for stream in streams:
+            with suppress(OSError, AttributeError):
+                stream.close()
 
     # images
 
@@ -154,6 +180,11 @@ class DockerHost:
             if error.status_code not in (404, 409):
                 raise
 
+    def untagged_images_of(self, build_id: str) -> list[str]:
+        """Images a build made (they carry its id label) that no tag points to."""
+        found = self.api.images(filters={"label": f"{BUILD_ID_LABEL}={build_id}", "dangling": True})
+        return [image["Id"] for image in found]
+
     def build(
         self,
         context: Iterator[bytes],
@@ -165,28 +196,38 @@ class DockerHost:
         """Run docker build on a streamed tar context; return the image id."""
         tail = OutputTail(sink)
         image_id: str | None = None
+        params = {
+            "rm": True,
+            "forcerm": True,
+            "nocache": True,
+            "pull": False,
+            "buildargs": json.dumps(dict(buildargs)),
+            "labels": json.dumps(dict(labels)),
+        }
         try:
-            for event in self.api.build(
-                fileobj=context,
-                custom_context=True,
-                buildargs=dict(buildargs),
-                labels=dict(labels),
-                rm=True,
-                forcerm=True,
-                pull=False,
-                nocache=True,
-                decode=True,
-            ):
-                if "stream" in event:
-                    tail.feed(event["stream"])
-                if "aux" in event and "ID" in event["aux"]:
-                    image_id = event["aux"]["ID"]
-                if "error" in event:
-                    tail.close()
-                    raise BuildFailed(
-                        f"docker build failed: {event['error'].strip()}",
-                        details=_tail_message(tail.lines),
-                    )
+            # docker-py's build() hides the response; it is needed to abort a running build
+            response = self.api._post(
+                self.api._url("/build"),
+                data=context,
+                params=params,
+                headers={"Content-Type": "application/tar"},
+                stream=True,
+                timeout=None,
+            )
+            self.api._raise_for_status(response)
+            events = CancellableStream(self.api._stream_helper(response, decode=True), response)
+            with self._tracked(events):
+                for event in events:
+                    if "stream" in event:
+                        tail.feed(event["stream"])
+                    if "aux" in event and "ID" in event["aux"]:
+                        image_id = event["aux"]["ID"]
+                    if "error" in event:
+                        tail.close()
+                        raise BuildFailed(
+                            f"docker build failed: {event['error'].strip()}",
+                            details=_tail_message(tail.lines),
+                        )
         except docker.errors.APIError as error:
             raise BuildFailed(f"docker build failed: {_reason(error)}") from error
         tail.close()
@@ -214,17 +255,24 @@ class DockerHost:
         mounts = []
         if empty_volume_at:
             mounts.append(Mount(target=empty_volume_at, source=None, type="volume", no_copy=True))
+        config = self.api.create_container_config(
+            image,
+            command=command,
+            entrypoint=[],
+            environment=[f"{key}={value}" for key, value in (env or {}).items()],
+            labels={BUILD_ID_LABEL: build_id},
+            host_config=self.api.create_host_config(mounts=mounts),
+            detach=True,
+        )
         try:
-            created = self.api.create_container(
-                image,
-                command=command,
-                entrypoint=[],
-                name=name,
-                environment=[f"{key}={value}" for key, value in (env or {}).items()],
-                labels={BUILD_ID_LABEL: build_id},
-                host_config=self.api.create_host_config(mounts=mounts),
-                detach=True,
-            )
+            try:
+                created = self.api.create_container_from_config(config, name=name)
+            except docker.errors.APIError as error:
+                if error.status_code != 409:
+                    raise
+                # a step run again after its worker died: the container it made is stale
+                self.remove_container(name)
+                created = self.api.create_container_from_config(config, name=name)
         except docker.errors.APIError as error:
             raise CreateContainerFailed(
                 f"creating a container from {image} failed: {_reason(error)}"
@@ -286,8 +334,10 @@ class DockerHost:
         """Start the container, forward its output line by line, return (exit code, last lines)."""
         tail = OutputTail(sink)
         self.api.start(container_id)
-        for chunk in self.api.logs(container_id, stream=True, follow=True):
-            tail.feed(chunk.decode("utf-8", errors="replace"))
+        output = self.api.logs(container_id, stream=True, follow=True)
+        with self._tracked(output):
+            for chunk in output:
+                tail.feed(chunk.decode("utf-8", errors="replace"))
         tail.close()
         status = self.api.wait(container_id)
         return int(status.get("StatusCode", -1)), tail.lines
@@ -342,6 +392,8 @@ def translate_error(error: BaseException) -> StiError:
         return error
     if isinstance(error, requests.exceptions.ConnectionError):
         return DockerConnectionFailed(f"lost the connection to the Docker engine: {error}")
+    if type(error).__name__ == "SoftTimeLimitExceeded":  # Celery's, without importing Celery
+        return TimedOut("the build step ran out of time (STI_STEP_TIME_LIMIT)")
     if isinstance(error, docker.errors.DockerException):
         return DockerConnectionFailed(f"Docker engine error: {_reason(error)}")
     return InternalError(f"unexpected {type(error).__name__}: {error}")

@@ -59,6 +59,17 @@ class BuildState:
     tagged: bool = False
     messages: tuple[str, ...] = ()
     steps: tuple[Step, ...] = ()
+    error: Mapping[str, str] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def fail(self, error: StiError, sink: LogSink) -> BuildState:
+        """The state after a step could not finish: later steps are skipped, cleanup still runs."""
+        sink(f"Build failed: {error.message}")
+        messages = (*self.messages, error.message, *error.details)
+        return replace(self, error=error.to_json(), messages=messages)
 
     def say(self, sink: LogSink, message: str) -> BuildState:
         sink(message)
@@ -69,6 +80,7 @@ class BuildState:
         data["request"] = self.request.to_json()
         data["messages"] = list(self.messages)
         data["steps"] = [step.to_json() for step in self.steps]
+        data["error"] = dict(self.error) if self.error else None
         for name in ("builder_entrypoint", "runtime_entrypoint"):
             data[name] = list(data[name]) if data[name] is not None else None
         return data
@@ -79,6 +91,7 @@ class BuildState:
         values["request"] = BuildRequest.from_json(values["request"])
         values["messages"] = tuple(values.get("messages", ()))
         values["steps"] = tuple(Step(**step) for step in values.get("steps", ()))
+        values["error"] = dict(values["error"]) if values.get("error") else None
         for name in ("builder_entrypoint", "runtime_entrypoint"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
@@ -94,7 +107,8 @@ StepFunction = Callable[[DockerHost, BuildState, LogSink], BuildState]
 def fetch_source_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
     request = state.request
     workdir = workdir_for(request.build_id)
-    workdir.mkdir(mode=0o700, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # left by an earlier delivery of this step
+    workdir.mkdir(mode=0o700)
     fetched = fetch_source(
         request.source,
         workdir,
@@ -264,38 +278,42 @@ def steps_for(request: BuildRequest) -> list[tuple[str, StepFunction]]:
 def run_step(
     name: str, step: StepFunction, docker: DockerHost, state: BuildState, sink: LogSink
 ) -> BuildState:
+    """Run one step unless an earlier one failed; a failure is recorded in the state, not raised."""
+    if state.failed:
+        return state
     started = time.monotonic()
-    state = step(docker, state, sink)
+    try:
+        state = step(docker, state, sink)
+    except Exception as error:
+        state = state.fail(translate_error(error), sink)
     return replace(state, steps=(*state.steps, Step(name, time.monotonic() - started)))
 
 
 def cleanup(docker: DockerHost | None, state: BuildState) -> None:
     """Remove what this build made and did not hand over: containers, temp dir, untagged images."""
-    build_id = state.request.build_id
+    untagged = () if state.tagged else (state.image_id, state.stage_image)
+    cleanup_build(docker, state.request.build_id, [image for image in untagged if image])
+
+
+def cleanup_build(docker: DockerHost | None, build_id: str, images: Sequence[str] = ()) -> None:
+    """Cleanup knowing only the build id: what it made is found by container name and label."""
     shutil.rmtree(workdir_for(build_id), ignore_errors=True)
     if docker is None:
         return
     for container in docker.containers_named(container_name(build_id, "")):
         docker.remove_container(container)
-    if not state.tagged:
-        for image in (state.image_id, state.stage_image):
-            if image:
-                docker.remove_image(image)
+    for image in (*images, *docker.untagged_images_of(build_id)):
+        docker.remove_image(image)
 
 
-def finished(state: BuildState) -> Result:
+def result_of(state: BuildState) -> Result:
     return Result(
         kind="build",
         build_id=state.request.build_id,
-        success=True,
+        success=not state.failed,
         messages=state.messages,
+        error=state.error,
         **_build_fields(state),
-    )
-
-
-def failed(state: BuildState, error: StiError) -> Result:
-    return Result.from_error(
-        "build", state.request.build_id, error, state.messages, **_build_fields(state)
     )
 
 
@@ -319,13 +337,9 @@ def run_build(docker: DockerHost, request: BuildRequest, sink: LogSink, host: st
     try:
         for name, step in steps_for(request):
             state = run_step(name, step, docker, state, sink)
-        return finished(state)
-    except Exception as error:
-        sti_error = translate_error(error)
-        sink(f"Build failed: {sti_error.message}")
-        return failed(state, sti_error)
     finally:
         cleanup(docker, state)
+    return result_of(state)
 
 
 def run_validate(docker: DockerHost, request: ValidateRequest, sink: LogSink, host: str) -> Result:

@@ -1,0 +1,41 @@
+"""The Celery app and its settings, read from the environment (see settings.py).
+
+JSON only, and the reliability settings long build steps need: late acks, redelivery when a
+worker dies, one message prefetched per process, and a visibility timeout above the longest step.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from .settings import SHARED_QUEUE, Settings
+
+settings = Settings.from_env()
+
+app = Celery("sti", broker=settings.broker_url, backend=settings.result_backend)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_track_started=True,
+    result_extended=True,
+    result_expires=settings.result_expires_s,
+    task_time_limit=settings.step_time_limit_s,
+    task_soft_time_limit=max(settings.step_time_limit_s - 30, 1),
+    broker_transport_options={"visibility_timeout": settings.step_time_limit_s + 600},
+    result_backend_transport_options={"visibility_timeout": settings.step_time_limit_s + 600},
+    task_default_queue=SHARED_QUEUE,
+    task_queues=[Queue(SHARED_QUEUE), Queue(settings.host_queue)],
+    task_routes={"sti.build": {"queue": SHARED_QUEUE}, "sti.validate": {"queue": SHARED_QUEUE}},
+    task_create_missing_queues=True,
+    broker_connection_retry_on_startup=True,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    worker_hijack_root_logger=False,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+)

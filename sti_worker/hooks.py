@@ -1,0 +1,108 @@
+"""Cross-cutting worker concerns as Celery signal handlers: logging, log context, host
+registration with a heartbeat, and finishing builds whose steps were revoked.
+
+A failing hook is logged and never kills a build.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from celery import signals
+
+from .app import settings
+from .leases import HostSlots
+from .logs import configure_logging
+from .resources import redis_client
+
+log = structlog.stdlib.get_logger(__name__)
+
+_STEP_TASKS = ("sti.step", "sti.finish")
+_heartbeat_stop = threading.Event()
+
+
+def _never_raises(handler: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(handler)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            handler(*args, **kwargs)
+        except Exception:
+            log.exception("worker hook failed", hook=handler.__name__)
+
+    return guarded
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    configure_logging(loglevel or "INFO")
+
+
+@signals.task_prerun.connect
+@_never_raises
+def _bind_log_context(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+    build_id = _build_id_of(task.name, task_id, args, kwargs, task.request)
+    structlog.contextvars.bind_contextvars(
+        task_id=task_id, task=task.name, build_id=build_id, host=settings.host_id
+    )
+
+
+@signals.task_postrun.connect
+@_never_raises
+def _clear_log_context(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+@signals.worker_ready.connect
+@_never_raises
+def _register_host(sender: Any, **_: Any) -> None:
+    node = sender.hostname
+    slots = int(sender.controller.concurrency)
+    host = HostSlots(redis_client(), settings.host_id, settings.lease_s)
+    host.register_node(node, slots)
+    log.info("worker ready", node=node, slots=slots, host=settings.host_id)
+
+    def beat() -> None:
+        while not _heartbeat_stop.wait(max(settings.lease_s / 3, 1)):
+            try:
+                host.register_node(node, slots)
+            except Exception:
+                log.warning("heartbeat failed", node=node, exc_info=True)
+
+    threading.Thread(target=beat, name="sti-heartbeat", daemon=True).start()
+
+
+@signals.worker_shutdown.connect
+@_never_raises
+def _unregister_host(sender: Any, **_: Any) -> None:
+    _heartbeat_stop.set()
+    HostSlots(redis_client(), settings.host_id, settings.lease_s).unregister_node(sender.hostname)
+
+
+@signals.task_revoked.connect
+@_never_raises
+def _finish_revoked_build(request: Any, terminated: bool, expired: bool, **_: Any) -> None:
+    """A revoked or expired step would leave its build unfinished: abort it on this host."""
+    if request.task not in _STEP_TASKS:
+        return
+    from .tasks import abort_build
+
+    state = request.args[0] if request.args else {}
+    build = state.get("request", {})
+    reason = "expired" if expired else "revoked"
+    log.warning("build step " + reason, build_id=build.get("build_id"), step=request.task)
+    abort_build.apply_async(
+        kwargs={"build_id": build["build_id"], "tag": build["tag"]}, queue=settings.host_queue
+    )
+
+
+def _build_id_of(name: str, task_id: str, args: Any, kwargs: Any, request: Any) -> str | None:
+    if name in _STEP_TASKS and args and isinstance(args[0], dict):
+        return args[0].get("request", {}).get("build_id")
+    if name == "sti.abort":
+        return kwargs.get("build_id")
+    return task_id

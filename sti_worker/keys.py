@@ -1,0 +1,43 @@
+"""Redis key names shared by workers and clients (log streams, cancel flags, leases, hosts)."""
+
+from __future__ import annotations
+
+PREFIX = "sti:"
+HOSTS = f"{PREFIX}hosts"
+
+
+def log_stream(build_id: str) -> str:
+    return f"{PREFIX}log:{build_id}"
+
+
+def cancel_flag(build_id: str) -> str:
+    return f"{PREFIX}cancel:{build_id}"
+
+
+def build_host(build_id: str) -> str:
+    return f"{PREFIX}build-host:{build_id}"
+
+
+def tag_lock(tag: str) -> str:
+    return f"{PREFIX}lock:tag:{tag}"
+
+
+def host_running(host_id: str) -> str:
+    return f"{PREFIX}host:{host_id}:running"
+
+
+def host_nodes(host_id: str) -> str:
+    return f"{PREFIX}host:{host_id}:nodes"
+
+
+def host_slots(host_id: str) -> str:
+    return f"{PREFIX}host:{host_id}:slots"
+
+
+def deliveries(task_id: str, retries: int) -> str:
+    return f"{PREFIX}deliveries:{task_id}:{retries}"
+
+
+# Fields of log stream entries.
+LINE_FIELD = "line"
+END_FIELD = "end"

@@ -1,0 +1,131 @@
+"""Leases in Redis owned by a build id: the per-tag lock and the per-host build slots.
+
+A lease expires unless renewed, so a crashed worker never blocks a tag or a host for long.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from . import keys
+
+_RENEW_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+# KEYS: running zset, node-expiry zset, node-slots hash. ARGV: build id, now ms, lease ms.
+_CLAIM_SLOT = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
+if redis.call('zscore', KEYS[1], ARGV[1]) then
+  redis.call('zadd', KEYS[1], ARGV[2] + ARGV[3], ARGV[1])
+  return 1
+end
+local slots = 0
+for _, node in ipairs(redis.call('zrangebyscore', KEYS[2], ARGV[2], '+inf')) do
+  slots = slots + tonumber(redis.call('hget', KEYS[3], node) or '0')
+end
+if redis.call('zcard', KEYS[1]) < slots then
+  redis.call('zadd', KEYS[1], ARGV[2] + ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TagLock:
+    """At most one build of an APP_IMAGE_TAG at a time, across every host."""
+
+    def __init__(self, client: redis.Redis, tag: str, owner: str, lease_s: int) -> None:
+        self._client = client
+        self._key = keys.tag_lock(tag)
+        self._owner = owner
+        self._lease_ms = lease_s * 1000
+
+    def acquire(self) -> bool:
+        if self._client.set(self._key, self._owner, nx=True, px=self._lease_ms):
+            return True
+        return self.renew()
+
+    def renew(self) -> bool:
+        return bool(self._client.eval(_RENEW_IF_OWNER, 1, self._key, self._owner, self._lease_ms))
+
+    def release(self) -> None:
+        self._client.eval(_RELEASE_IF_OWNER, 1, self._key, self._owner)
+
+    def holder(self) -> str | None:
+        value = self._client.get(self._key)
+        return value.decode() if isinstance(value, bytes) else value
+
+
+class HostSlots:
+    """Builds running on one Docker host, at most as many as its live workers have slots."""
+
+    def __init__(self, client: redis.Redis, host_id: str, lease_s: int) -> None:
+        self._client = client
+        self.host_id = host_id
+        self._lease_ms = lease_s * 1000
+
+    def claim(self, build_id: str) -> bool:
+        return bool(
+            self._client.eval(
+                _CLAIM_SLOT,
+                3,
+                keys.host_running(self.host_id),
+                keys.host_nodes(self.host_id),
+                keys.host_slots(self.host_id),
+                build_id,
+                _now_ms(),
+                self._lease_ms,
+            )
+        )
+
+    def renew(self, build_id: str) -> None:
+        self._client.zadd(
+            keys.host_running(self.host_id), {build_id: _now_ms() + self._lease_ms}, xx=True
+        )
+
+    def release(self, build_id: str) -> None:
+        self._client.zrem(keys.host_running(self.host_id), build_id)
+
+    def running(self) -> list[str]:
+        found = self._client.zrangebyscore(keys.host_running(self.host_id), _now_ms(), "+inf")
+        return [item.decode() if isinstance(item, bytes) else item for item in found]
+
+    def register_node(self, node: str, slots: int) -> None:
+        """Called periodically by every worker: it is alive and offers this many slots."""
+        pipe = self._client.pipeline()
+        pipe.sadd(keys.HOSTS, self.host_id)
+        pipe.hset(keys.host_slots(self.host_id), node, slots)
+        pipe.zadd(keys.host_nodes(self.host_id), {node: _now_ms() + self._lease_ms})
+        pipe.execute()
+
+    def unregister_node(self, node: str) -> None:
+        pipe = self._client.pipeline()
+        pipe.zrem(keys.host_nodes(self.host_id), node)
+        pipe.hdel(keys.host_slots(self.host_id), node)
+        pipe.execute()
+
+    def live_nodes(self) -> dict[str, int]:
+        now = _now_ms()
+        nodes = self._client.zrangebyscore(keys.host_nodes(self.host_id), now, "+inf")
+        slots = self._client.hgetall(keys.host_slots(self.host_id))
+        decoded = {_text(k): int(v) for k, v in slots.items()}
+        return {_text(node): decoded.get(_text(node), 0) for node in nodes}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,256 @@
+"""Public tasks (sti.build, sti.validate) and the host-pinned steps a build is replaced by.
+
+sti.build claims a build for this host (a slot here, the lock of its tag) and replaces itself
+with a chain of sti.step tasks and sti.finish, all on this host's queue; sti.finish carries the
+original task id, so AsyncResult(build id) and a caller's own chain get the result object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import Task, chain
+from celery.exceptions import Retry
+
+from . import keys
+from .app import app, settings
+from .cancellation import StepWatcher, cancel_requested
+from .engine.errors import InternalError, InvalidInput, StiError, TimedOut
+from .engine.pipeline import (
+    BuildState,
+    cleanup,
+    cleanup_build,
+    result_of,
+    run_step,
+    run_validate,
+    steps_for,
+)
+from .engine.requests import BuildRequest, Result, ValidateRequest
+from .leases import HostSlots, TagLock
+from .resources import build_log, docker_host, redis_client
+
+log = structlog.stdlib.get_logger(__name__)
+
+PROGRESS = "PROGRESS"
+_CLAIM_RETRY_S = 1.0
+
+
+def _tag_lock(tag: str, build_id: str) -> TagLock:
+    return TagLock(redis_client(), tag, build_id, settings.lease_s)
+
+
+def _host_slots() -> HostSlots:
+    return HostSlots(redis_client(), settings.host_id, settings.lease_s)
+
+
+def mark_phase(build_id: str, phase: str) -> None:
+    """Show the coarse phase as the state of the build id while the chain runs."""
+    meta = {"build_id": build_id, "phase": phase, "host": settings.host_id}
+    app.backend.store_result(build_id, meta, PROGRESS)
+
+
+def _host_sig(sig: Any) -> Any:
+    return sig.set(queue=settings.host_queue)
+
+
+@app.task(name="sti.validate", bind=True)
+def validate(
+    self: Task, *, build_image: str, incremental: bool = False, runtime_image: str | None = None
+) -> dict[str, Any]:
+    build_id = self.request.id
+    try:
+        request = ValidateRequest(
+            build_image=build_image,
+            incremental=incremental,
+            runtime_image=runtime_image,
+            build_id=build_id,
+        )
+    except StiError as error:
+        return Result.from_error("validate", build_id, error, host=settings.host_id).to_json()
+    build = build_log(build_id)
+    try:
+        return run_validate(docker_host(), request, build.write, settings.host_id).to_json()
+    finally:
+        build.end()
+
+
+@app.task(name="sti.build", bind=True, max_retries=None)
+def build(
+    self: Task,
+    *,
+    source: str,
+    build_image: str,
+    tag: str,
+    clean: bool = False,
+    env: dict[str, str] | None = None,
+    runtime_image: str | None = None,
+    method: str = "build",
+    ref: str | None = None,
+    context_dir: str | None = None,
+    ignore_submodules: bool = False,
+    push: bool = False,
+) -> dict[str, Any]:
+    build_id = self.request.id
+    buildlog = build_log(build_id)
+    try:
+        request = BuildRequest(
+            source=source,
+            build_image=build_image,
+            tag=tag,
+            clean=clean,
+            env=env or {},
+            runtime_image=runtime_image,
+            method=method,
+            ref=ref,
+            context_dir=context_dir,
+            ignore_submodules=ignore_submodules,
+            push=push,
+            build_id=build_id,
+        )
+        if push:
+            raise InvalidInput("--push is not available yet on this worker")
+    except (StiError, TypeError) as error:
+        problem = error if isinstance(error, StiError) else InvalidInput(str(error))
+        buildlog.write(f"Build refused: {problem.message}")
+        buildlog.end()
+        return Result.from_error("build", build_id, problem, host=settings.host_id).to_json()
+
+    cancelled = cancel_requested(redis_client(), build_id)
+    if cancelled:
+        buildlog.write(f"Build {cancelled.code.lower()} before it started: {cancelled.message}")
+        buildlog.end()
+        return Result.from_error("build", build_id, cancelled, host=settings.host_id).to_json()
+
+    if not _claim(self, request, buildlog.write):
+        raise self.retry(countdown=_CLAIM_RETRY_S, max_retries=None)
+    buildlog.write(f"Build {build_id} claimed by host {settings.host_id}")
+    mark_phase(build_id, "claimed")
+    state = BuildState(request=request, host=settings.host_id).to_json()
+    steps = [name for name, _ in steps_for(request)]
+    signatures = [_host_sig(run_build_step.s(state, step=steps[0]))]
+    signatures += [_host_sig(run_build_step.s(step=name)) for name in steps[1:]]
+    signatures.append(_host_sig(finish_build.s()))
+    pipeline = chain(*signatures)
+    pipeline.link_error(_host_sig(abort_build.si(build_id=build_id, tag=tag)))
+    return self.replace(pipeline)
+
+
+def _claim(task: Task, request: BuildRequest, say: Any) -> bool:
+    """Take a build slot on this host and the tag's lock, or neither."""
+    slots = _host_slots()
+    if not slots.claim(request.build_id):
+        return False
+    lock = _tag_lock(request.tag, request.build_id)
+    if lock.acquire():
+        return True
+    slots.release(request.build_id)
+    holder = lock.holder()
+    if task.request.retries == 0 or task.request.retries % 30 == 0:
+        say(f"Waiting for build {holder} of {request.tag} to finish")
+    return False
+
+
+@app.task(name="sti.step", bind=True)
+def run_build_step(self: Task, state: dict[str, Any], *, step: str) -> dict[str, Any]:
+    build = BuildState.from_json(state)
+    request = build.request
+    structlog.contextvars.bind_contextvars(build_id=request.build_id, step=step)
+    if build.failed:
+        return state
+    buildlog = build_log(request.build_id)
+    deliveries = _count_delivery(self)
+    if deliveries > settings.max_deliveries:
+        error = InternalError(
+            f"step {step} was delivered {deliveries} times; its worker keeps dying"
+        )
+        return build.fail(error, buildlog.write).to_json()
+    cancelled = cancel_requested(redis_client(), request.build_id)
+    if cancelled:
+        return build.fail(cancelled, buildlog.write).to_json()
+    mark_phase(request.build_id, step)
+    docker = docker_host()
+    function = dict(steps_for(request))[step]
+    with StepWatcher(
+        redis_client(),
+        request.build_id,
+        renew=lambda: _renew_leases(request),
+        abort=lambda: docker.abort(request.build_id),
+        renew_every_s=max(settings.lease_s / 4, 1),
+    ) as watcher:
+        after = run_step(step, function, docker, build, buildlog.write)
+    if watcher.cancelled is not None:
+        after = BuildState.from_json({**build.to_json(), "steps": after.to_json()["steps"]})
+        after = after.fail(watcher.cancelled, buildlog.write)
+    _renew_leases(request)
+    return after.to_json()
+
+
+@app.task(name="sti.finish", bind=True)
+def finish_build(self: Task, state: dict[str, Any]) -> dict[str, Any]:
+    build = BuildState.from_json(state)
+    request = build.request
+    buildlog = build_log(request.build_id)
+    try:
+        cleanup(docker_host(), build)
+    finally:
+        _release_leases(request.build_id, request.tag)
+    result = result_of(build)
+    buildlog.write(_outcome_line(result))
+    buildlog.end()
+    return result.to_json()
+
+
+@app.task(name="sti.abort", bind=True)
+def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[str, Any]:
+    """The chain broke (hard time limit, revoked step): clean up and record a final result."""
+    error = _failure_of(failed_task[0] if failed_task else None)
+    buildlog = build_log(build_id)
+    try:
+        cleanup_build(docker_host(), build_id)
+    finally:
+        _release_leases(build_id, tag)
+    result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)
+    app.backend.store_result(build_id, result.to_json(), "SUCCESS")
+    buildlog.write(_outcome_line(result))
+    buildlog.end()
+    return result.to_json()
+
+
+def _failure_of(task_id: str | None) -> StiError:
+    if task_id is None:
+        return InternalError("a build step was lost")
+    failure = app.AsyncResult(task_id).result
+    name = type(failure).__name__
+    if name == "TimeLimitExceeded":
+        return TimedOut("a build step ran out of time (STI_STEP_TIME_LIMIT)")
+    if name in ("TaskRevokedError", "Terminated"):
+        return InternalError("a build step was revoked")
+    return InternalError(f"a build step failed: {name}: {failure}")
+
+
+def _count_delivery(task: Task) -> int:
+    key = keys.deliveries(task.request.id, task.request.retries or 0)
+    client = redis_client()
+    count = int(client.incr(key))
+    client.expire(key, settings.result_expires_s)
+    return count
+
+
+def _renew_leases(request: BuildRequest) -> None:
+    _host_slots().renew(request.build_id)
+    _tag_lock(request.tag, request.build_id).renew()
+
+
+def _release_leases(build_id: str, tag: str) -> None:
+    _host_slots().release(build_id)
+    _tag_lock(tag, build_id).release()
+
+
+def _outcome_line(result: Result) -> str:
+    if result.success:
+        return f"Build {result.build_id} succeeded: {result.tag} is {result.image_id}"
+    return f"Build {result.build_id} failed: {result.error_code}"
+
+
+__all__ = ["Retry", "abort_build", "build", "finish_build", "run_build_step", "validate"]

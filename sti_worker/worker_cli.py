@@ -1,0 +1,103 @@
+"""sti-worker: run a Celery worker for this Docker host, with a graceful SIGTERM.
+
+On SIGTERM the worker stops claiming new builds, lets the builds it runs finish (their steps
+come on the host queue) for up to --grace seconds, then shuts Celery down warm, then cold.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+import click
+
+from .settings import SHARED_QUEUE, host_queue
+
+_COLD_AFTER_S = 30
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--concurrency", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--host-id", envvar="STI_HOST_ID", default=socket.gethostname(), show_default=True)
+@click.option("--docker-url", envvar="DOCKER_HOST", default=None, help="Docker engine URL.")
+@click.option("--broker", envvar="STI_BROKER_URL", default="redis://localhost:6379/0")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option(
+    "--grace",
+    type=click.IntRange(0),
+    default=600,
+    show_default=True,
+    help="Seconds running builds get to finish after SIGTERM.",
+)
+@click.option("--node-name", default=None, help="Celery node name (default: unique per process).")
+def main(
+    concurrency: int,
+    host_id: str,
+    docker_url: str | None,
+    broker: str,
+    loglevel: str,
+    grace: int,
+    node_name: str | None,
+) -> None:
+    """Consume sti.builds and this host's queue sti.host.<HOST_ID>."""
+    env = dict(os.environ, STI_HOST_ID=host_id, STI_BROKER_URL=broker)
+    if docker_url:
+        env["DOCKER_HOST"] = docker_url
+    node = node_name or f"sti-{host_id}-{os.getpid()}@{socket.gethostname()}"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "sti_worker",
+        "worker",
+        "-Q",
+        f"{SHARED_QUEUE},{host_queue(host_id)}",
+        "-c",
+        str(concurrency),
+        "-n",
+        node,
+        "--loglevel",
+        loglevel,
+        "-E",
+    ]
+    child = subprocess.Popen(command, env=env)
+    stopping = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(
+                target=_drain_then_stop, args=(child, node, host_id, grace), daemon=True
+            ).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    sys.exit(child.wait())
+
+
+def _drain_then_stop(child: subprocess.Popen[bytes], node: str, host_id: str, grace: int) -> None:
+    from .app import app, settings
+    from .leases import HostSlots
+    from .resources import redis_client
+
+    deadline = time.monotonic() + grace
+    try:
+        app.control.cancel_consumer(SHARED_QUEUE, destination=[node], reply=True, timeout=5)
+        slots = HostSlots(redis_client(), host_id, settings.lease_s)
+        while slots.running() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(1)
+    except Exception as error:  # draining is best effort; stopping is not
+        click.echo(f"sti-worker: could not drain before stopping: {error}", err=True)
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=_COLD_AFTER_S)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGQUIT)
