@@ -13,8 +13,10 @@ from pathlib import Path
 import docker
 import pytest
 
+from sti_submit.client import StiClient
 from sti_worker.engine.docker_host import BUILD_ID_LABEL, DockerHost
 from tests.images import build_all
+from tests.services import RedisServer, Worker
 
 _WORKDIR = re.compile(r"^sti-[0-9a-f]{32}$")
 
@@ -71,10 +73,40 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     api: docker.APIClient = request.getfixturevalue("api")
     dirs_before = _sti_workdirs()
+    containers_before = set(_sti_containers(api))
     yield
-    leftover = _sti_containers(api)
-    for container in api.containers(all=True, filters={"name": "^/sti-"}):
-        api.remove_container(container["Id"], force=True, v=True)
+    leftover = sorted(set(_sti_containers(api)) - containers_before)
+    for name in leftover:
+        api.remove_container(name.lstrip("/"), force=True, v=True)
     assert not leftover, f"containers left behind: {leftover}"
     new_dirs = _sti_workdirs() - dirs_before
     assert not new_dirs, f"work dirs left behind: {new_dirs}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_url(redis_server: RedisServer) -> str:
+    return redis_server.url(0)
+
+
+@pytest.fixture(scope="session")
+def worker(
+    broker_url: str, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """One sti-worker (host id host-a, 2 slots) serving the session's queue."""
+    started = Worker(broker_url, "host-a", tmp_path_factory.mktemp("worker-logs"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def client(broker_url: str) -> Iterator[StiClient]:
+    made = StiClient(broker_url)
+    yield made
+    made.close()

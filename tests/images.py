@@ -141,6 +141,27 @@ def build_sti_fake_env(api: docker.APIClient, tag: str) -> str:
     return build_busybox_image(api, tag, files, dockerfile_lines=[_CMD_SH])
 
 
+SLOW_PREPARE = """\
+#!/bin/sh
+set -e
+echo "prepare: started at $(cut -d" " -f1 /proc/uptime)"
+sleep "${SLEEP:-30}"
+mkdir -p /sti-fake
+touch /sti-fake/prepare-invoked
+echo "prepare: finished at $(cut -d" " -f1 /proc/uptime)"
+"""
+
+
+def build_sti_fake_slow(api: docker.APIClient, tag: str) -> str:
+    """sti-fake-slow: prepare prints the uptime at start, sleeps $SLEEP (30 s), then at its end."""
+    return build_busybox_image(
+        api,
+        tag,
+        {"/usr/bin/prepare": SLOW_PREPARE, "/usr/bin/run": RUN},
+        dockerfile_lines=[_CMD_SH],
+    )
+
+
 BUILDERS: dict[str, Callable[[docker.APIClient, str], str]] = {
     "sti-fake": build_sti_fake,
     "sti-fake-builder": build_sti_fake_builder,
@@ -149,6 +170,7 @@ BUILDERS: dict[str, Callable[[docker.APIClient, str], str]] = {
     "sti-fake-failing": build_sti_fake_failing,
     "sti-fake-entrypoint": build_sti_fake_entrypoint,
     "sti-fake-env": build_sti_fake_env,
+    "sti-fake-slow": build_sti_fake_slow,
 }
 
 

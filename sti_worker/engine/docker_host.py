@@ -391,9 +391,26 @@ def translate_error(error: BaseException) -> StiError:
     if isinstance(error, StiError):
         return error
     if isinstance(error, requests.exceptions.ConnectionError):
+        inner = _wrapped_error(error)
+        if inner is not None:  # raised while streaming a request body, e.g. a tar producer
+            return translate_error(inner)
         return DockerConnectionFailed(f"lost the connection to the Docker engine: {error}")
     if type(error).__name__ == "SoftTimeLimitExceeded":  # Celery's, without importing Celery
         return TimedOut("the build step ran out of time (STI_STEP_TIME_LIMIT)")
     if isinstance(error, docker.errors.DockerException):
         return DockerConnectionFailed(f"Docker engine error: {_reason(error)}")
     return InternalError(f"unexpected {type(error).__name__}: {error}")
+
+
+def _wrapped_error(error: BaseException, depth: int = 3) -> BaseException | None:
+    """An sti or Docker error that requests wrapped in a ConnectionError's arguments."""
+    if depth == 0:
+        return None
+    for arg in error.args:
+        if isinstance(arg, StiError | docker.errors.DockerException):
+            return arg
+        if isinstance(arg, BaseException):
+            found = _wrapped_error(arg, depth - 1)
+            if found is not None:
+                return found
+    return None

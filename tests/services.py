@@ -1,0 +1,120 @@
+"""Real services for queue tests: a redis-server on a free loopback port, and sti-worker
+processes started the way users start them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+class Worker:
+    """An sti-worker process for one host id; its log (JSON lines) goes to a file."""
+
+    def __init__(
+        self, broker_url: str, host_id: str, log_dir: Path, *, concurrency: int = 2, **env: str
+    ) -> None:
+        self.host_id = host_id
+        self.broker_url = broker_url
+        self.log_path = log_dir / f"worker-{host_id}-{free_port()}.log"
+        environment = dict(os.environ, STI_LOG_FORMAT="json", **env)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(BIN / "sti-worker"),
+                "--host-id",
+                host_id,
+                "--broker",
+                broker_url,
+                "--concurrency",
+                str(concurrency),
+                "--grace",
+                "20",
+            ],
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_registered()
+
+    def _wait_registered(self) -> None:
+        from sti_worker import keys
+
+        client = redis.Redis.from_url(self.broker_url)
+        deadline = time.monotonic() + 30
+        try:
+            while not client.zcard(keys.host_nodes(self.host_id)):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker {self.host_id} did not start:\n{self.log()}")
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 40) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+        finally:
+            self._log.close()
