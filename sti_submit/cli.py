@@ -6,10 +6,8 @@ Live log lines go to stderr; messages, the outcome and --json output go to stdou
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -93,6 +91,11 @@ def main() -> None:
 @click.option("--context-dir", help="Build only this subdirectory of the source.")
 @click.option("--ignore-submodules", is_flag=True, help="Do not fetch git submodules.")
 @click.option("--push", is_flag=True, help="Push APP_IMAGE_TAG to its registry after tagging.")
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="gitignore-style pattern left out of an uploaded directory (repeatable).",
+)
 @json_option
 @wait_options
 @local_options
@@ -102,6 +105,7 @@ def build(
     build_image: str,
     app_image_tag: str,
     env_options: tuple[str, ...],
+    exclude: tuple[str, ...],
     local: bool,
     docker_url: str | None,
     broker: str,
@@ -114,10 +118,11 @@ def build(
     """Build SOURCE with BUILD_IMAGE into an image tagged APP_IMAGE_TAG."""
     request = _checked(
         lambda: BuildRequest(
-            source=_absolute_if_local_path(source),
+            source=source,
             build_image=build_image,
             tag=app_image_tag,
             env=parse_env_options(env_options),
+            exclude=exclude,
             **options,
         )
     )
@@ -228,11 +233,6 @@ def _checked(make: Callable[[], Any]) -> Any:
         return make()
     except StiError as error:
         raise click.BadParameter(error.message) from error
-
-
-def _absolute_if_local_path(source: str) -> str:
-    """A relative directory means the caller's directory, wherever the worker runs it."""
-    return os.path.abspath(source) if Path(source).is_dir() else source
 
 
 def _sink(silent: bool) -> Callable[[str], None]:

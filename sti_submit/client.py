@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -23,14 +25,27 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from sti_worker import keys
+from sti_worker.blobstore import BlobStore
 from sti_worker.cancellation import request_cancel
-from sti_worker.engine.errors import BrokerUnreachable, Cancelled, InternalError, TimedOut
+from sti_worker.engine.errors import (
+    BrokerUnreachable,
+    Cancelled,
+    InternalError,
+    InvalidInput,
+    TimedOut,
+)
 from sti_worker.engine.requests import BuildRequest, Result, ValidateRequest
-from sti_worker.settings import DEFAULT_BROKER_URL, SHARED_QUEUE
+from sti_worker.settings import (
+    DEFAULT_BROKER_URL,
+    SHARED_QUEUE,
+    upload_expires_s,
+    upload_max_bytes,
+)
 
 _READY = ("SUCCESS", "FAILURE", "REVOKED")
 _CANCEL_EXPIRES_S = 24 * 3600
 _FINAL_RESULT_GRACE_S = 60
+_SUBMITTED_EXPIRES_S = 30 * 24 * 3600
 
 
 class StiClient:
@@ -70,17 +85,40 @@ class StiClient:
 
     # submitting
 
-    def submit_build(self, request: BuildRequest) -> str:
+    def submit_build(self, request: BuildRequest, say: Callable[[str], None] | None = None) -> str:
+        """Enqueue a build; a SOURCE that is a path on this machine is uploaded first."""
+        self.check_broker()
+        local = Path(request.source).expanduser()
+        if local.exists():
+            request = replace(request, source=self._upload(local, request.exclude, say))
         kwargs = request.to_json()
         build_id = kwargs.pop("build_id")
-        self.check_broker()
+        self._claim_id(build_id)
         self.app.send_task("sti.build", kwargs=kwargs, queue=SHARED_QUEUE, task_id=build_id)
         return build_id
+
+    def _claim_id(self, build_id: str) -> None:
+        """A build id names one build: a request submitted twice needs a new id."""
+        if not self.redis.set(keys.submitted(build_id), 1, nx=True, ex=_SUBMITTED_EXPIRES_S):
+            raise InvalidInput(f"build id {build_id} was already submitted; make a new request")
+
+    def _upload(
+        self, path: Path, exclude: tuple[str, ...], say: Callable[[str], None] | None
+    ) -> str:
+        from sti_submit.upload import upload_source
+
+        store = BlobStore(self.redis, expires_s=upload_expires_s(), max_bytes=upload_max_bytes())
+        uploaded = upload_source(store, path, exclude)
+        if say:
+            verb = "Uploaded" if uploaded.sent else "Already uploaded:"
+            say(f"{verb} {path} ({uploaded.size} bytes, {uploaded.ref.digest})")
+        return str(uploaded.ref)
 
     def submit_validate(self, request: ValidateRequest) -> str:
         kwargs = request.to_json()
         build_id = kwargs.pop("build_id")
         self.check_broker()
+        self._claim_id(build_id)
         self.app.send_task("sti.validate", kwargs=kwargs, queue=SHARED_QUEUE, task_id=build_id)
         return build_id
 

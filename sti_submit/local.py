@@ -12,11 +12,14 @@ from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.errors import StiError
 from sti_worker.engine.pipeline import run_build, run_validate
 from sti_worker.engine.requests import BuildRequest, Result, ValidateRequest
+from sti_worker.engine.sources import SourcePolicy, configure, current_policy
 
 LogSink = Callable[[str], None]
 
 
 def build_locally(request: BuildRequest, docker_url: str | None, sink: LogSink) -> Result:
+    # the user's own machine: file:// git URLs are theirs to use
+    configure(SourcePolicy(allow_file_urls=True, limits=current_policy().limits))
     try:
         docker = DockerHost(docker_url)
     except StiError as error:

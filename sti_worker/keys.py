@@ -14,8 +14,8 @@ def cancel_flag(build_id: str) -> str:
     return f"{PREFIX}cancel:{build_id}"
 
 
-def build_host(build_id: str) -> str:
-    return f"{PREFIX}build-host:{build_id}"
+def submitted(build_id: str) -> str:
+    return f"{PREFIX}submitted:{build_id}"
 
 
 def tag_lock(tag: str) -> str:
@@ -36,6 +36,14 @@ def host_slots(host_id: str) -> str:
 
 def deliveries(task_id: str, retries: int) -> str:
     return f"{PREFIX}deliveries:{task_id}:{retries}"
+
+
+def blob_meta(digest: str) -> str:
+    return f"{PREFIX}blob:{digest}:meta"
+
+
+def blob_chunk(digest: str, index: int) -> str:
+    return f"{PREFIX}blob:{digest}:{index}"
 
 
 # Fields of log stream entries.

@@ -25,6 +25,13 @@ class Settings:
     lease_s: int
     max_deliveries: int
     log_max_lines: int
+    allow_file_urls: bool
+    source_max_bytes: int
+    source_max_files: int
+    download_max_bytes: int
+    download_timeout_s: int
+    upload_max_bytes: int
+    upload_expires_s: int
 
     @property
     def host_queue(self) -> str:
@@ -43,7 +50,23 @@ class Settings:
             lease_s=_int("STI_LEASE_SECONDS", 60),
             max_deliveries=_int("STI_MAX_DELIVERIES", 3),
             log_max_lines=_int("STI_LOG_MAX_LINES", 20000),
+            allow_file_urls=os.environ.get("STI_ALLOW_FILE_URLS", "") in ("1", "true", "yes"),
+            source_max_bytes=_int("STI_SOURCE_MAX_BYTES", 2 * 1024**3),
+            source_max_files=_int("STI_SOURCE_MAX_FILES", 100_000),
+            download_max_bytes=_int("STI_DOWNLOAD_MAX_BYTES", 1024**3),
+            download_timeout_s=_int("STI_DOWNLOAD_TIMEOUT", 60),
+            upload_max_bytes=upload_max_bytes(),
+            upload_expires_s=upload_expires_s(),
         )
+
+
+def upload_max_bytes() -> int:
+    """The cap of one uploaded source (compressed); the client checks it before uploading."""
+    return _int("STI_UPLOAD_MAX_BYTES", 1024**3)
+
+
+def upload_expires_s() -> int:
+    return _int("STI_UPLOAD_EXPIRES", 24 * 3600)
 
 
 SHARED_QUEUE = "sti.builds"

@@ -15,7 +15,9 @@ from celery.exceptions import Retry
 
 from . import keys
 from .app import app, settings
+from .blobstore import BlobStore
 from .cancellation import StepWatcher, cancel_requested
+from .engine.archives import ExtractLimits
 from .engine.errors import InternalError, InvalidInput, StiError, TimedOut
 from .engine.pipeline import (
     BuildState,
@@ -27,10 +29,35 @@ from .engine.pipeline import (
     steps_for,
 )
 from .engine.requests import BuildRequest, Result, ValidateRequest
+from .engine.sources import SourcePolicy, register_opener
+from .engine.sources import configure as configure_sources
 from .leases import HostSlots, TagLock
 from .resources import build_log, docker_host, redis_client
+from .upload_refs import SCHEME
+from .uploads import opener
 
 log = structlog.stdlib.get_logger(__name__)
+
+configure_sources(
+    SourcePolicy(
+        allow_file_urls=settings.allow_file_urls,
+        limits=ExtractLimits(
+            max_total_bytes=settings.source_max_bytes, max_files=settings.source_max_files
+        ),
+        download_max_bytes=settings.download_max_bytes,
+        download_timeout_s=settings.download_timeout_s,
+    )
+)
+register_opener(
+    SCHEME,
+    opener(
+        lambda: BlobStore(
+            redis_client(),
+            expires_s=settings.upload_expires_s,
+            max_bytes=settings.upload_max_bytes,
+        )
+    ),
+)
 
 PROGRESS = "PROGRESS"
 _CLAIM_RETRY_S = 1.0
@@ -90,6 +117,7 @@ def build(
     context_dir: str | None = None,
     ignore_submodules: bool = False,
     push: bool = False,
+    exclude: list[str] | None = None,
 ) -> dict[str, Any]:
     build_id = self.request.id
     buildlog = build_log(build_id)
@@ -106,6 +134,7 @@ def build(
             context_dir=context_dir,
             ignore_submodules=ignore_submodules,
             push=push,
+            exclude=tuple(exclude or ()),
             build_id=build_id,
         )
         if push:

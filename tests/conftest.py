@@ -15,6 +15,7 @@ import pytest
 
 from sti_submit.client import StiClient
 from sti_worker.engine.docker_host import BUILD_ID_LABEL, DockerHost
+from tests.dockertools import TRACKER, write_source
 from tests.images import build_all
 from tests.services import RedisServer, Worker
 
@@ -36,6 +37,17 @@ def api() -> Iterator[docker.APIClient]:
 def images(api: docker.APIClient) -> dict[str, str]:
     """Short name (sti-fake, sti-fake-builder, ...) -> tag of a locally built fixture image."""
     return build_all(api, prefix="sti-test/")
+
+
+@pytest.fixture(autouse=True)
+def remove_images_the_test_made_images_the_test_made() -> Iterator[None]:
+    yield
+    TRACKER.cleanup()
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> str:
+    return write_source(tmp_path / "src")
 
 
 @pytest.fixture

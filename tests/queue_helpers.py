@@ -10,13 +10,16 @@ from typing import Any
 from tests.services import BIN
 
 
-def sti_submit(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def sti_submit(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "sti-submit"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 

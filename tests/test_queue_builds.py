@@ -9,6 +9,7 @@ import docker
 import pytest
 
 from sti_submit.client import StiClient
+from sti_worker.engine.errors import InvalidInput
 from sti_worker.engine.requests import BuildRequest
 from tests.dockertools import run_and_read
 from tests.queue_helpers import json_result, make_source, sti_submit
@@ -290,3 +291,13 @@ def _prepare_span(client: StiClient, build_id: str) -> tuple[float, float]:
     start = next(line for line in lines if line.startswith("prepare: started at "))
     end = next(line for line in lines if line.startswith("prepare: finished at "))
     return float(start.rsplit(" ", 1)[1]), float(end.rsplit(" ", 1)[1])
+
+
+def test_the_same_request_cannot_be_submitted_twice(
+    images: dict[str, str], worker: Worker, client: StiClient, app_tag: str, tmp_path: Path
+) -> None:
+    request = BuildRequest(str(make_source(tmp_path)), images["sti-fake"], app_tag)
+    build_id = client.submit_build(request)
+    with pytest.raises(InvalidInput, match="already submitted"):
+        client.submit_build(request)
+    assert client.wait(build_id).success

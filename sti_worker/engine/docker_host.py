@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -37,6 +38,8 @@ LogSink = Callable[[str], None]
 BUILD_ID_LABEL = "io.sti.build-id"
 CONTAINER_NAME_PREFIX = "sti-"
 _TAIL_LINES = 20
+# the legacy builder colours a RUN step's stderr for terminals
+_TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_LINK_HOPS = 8
 
 
@@ -74,6 +77,7 @@ class OutputTail:
             self._partial = ""
 
     def _emit(self, line: str) -> None:
+        line = _TERMINAL_ESCAPES.sub("", line)
         self._sink(line)
         self.lines.append(line)
         del self.lines[: -self._keep]
@@ -190,7 +194,6 @@ class DockerHost:
         context: Iterator[bytes],
         *,
         buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
         sink: LogSink,
     ) -> str:
         """Run docker build on a streamed tar context; return the image id."""
@@ -202,7 +205,6 @@ class DockerHost:
             "nocache": True,
             "pull": False,
             "buildargs": json.dumps(dict(buildargs)),
-            "labels": json.dumps(dict(labels)),
         }
         try:
             # docker-py's build() hides the response; it is needed to abort a running build

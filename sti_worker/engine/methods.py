@@ -18,7 +18,9 @@ from .protocol import PREPARE, RUN
 from .tarstreams import TarPart, small_file, stream_tar
 
 _INPUT_DIRS = ("src", "artifacts", "build")
-_NONZERO_RUN = re.compile(r"returned a non-zero code: (\d+)")
+_PREPARE_FAILED = re.compile(
+    r"The command '(?:\[\")?" + re.escape(PREPARE) + r"(?:\"\])?' returned a non-zero code: (\d+)"
+)
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,10 @@ class DockerfileMethod:
         dockerfile = dockerfile_for(spec)
         context = stream_tar([small_file("Dockerfile", dockerfile.encode()), *spec.inputs])
         try:
-            return host.build(
-                context,
-                buildargs=spec.env,
-                labels={BUILD_ID_LABEL: spec.build_id},
-                sink=sink,
-            )
+            buildargs = {env_arg(index): value for index, value in enumerate(spec.env.values())}
+            return host.build(context, buildargs=buildargs, sink=sink)
         except BuildFailed as error:
-            code = _NONZERO_RUN.search(error.message)
+            code = _PREPARE_FAILED.search(error.message)
             if code:
                 raise prepare_failed(int(code.group(1)), error.details[1:]) from error
             raise
@@ -70,17 +68,23 @@ class DockerfileMethod:
 def dockerfile_for(spec: PrepareSpec) -> str:
     """A Dockerfile whose ENV values arrive byte-exact and can never add instructions.
 
-    Values travel as build arguments of the same name and are only referenced here, because a
-    Dockerfile cannot carry every value literally (a newline ends the instruction).
+    Values travel as build arguments and are only referenced here, because a Dockerfile cannot
+    carry every value literally (a newline ends the instruction). The arguments get names of
+    their own: an ENV the builder image sets would win over an argument of the same name. The
+    label comes first so that every intermediate image of a failed build can be found again.
     """
-    lines = [f"FROM {spec.base_image}"]
-    for name in spec.env:
-        lines += [f"ARG {name}", f'ENV {name}="${{{name}}}"']
+    lines = [f"FROM {spec.base_image}", f"LABEL {BUILD_ID_LABEL}={spec.build_id}"]
+    for index, name in enumerate(spec.env):
+        lines += [f"ARG {env_arg(index)}", f'ENV {name}="${{{env_arg(index)}}}"']
     for name in _INPUT_DIRS:
         if name in spec.input_dirs:
             lines.append(f"COPY {name} /tmp/{name}")
     lines += [f'RUN ["{PREPARE}"]', f'CMD ["{RUN}"]']
     return "\n".join(lines) + "\n"
+
+
+def env_arg(index: int) -> str:
+    return f"STI_ENV_{index}"
 
 
 class ContainerMethod:

@@ -29,7 +29,7 @@ from .protocol import (
     inspect_scripts,
 )
 from .requests import BuildRequest, Result, Step, ValidateRequest, build_tag_for
-from .sources import FetchedSource, fetch_source, source_part
+from .sources import FetchedSource, describe, fetch_source, source_part
 from .tarstreams import empty_directory, retargeted
 
 WORKDIR_PREFIX = "sti-"
@@ -116,10 +116,11 @@ def fetch_source_step(docker: DockerHost, state: BuildState, sink: LogSink) -> B
         ref=request.ref,
         context_dir=request.context_dir,
         ignore_submodules=request.ignore_submodules,
+        exclude=request.exclude,
     )
     state = replace(state, source_dir=fetched.path, revision=fetched.revision)
     if fetched.revision:
-        state = state.say(sink, f"Source {request.source} at commit {fetched.revision}")
+        state = state.say(sink, f"Source {describe(request.source)} at commit {fetched.revision}")
     return state
 
 
@@ -180,7 +181,8 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
     """Run prepare on the builder image with the source (and artifacts) in place."""
     request = state.request
     assert state.source_dir and state.builder_id, "fetch_source and check_images run first"
-    inputs = [source_part(FetchedSource(state.source_dir, state.revision))]
+    fetched = FetchedSource(state.source_dir, state.revision, request.exclude)
+    inputs = [source_part(fetched)]
     input_dirs = ["src"]
     if state.artifacts_container:
         container = state.artifacts_container
@@ -325,6 +327,7 @@ def _build_fields(state: BuildState) -> dict[str, Any]:
         "incremental": state.incremental,
         "method": request.method,
         "runtime_image": request.runtime_image,
+        "revision": state.revision,
         "host": state.host,
         "duration_s": time.time() - state.started_at,
         "steps": state.steps,

@@ -109,11 +109,13 @@ class BuildRequest:
     context_dir: str | None = None
     ignore_submodules: bool = False
     push: bool = False
+    exclude: tuple[str, ...] = ()
     build_id: str = field(default_factory=new_build_id)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
             raise InvalidInput("SOURCE is empty")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
         validate_image_ref(self.build_image, "BUILD_IMAGE")
         validate_tag(self.tag)
         if self.runtime_image is not None:
@@ -134,6 +136,7 @@ class BuildRequest:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["env"] = dict(self.env)
+        data["exclude"] = list(self.exclude)
         return data
 
     @classmethod
@@ -184,6 +187,7 @@ class Result:
     incremental: bool = False
     method: str | None = None
     runtime_image: str | None = None
+    revision: str | None = None
     host: str | None = None
     duration_s: float = 0.0
     steps: tuple[Step, ...] = ()
@@ -209,6 +213,7 @@ class Result:
                 incremental=self.incremental,
                 method=self.method,
                 runtime_image=self.runtime_image,
+                revision=self.revision,
             )
         data.update(
             host=self.host,

@@ -1,32 +1,77 @@
-"""Turning SOURCE into a directory on this host and then into a tar stream under src/.
+"""Turning SOURCE into a directory in the build's own work dir (or read in place), then into a
+tar stream under src/. Every source is untrusted: git URLs and refs that could be read as
+options are refused, archives are extracted only through the safe extractor.
 
-Local directories are read in place; git URLs are cloned (shallow where the ref allows) into
-the build's own work directory with GitPython.
+SOURCE can be a git URL, a local directory, a local archive or file, an http(s) archive URL,
+or a scheme registered by the caller (the worker registers uploaded sources).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
 
 import git
+import requests
+import urllib3.exceptions
 
+from .archives import ExtractLimits, archive_kind, extract_tar_stream, extract_zip
 from .errors import InvalidInput, SourceFetchFailed
+from .ignore import ignore_matcher
 from .tarstreams import TarPart, directory
 
 LogSink = Callable[[str], None]
 
 _GIT_SCHEMES = ("git://", "https://", "http://", "ssh://", "file://")
-_SCP_LIKE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:(?!//)[^\s]+$")
+_SCP_LIKE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9.-]*:(?!//)\S+$")
+_TRANSPORT_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_SAFE_REF = re.compile(r"^[A-Za-z0-9._/@{}^~+][A-Za-z0-9._/@{}^~+-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+_GIT_TIMEOUT_S = 600
+_COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """What a source may be and how large, as configured where the build runs."""
+
+    allow_file_urls: bool = False
+    limits: ExtractLimits = field(default_factory=ExtractLimits)
+    download_max_bytes: int = 1024**3
+    download_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
 class FetchedSource:
     path: str
     revision: str | None = None
+    exclude: tuple[str, ...] = ()
+
+
+Opener = Callable[[str, Path, LogSink, SourcePolicy], FetchedSource]
+_OPENERS: dict[str, Opener] = {}
+_policy = SourcePolicy()
+
+
+def configure(policy: SourcePolicy) -> None:
+    """Set the policy of this process (the worker reads it from its environment)."""
+    global _policy
+    _policy = policy
+
+
+def current_policy() -> SourcePolicy:
+    return _policy
+
+
+def register_opener(prefix: str, opener: Opener) -> None:
+    """Let sources starting with prefix be fetched by opener (e.g. uploads from the client)."""
+    _OPENERS[prefix] = opener
 
 
 def is_git_url(source: str) -> bool:
@@ -41,35 +86,80 @@ def fetch_source(
     ref: str | None = None,
     context_dir: str | None = None,
     ignore_submodules: bool = False,
+    exclude: Iterable[str] = (),
 ) -> FetchedSource:
-    """A directory holding the source to build, inside workdir unless it is read in place."""
-    if is_git_url(source):
-        fetched = _clone(source, workdir / "git", sink, ref, ignore_submodules)
+    """A directory holding the source to build: inside workdir, or a local one read in place."""
+    policy = _policy
+    opener = next((o for prefix, o in _OPENERS.items() if source.startswith(prefix)), None)
+    if ref and (opener or not is_git_url(source) or _is_archive_url(source)):
+        raise InvalidInput(f"--ref {ref!r} only applies to git sources, not {source!r}")
+    if opener:
+        fetched = opener(source, workdir, sink, policy)
+    elif _is_archive_url(source):
+        fetched = _download_archive(source, workdir, sink, policy)
+    elif is_git_url(source):
+        fetched = _clone(source, workdir / "git", sink, ref, ignore_submodules, policy)
     else:
-        if ref:
-            raise InvalidInput(f"--ref {ref!r} only applies to git sources, not {source!r}")
-        fetched = FetchedSource(str(_local_directory(source)))
+        fetched = _local(source, workdir, sink, policy)
+    fetched = FetchedSource(fetched.path, fetched.revision, tuple(exclude))
     if context_dir:
-        return FetchedSource(str(_subdirectory(Path(fetched.path), context_dir)), fetched.revision)
+        subdirectory = _subdirectory(Path(fetched.path), context_dir)
+        return FetchedSource(str(subdirectory), fetched.revision, fetched.exclude)
     return fetched
 
 
 def source_part(fetched: FetchedSource) -> TarPart:
-    """The source as tar members under src/, without git metadata."""
-    return directory(Path(fetched.path), "src", skip=lambda relative: relative == ".git/")
+    """The source as tar members under src/, leaving out .stiignore'd files and git metadata."""
+    root = Path(fetched.path)
+    return directory(root, "src", skip=ignore_matcher(root, fetched.exclude))
 
 
-def _local_directory(source: str) -> Path:
+# local paths
+
+
+def _local(source: str, workdir: Path, sink: LogSink, policy: SourcePolicy) -> FetchedSource:
     path = Path(source).expanduser()
     if not path.exists():
-        raise InvalidInput(f"SOURCE {source!r} is neither an existing directory nor a git URL")
-    if not path.is_dir():
-        raise InvalidInput(f"SOURCE {source!r} is not a directory")
-    return path.resolve()
+        raise InvalidInput(
+            f"SOURCE {source!r} is not an existing directory, file, archive or git URL"
+        )
+    if path.is_dir():
+        return FetchedSource(str(path.resolve()))
+    if not path.is_file():
+        raise InvalidInput(f"SOURCE {source!r} is neither a directory nor a regular file")
+    target = _fresh_dir(workdir / "src")
+    kind = archive_kind(path.name)
+    with path.open("rb") as stream:
+        if kind == "zip":
+            extract_zip(path, target, policy.limits)
+        elif kind:
+            extract_tar_stream(stream, target, kind, policy.limits)
+        else:
+            copy_single_file(stream, target, path.name, policy.limits)
+    sink(f"Source {path.name}: " + (f"{kind} archive extracted" if kind else "single file"))
+    return FetchedSource(str(target))
+
+
+def copy_single_file(stream: BinaryIO, target: Path, name: str, limits: ExtractLimits) -> None:
+    """Deliver one file (a binary, a .war) as /tmp/src/<name>."""
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise InvalidInput(f"source file name {name!r} is not a plain file name")
+    written = 0
+    descriptor = os.open(target / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "wb") as out:
+        while chunk := stream.read(_COPY_CHUNK):
+            written += len(chunk)
+            if written > limits.max_total_bytes:
+                raise InvalidInput(
+                    f"source file {name} is larger than {limits.max_total_bytes} bytes "
+                    "(STI_SOURCE_MAX_BYTES)"
+                )
+            out.write(chunk)
 
 
 def _subdirectory(root: Path, context_dir: str) -> Path:
-    if context_dir.startswith("/") or ".." in Path(context_dir).parts:
+    parts = Path(context_dir).parts
+    if context_dir.startswith("/") or ".." in parts or "\x00" in context_dir:
         raise InvalidInput(f"--context-dir {context_dir!r} must be a relative path in the source")
     target = (root / context_dir).resolve()
     if not target.is_relative_to(root.resolve()):
@@ -79,30 +169,160 @@ def _subdirectory(root: Path, context_dir: str) -> Path:
     return target
 
 
-def _clone(
-    url: str, destination: Path, sink: LogSink, ref: str | None, ignore_submodules: bool
+def _fresh_dir(path: Path) -> Path:
+    path.mkdir(mode=0o755)
+    return path
+
+
+# archives over http(s)
+
+
+def _is_archive_url(source: str) -> bool:
+    return source.startswith(("http://", "https://")) and archive_kind(source) is not None
+
+
+def _download_archive(
+    url: str, workdir: Path, sink: LogSink, policy: SourcePolicy
 ) -> FetchedSource:
-    for value, what in ((url, "git URL"), (ref or "", "--ref")):
-        if value.startswith("-") or "::" in value.split("/")[0]:
-            raise InvalidInput(f"{what} {value!r} is refused: it could be read as a git option")
-    options = [] if ignore_submodules else ["--recurse-submodules", "--shallow-submodules"]
-    by_commit = bool(ref and _COMMIT.match(ref))
-    sink(f"Cloning {url}" + (f" at {ref}" if ref else ""))
+    kind = archive_kind(url)
+    assert kind
+    target = _fresh_dir(workdir / "src")
+    sink(f"Downloading {describe(url)}")
     try:
-        if by_commit:
-            repo = git.Repo.clone_from(url, destination, multi_options=options, no_checkout=True)
-            repo.git.checkout(ref, "--")
-            if not ignore_submodules:
-                repo.git.submodule("update", "--init", "--recursive")
-        else:
-            extra = {"branch": ref} if ref else {}
-            repo = git.Repo.clone_from(url, destination, depth=1, multi_options=options, **extra)
+        with requests.get(
+            url, stream=True, timeout=(10, policy.download_timeout_s), allow_redirects=True
+        ) as response:
+            if response.status_code != 200:
+                raise SourceFetchFailed(f"downloading {url} failed: HTTP {response.status_code}")
+            declared = int(response.headers.get("Content-Length") or 0)
+            if declared > policy.download_max_bytes:
+                raise InvalidInput(_too_large(url, policy.download_max_bytes))
+            body = _CappedReader(response.raw, policy.download_max_bytes, url)
+            response.raw.decode_content = True
+            if kind == "zip":
+                archive = workdir / "download.zip"
+                with archive.open("wb") as out:
+                    shutil.copyfileobj(body, out, _COPY_CHUNK)
+                extract_zip(archive, target, policy.limits)
+                archive.unlink()
+            else:
+                extract_tar_stream(body, target, kind, policy.limits)
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        raise SourceFetchFailed(f"downloading {url} failed: {error}") from error
+    return FetchedSource(str(target))
+
+
+def _too_large(url: str, limit: int) -> str:
+    return f"{url} is larger than {limit} bytes (STI_DOWNLOAD_MAX_BYTES)"
+
+
+class _CappedReader:
+    """A binary reader that refuses to read past a byte limit."""
+
+    def __init__(self, raw: BinaryIO, limit: int, what: str) -> None:
+        self._raw = raw
+        self._limit = limit
+        self._what = what
+        self._read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size if size and size > 0 else _COPY_CHUNK)
+        self._read += len(data)
+        if self._read > self._limit:
+            raise InvalidInput(_too_large(self._what, self._limit))
+        return data
+
+
+# git
+
+
+def check_git_url(url: str, policy: SourcePolicy) -> None:
+    """Refuse git URLs that git could read as an option or a command-running transport."""
+    if url.startswith("-") or any(ord(c) < 32 for c in url):
+        raise InvalidInput(f"git URL {url!r} is refused: it could be read as a git option")
+    if _TRANSPORT_PREFIX.match(url):
+        raise InvalidInput(f"git URL {url!r} uses a <transport>:: form that sti does not allow")
+    if url.startswith("file://") and not policy.allow_file_urls:
+        raise InvalidInput(
+            f"git URL {url!r} is refused: file:// sources are not allowed on this worker "
+            "(STI_ALLOW_FILE_URLS)"
+        )
+    if _host_of(url).startswith("-"):
+        raise InvalidInput(f"git URL {url!r} is refused: its host could be read as an option")
+
+
+def _host_of(url: str) -> str:
+    if "://" in url:
+        return urlsplit(url).hostname or ""
+    return url.split(":", 1)[0].split("@")[-1]  # scp-like user@host:path
+
+
+def check_git_ref(ref: str) -> None:
+    if not _SAFE_REF.match(ref) or ".." in ref:
+        raise InvalidInput(f"--ref {ref!r} is not a valid git branch, tag or commit")
+
+
+def _clone(
+    url: str,
+    destination: Path,
+    sink: LogSink,
+    ref: str | None,
+    ignore_submodules: bool,
+    policy: SourcePolicy,
+) -> FetchedSource:
+    check_git_url(url, policy)
+    if ref:
+        check_git_ref(ref)
+    file_allow = "always" if policy.allow_file_urls else "never"
+    config = [
+        "-c",
+        "protocol.ext.allow=never",
+        "-c",
+        "protocol.fd.allow=never",
+        "-c",
+        f"protocol.file.allow={file_allow}",
+    ]
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+    sink(f"Fetching {describe(url)}" + (f" at {ref}" if ref else ""))
+    destination.mkdir()
+    repo = git.Repo.init(destination)
+    try:
+        with repo.git.custom_environment(**env):
+            repo.git.remote("add", "origin", "--", url)
+            target = "FETCH_HEAD"
+            try:
+                _git(repo, config, "fetch", "--depth", "1", "origin", "--", ref or "HEAD")
+            except git.GitCommandError:
+                if not (ref and _COMMIT.match(ref)):
+                    raise
+                # a server that refuses fetching a commit by id: fetch everything, then find it
+                _git(repo, config, "fetch", "--tags", "origin")
+                target = ref
+            _git(repo, config, "checkout", "--detach", target, "--")
+            if not ignore_submodules and (destination / ".gitmodules").is_file():
+                sink("Fetching submodules")
+                _git(repo, config, "submodule", "update", "--init", "--recursive", "--depth", "1")
+        revision = repo.head.commit.hexsha
     except git.GitCommandError as error:
         stderr = (error.stderr or "").strip().replace("\n", " ")
-        raise SourceFetchFailed(f"cloning {url} failed: {stderr or error}") from error
-    except git.UnsafeProtocolError as error:
-        raise InvalidInput(f"git URL {url!r} uses a transport sti does not allow") from error
-    revision = repo.head.commit.hexsha
-    repo.close()
+        raise SourceFetchFailed(f"fetching {describe(url)} failed: {stderr or error}") from error
+    finally:
+        repo.close()
     sink(f"Source at commit {revision}")
     return FetchedSource(str(destination), revision)
+
+
+def _git(repo: git.Repo, config: list[str], *args: str) -> str:
+    return str(repo.git.execute(["git", *config, *args], kill_after_timeout=_GIT_TIMEOUT_S))
+
+
+def describe(source: str) -> str:
+    """The source as shown to users (URLs without credentials)."""
+    if "://" in source:
+        parts = urlsplit(source)
+        if parts.password or parts.username:
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc += f":{parts.port}"
+            return parts._replace(netloc=netloc).geturl()
+    return unquote(source)

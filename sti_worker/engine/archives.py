@@ -1,0 +1,597 @@
+"""Untrusted tar and zip archives, extracted streaming and only inside a fresh directory.
+
+Entries that could land or link outside it, write through a link or fill the disk are refused.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import itertools
+import lzma
+import os
+import re
+import stat
+import tarfile
+import time
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Literal, NoReturn, Protocol
+
+from .errors import InvalidInput, StiError
+
+Read = Callable[[int], bytes]
+EntryKind = Literal["directory", "file", "link"]
+
+_CHUNK = 1024 * 1024
+_MAX_TRAILER_CHUNKS = 16
+_MAX_NAME_BYTES = 255
+_MAX_PATH_BYTES = 4095
+_MAX_LINK_TARGET_BYTES = 4095
+_MAX_EXTENDED_HEADER_BYTES = 1024 * 1024
+_MAX_EXTENDED_HEADERS_IN_A_ROW = 8
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_UNIX = 3  # ZipInfo.create_system of archives whose external_attr holds a Unix mode
+
+_SUFFIXES = (
+    (".tar.gz", "tar.gz"),
+    (".tgz", "tar.gz"),
+    (".tar.bz2", "tar.bz2"),
+    (".tbz2", "tar.bz2"),
+    (".tbz", "tar.bz2"),
+    (".tar.xz", "tar.xz"),
+    (".txz", "tar.xz"),
+    (".tar", "tar"),
+    (".zip", "zip"),
+)
+_EXTENDED_HEADER_TYPES = (
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+)
+_SPECIAL_TAR_TYPES = {
+    tarfile.LNKTYPE: "hard link",
+    tarfile.CHRTYPE: "device",
+    tarfile.BLKTYPE: "device",
+    tarfile.FIFOTYPE: "fifo",
+}
+_SPECIAL_FILE_TYPES = {
+    stat.S_IFCHR: "device",
+    stat.S_IFBLK: "device",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+}
+# What decompressors, tarfile and zipfile raise on bad data; the source's own errors are told
+# apart by _WatchedStream, ours are StiErrors.
+_DECODE_ERRORS = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+    RuntimeError,
+)
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """How much one archive may put on disk."""
+
+    max_total_bytes: int = 2 * 1024**3  # sum of regular-file sizes after extraction
+    max_files: int = 100_000  # entries of any kind
+    max_file_bytes: int | None = None  # optional per-file cap (None = only the total)
+
+
+def archive_kind(name: str) -> str | None:
+    """'tar', 'tar.gz', 'tar.bz2', 'tar.xz' or 'zip' from a file name or URL path (.tgz = tar.gz,
+    .tbz2/.tbz = tar.bz2, .txz = tar.xz; case-insensitive; ignore ?query and #fragment), else None.
+    """
+    path = re.split(r"[?#]", name, maxsplit=1)[0].lower()
+    return next((kind for suffix, kind in _SUFFIXES if path.endswith(suffix)), None)
+
+
+def extract_tar_stream(
+    stream: BinaryIO,
+    destination: Path,
+    kind: str,
+    limits: ExtractLimits,
+    *,
+    links_anywhere: bool = False,
+) -> int:
+    """Extract a tar (kind 'tar', 'tar.gz', 'tar.bz2', 'tar.xz') read sequentially from stream
+    (a non-seekable pipe or HTTP body will do); return the number of entries. destination exists
+    and is empty. links_anywhere keeps symlinks whatever their target (a directory sti-submit
+    packed keeps its links as links); nothing is ever written through a link either way.
+
+    gzip, bz2 and lzma decompress (they notice truncation and check checksums, which tarfile's own
+    'r|gz' does not) and tarfile reads the result in stream mode 'r|'.
+    """
+    if kind not in _TAR_KINDS:
+        raise ValueError(f"{kind!r} is not a kind of tar archive")
+    source = _WatchedStream(stream)
+    guard = _DecodeGuard(kind, source)
+    extraction = _Extraction(destination, limits, links_anywhere=links_anywhere)
+    with contextlib.ExitStack() as opened:
+        with guard:
+            data = opened.enter_context(_decompressed(source, kind))
+            tar = opened.enter_context(_CheckedTarFile.open(fileobj=data, mode="r|"))
+        while (member := _next_member(tar, guard)) is not None:
+            extraction.count_entry()
+            _extract_tar_member(extraction, tar, member, guard)
+            tar.members.clear()  # tarfile remembers every member it has read
+        if data is not source:
+            _read_to_end(data, guard)
+    return extraction.entries
+
+
+def extract_zip(path: Path, destination: Path, limits: ExtractLimits) -> int:
+    """Extract a zip file (needs a seekable file) the same way."""
+    guard = _DecodeGuard("zip")
+    extraction = _Extraction(destination, limits)
+    with guard:
+        archive = zipfile.ZipFile(path)
+    with archive:
+        infos = archive.infolist()
+        extraction.check_declared(len(infos), sum(i.file_size for i in infos if not i.is_dir()))
+        for info in infos:
+            extraction.count_entry()
+            _extract_zip_member(extraction, archive, info, guard)
+    return extraction.entries
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str  # as the archive spells it, for messages
+    path: str  # normalised, relative to the root, "" for the root itself
+    kind: EntryKind
+    mode: int
+    mtime: float | None = None
+    size: int = 0
+    link_target: str = ""
+
+
+class _Extraction:
+    """The destination of one archive, with what has been put there so far."""
+
+    def __init__(
+        self, destination: Path, limits: ExtractLimits, *, links_anywhere: bool = False
+    ) -> None:
+        self._root = os.path.realpath(destination)
+        self._limits = limits
+        self._links_anywhere = links_anywhere
+        self.entries = 0
+        self._implied_directories = 0
+        self._total_bytes = 0
+
+    def check_declared(self, entries: int, total_bytes: int) -> None:
+        """Refuse up front what the archive's own index shows to be too big."""
+        if entries > self._limits.max_files:
+            raise self._too_many_files()
+        if total_bytes > self._limits.max_total_bytes:
+            raise InvalidInput(
+                f"the archive would extract to {total_bytes} bytes, more than "
+                f"{self._limits.max_total_bytes} (STI_SOURCE_MAX_BYTES)"
+            )
+
+    def count_entry(self) -> None:
+        self.entries += 1
+        self._check_file_count()
+
+    def add(self, entry: _Entry, content: Read) -> None:
+        if entry.kind == "directory":
+            self._add_directory(entry)
+        elif entry.kind == "link":
+            self._add_link(entry)
+        else:
+            self._add_file(entry, content)
+
+    def _add_directory(self, entry: _Entry) -> None:
+        if not entry.path:
+            return  # the archive's own root, often listed as "./"
+        path = self._target(entry)
+        if not os.path.lexists(path):
+            os.mkdir(path, 0o700)
+        elif os.path.islink(path) or not os.path.isdir(path):
+            _refuse_existing(entry, path)
+        os.chmod(path, (entry.mode & 0o755) | stat.S_IRWXU)
+
+    def _add_file(self, entry: _Entry, content: Read) -> None:
+        self._check_sizes(entry.name, entry.size, self._total_bytes + entry.size)
+        path = self._target(entry)
+        if os.path.lexists(path):
+            _refuse_existing(entry, path)
+        try:
+            descriptor = os.open(path, _NEW_FILE_FLAGS, 0o600)
+        except FileExistsError:
+            raise _appears_twice(entry.name) from None
+        with open(descriptor, "wb") as out:
+            self._copy(entry.name, content, out)
+            out.flush()
+            os.fchmod(descriptor, entry.mode & 0o755)
+            if entry.mtime is not None:
+                with contextlib.suppress(OverflowError, ValueError):
+                    os.utime(descriptor, (entry.mtime, entry.mtime))
+
+    def _add_link(self, entry: _Entry) -> None:
+        if self._links_anywhere:
+            _check_link_is_valid(entry)
+        else:
+            _check_link_target(entry)
+        path = self._target(entry)
+        if os.path.lexists(path):
+            _refuse_existing(entry, path)
+        os.symlink(entry.link_target, path)
+
+    def _target(self, entry: _Entry) -> str:
+        if not entry.path:
+            raise InvalidInput(f"archive entry {entry.name!r} names the source root itself")
+        path = os.path.join(self._parent(entry), os.path.basename(entry.path))
+        if len(os.fsencode(path)) > _MAX_PATH_BYTES:
+            raise InvalidInput(f"archive entry {entry.name!r} has too long a path")
+        return path
+
+    def _parent(self, entry: _Entry) -> str:
+        """The entry's directory, created where missing, and never reached through a link."""
+        parent = self._root
+        for part in entry.path.split("/")[:-1]:
+            parent = os.path.join(parent, part)
+            if os.path.islink(parent):
+                raise _through_link(entry.name)
+            if not os.path.lexists(parent):
+                self._implied_directories += 1
+                self._check_file_count()
+                os.mkdir(parent, 0o755)
+            elif not os.path.isdir(parent):
+                raise InvalidInput(
+                    f"archive entry {entry.name!r} is below {part!r}, not a directory"
+                )
+        if not _is_within(os.path.realpath(parent), self._root):
+            raise _through_link(entry.name)
+        return parent
+
+    def _copy(self, name: str, content: Read, out: BinaryIO) -> None:
+        # counts what really comes out, whatever the header claimed
+        written = 0
+        while chunk := content(_CHUNK):
+            written += len(chunk)
+            self._total_bytes += len(chunk)
+            self._check_sizes(name, written, self._total_bytes)
+            out.write(chunk)
+
+    def _check_sizes(self, name: str, file_bytes: int, total_bytes: int) -> None:
+        if file_bytes < 0:
+            raise InvalidInput(f"archive entry {name!r} has a negative size")
+        per_file = self._limits.max_file_bytes
+        if per_file is not None and file_bytes > per_file:
+            raise InvalidInput(
+                f"archive entry {name!r} is larger than {per_file} bytes, the limit for one file "
+                "(STI_SOURCE_MAX_BYTES)"
+            )
+        if total_bytes > self._limits.max_total_bytes:
+            raise InvalidInput(
+                f"archive entry {name!r} takes the extracted source over "
+                f"{self._limits.max_total_bytes} bytes (STI_SOURCE_MAX_BYTES)"
+            )
+
+    def _check_file_count(self) -> None:
+        if self.entries + self._implied_directories > self._limits.max_files:
+            raise self._too_many_files()
+
+    def _too_many_files(self) -> InvalidInput:
+        return InvalidInput(
+            f"the archive holds more than {self._limits.max_files} files, directories and links "
+            "(STI_SOURCE_MAX_FILES)"
+        )
+
+
+def _relative_path(name: str, *, windows_rules: bool) -> str:
+    """The entry's path below the root in POSIX form ("" for the root itself), or a refusal."""
+    if not name:
+        raise InvalidInput("the archive has an entry with an empty name")
+    if "\x00" in name:
+        raise InvalidInput(f"archive entry {name!r} has a NUL byte in its name")
+    if name.startswith("/") or (windows_rules and (name.startswith("\\") or _DRIVE.match(name))):
+        raise InvalidInput(f"archive entry {name!r} has an absolute path")
+    if windows_rules and "\\" in name:
+        raise InvalidInput(f"archive entry {name!r} has a backslash in its name")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise InvalidInput(f"archive entry {name!r} points outside the source root")
+    if any(len(os.fsencode(part)) > _MAX_NAME_BYTES for part in parts):
+        raise InvalidInput(f"archive entry {name!r} has a name longer than {_MAX_NAME_BYTES} bytes")
+    return "/".join(parts)
+
+
+def _check_link_is_valid(entry: _Entry) -> None:
+    target = entry.link_target
+    if not target or "\x00" in target or len(os.fsencode(target)) > _MAX_LINK_TARGET_BYTES:
+        raise InvalidInput(f"archive entry {entry.name!r} is a link without a valid target")
+
+
+def _check_link_target(entry: _Entry) -> None:
+    _check_link_is_valid(entry)
+    name, target = entry.name, entry.link_target
+    if target.startswith("/"):
+        raise InvalidInput(f"archive entry {name!r} is a link to the absolute path {target!r}")
+    parts = [part for part in target.split("/") if part not in ("", ".")]
+    ups = sum(1 for _ in itertools.takewhile(lambda part: part == "..", parts))
+    # A ".." after a name is resolved through that name, which may itself be a link (to "..",
+    # say), so only leading ones can be checked by text alone. With them, and with no entry
+    # ever written through a link, every link resolves inside the root.
+    if ".." in parts[ups:]:
+        raise InvalidInput(
+            f"archive entry {name!r} is a link to {target!r}: '..' may only start a link target"
+        )
+    if ups > entry.path.count("/"):
+        raise InvalidInput(
+            f"archive entry {name!r} is a link to {target!r}, which points outside the source root"
+        )
+
+
+def _is_within(real_path: str, root: str) -> bool:
+    return real_path == root or real_path.startswith(root + os.sep)
+
+
+def _refuse_existing(entry: _Entry, path: str) -> NoReturn:
+    if os.path.islink(path) and entry.kind != "link":
+        raise _through_link(entry.name)
+    raise _appears_twice(entry.name)
+
+
+def _through_link(name: str) -> InvalidInput:
+    return InvalidInput(f"archive entry {name!r} would write through a link")
+
+
+def _appears_twice(name: str) -> InvalidInput:
+    return InvalidInput(f"archive entry {name!r} appears twice")
+
+
+def _not_allowed(name: str, what: str) -> InvalidInput:
+    return InvalidInput(f"archive entry {name!r} is a {what}: {what}s are not allowed")
+
+
+def _sparse(name: str) -> InvalidInput:
+    return InvalidInput(f"archive entry {name!r} is a sparse file: sparse files are not supported")
+
+
+# decoding
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _WatchedStream:
+    """The caller's stream, remembering whether reading it failed (rather than decoding it)."""
+
+    def __init__(self, stream: _Readable) -> None:
+        self._stream = stream
+        self.failure: Exception | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except Exception as error:
+            self.failure = error
+            raise
+
+
+class _DecodeGuard:
+    """Turns errors met decoding an archive into InvalidInput; the source's own read errors (a
+    broken download, say) and sti's errors pass through unchanged."""
+
+    def __init__(self, kind: str, source: _WatchedStream | None = None) -> None:
+        self._kind = kind
+        self._source = source
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None or isinstance(error, StiError) or not isinstance(error, _DECODE_ERRORS):
+            return
+        if self._source is not None and self._source.failure is not None:
+            return
+        reason = str(error) or type(error).__name__
+        raise InvalidInput(f"the source is not a valid {self._kind} archive: {reason}") from error
+
+
+def _guarded(read: Read, guard: _DecodeGuard) -> Read:
+    def guarded_read(size: int) -> bytes:
+        with guard:
+            return read(size)
+
+    return guarded_read
+
+
+def _nothing(size: int) -> bytes:
+    return b""
+
+
+# tar
+
+
+_TAR_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz")
+
+
+def _decompressed(source: _WatchedStream, kind: str) -> contextlib.AbstractContextManager[Any]:
+    if kind == "tar.gz":
+        return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[arg-type]
+    if kind == "tar.bz2":
+        return bz2.BZ2File(source, "rb")
+    if kind == "tar.xz":
+        return lzma.LZMAFile(source, "rb")
+    return contextlib.nullcontext(source)
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """Refuses, before tarfile reads them into memory whole, oversized or endless extended headers
+    and sparse files (whose maps can grow without bound); broken headers end nothing silently."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as error:
+            # tarfile would take a broken header after the first one for the end of the archive
+            raise tarfile.ReadError(str(error)) from error
+
+    def _proc_member(self, tar: _CheckedTarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _sparse(self.name)
+        if self.type in _EXTENDED_HEADER_TYPES:
+            tar.extended_headers_in_a_row += 1
+            _check_extended_header(self, tar)
+        else:
+            tar.extended_headers_in_a_row = 0
+        return super()._proc_member(tar)
+
+    def _proc_gnusparse_10(  # type: ignore[override]
+        self, next_member: tarfile.TarInfo, pax_headers: dict[str, str], tar: tarfile.TarFile
+    ) -> None:
+        raise _sparse(next_member.name)
+
+
+class _CheckedTarFile(tarfile.TarFile):
+    tarinfo = _CheckedTarInfo
+    extended_headers_in_a_row = 0
+    global_header_bytes = 0
+
+
+def _check_extended_header(header: tarfile.TarInfo, tar: _CheckedTarFile) -> None:
+    if not 0 <= header.size <= _MAX_EXTENDED_HEADER_BYTES:
+        raise InvalidInput(
+            f"the archive has an extended header of {header.size} bytes, more than "
+            f"{_MAX_EXTENDED_HEADER_BYTES}"
+        )
+    if tar.extended_headers_in_a_row > _MAX_EXTENDED_HEADERS_IN_A_ROW:
+        raise InvalidInput(
+            f"the archive has more than {_MAX_EXTENDED_HEADERS_IN_A_ROW} extended headers in a row"
+        )
+    if header.type == tarfile.XGLTYPE:
+        # tarfile keeps global headers for the rest of the archive
+        tar.global_header_bytes += header.size
+        if tar.global_header_bytes > _MAX_EXTENDED_HEADER_BYTES:
+            raise InvalidInput(
+                f"the archive has more than {_MAX_EXTENDED_HEADER_BYTES} bytes of global headers"
+            )
+
+
+def _next_member(tar: tarfile.TarFile, guard: _DecodeGuard) -> tarfile.TarInfo | None:
+    with guard:
+        return tar.next()
+
+
+def _extract_tar_member(
+    extraction: _Extraction, tar: tarfile.TarFile, member: tarfile.TarInfo, guard: _DecodeGuard
+) -> None:
+    entry = _tar_entry(member)
+    content = _nothing
+    if entry.kind == "file":
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        content = _guarded(extracted.read, guard)
+    extraction.add(entry, content)
+
+
+def _tar_entry(member: tarfile.TarInfo) -> _Entry:
+    name = member.name
+    path = _relative_path(name, windows_rules=False)
+    if member.sparse is not None:
+        raise _sparse(name)
+    if member.isdir():
+        return _Entry(name, path, "directory", member.mode)
+    if member.isreg():
+        return _Entry(name, path, "file", member.mode, member.mtime, member.size)
+    if member.issym():
+        return _Entry(name, path, "link", member.mode, link_target=member.linkname)
+    if member.type in _SPECIAL_TAR_TYPES:
+        raise _not_allowed(name, _SPECIAL_TAR_TYPES[member.type])
+    raise InvalidInput(f"archive entry {name!r} has an unsupported type {member.type!r}")
+
+
+def _read_to_end(data: _Readable, guard: _DecodeGuard) -> None:
+    """Read past the tar's end so the compressed stream's checksum is checked; writers pad a tar
+    to a record, so what is left is small, and past a bound it is left unread."""
+    for _ in range(_MAX_TRAILER_CHUNKS):
+        with guard:
+            if not data.read(_CHUNK):
+                return
+
+
+# zip
+
+
+def _extract_zip_member(
+    extraction: _Extraction, archive: zipfile.ZipFile, info: zipfile.ZipInfo, guard: _DecodeGuard
+) -> None:
+    name = info.orig_filename  # ZipInfo.filename is cut at a NUL byte
+    path = _relative_path(name, windows_rules=True)
+    kind = _zip_entry_kind(info)
+    permissions = stat.S_IMODE(_unix_mode(info))
+    if kind == "directory":
+        extraction.add(_Entry(name, path, kind, permissions or 0o755), _nothing)
+        return
+    with guard:
+        opened = archive.open(info)
+    with opened:
+        content = _guarded(opened.read, guard)
+        if kind == "link":
+            target = _zip_link_target(name, content)
+            extraction.add(_Entry(name, path, kind, 0o777, link_target=target), _nothing)
+        else:
+            entry = _Entry(name, path, kind, permissions or 0o644, _zip_mtime(info), info.file_size)
+            extraction.add(entry, content)
+
+
+def _unix_mode(info: zipfile.ZipInfo) -> int:
+    return info.external_attr >> 16 if info.create_system == _UNIX else 0
+
+
+def _zip_entry_kind(info: zipfile.ZipInfo) -> EntryKind:
+    name = info.orig_filename
+    file_type = stat.S_IFMT(_unix_mode(info))
+    if file_type in _SPECIAL_FILE_TYPES:
+        raise _not_allowed(name, _SPECIAL_FILE_TYPES[file_type])
+    if name.endswith("/") or file_type == stat.S_IFDIR:
+        if file_type not in (0, stat.S_IFDIR):
+            raise InvalidInput(f"archive entry {name!r} is named as a directory but is not one")
+        return "directory"
+    if file_type == stat.S_IFLNK:
+        return "link"
+    if file_type in (0, stat.S_IFREG):
+        return "file"
+    raise InvalidInput(f"archive entry {name!r} has an unsupported type {oct(file_type)}")
+
+
+def _zip_link_target(name: str, content: Read) -> str:
+    target = b""
+    while len(target) <= _MAX_LINK_TARGET_BYTES and (
+        chunk := content(_MAX_LINK_TARGET_BYTES + 1 - len(target))
+    ):
+        target += chunk
+    if len(target) > _MAX_LINK_TARGET_BYTES:
+        raise InvalidInput(f"archive entry {name!r} is a link without a valid target")
+    return os.fsdecode(target)
+
+
+def _zip_mtime(info: zipfile.ZipInfo) -> float | None:
+    try:
+        return time.mktime((*info.date_time, 0, 0, -1))
+    except (OverflowError, ValueError):
+        return None

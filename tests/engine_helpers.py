@@ -1,0 +1,24 @@
+"""Running the engine in-process from tests: one build, with every line its sink received."""
+
+from __future__ import annotations
+
+import pytest
+
+from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.pipeline import run_build
+from sti_worker.engine.requests import BuildRequest, Result
+from tests.dockertools import TRACKER
+
+METHODS = pytest.mark.parametrize("method", ["build", "run"])
+
+
+def build(
+    docker_host: DockerHost, source: str, image: str, tag: str, **options: object
+) -> tuple[Result, list[str]]:
+    """Run one build; return its result and every line its sink received."""
+    lines: list[str] = []
+    request = BuildRequest(source=source, build_image=image, tag=tag, **options)
+    result = run_build(docker_host, request, lines.append, host="test")
+    TRACKER.built(result.image_id)
+    assert result.build_id == request.build_id
+    return result, lines

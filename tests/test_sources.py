@@ -1,0 +1,409 @@
+"""What SOURCE can be (git refs and subdirectories, uploaded directories, archives, URLs, single
+files) and how every hostile source is refused."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import os
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import git
+import pytest
+import redis
+
+from sti_submit.client import StiClient
+from sti_worker import keys
+from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.errors import InvalidInput
+from sti_worker.engine.pipeline import run_build
+from sti_worker.engine.requests import BuildRequest, Result
+from sti_worker.engine.sources import SourcePolicy, check_git_url, configure, current_policy
+from tests.dockertools import image_tree, run_and_read
+from tests.queue_helpers import json_result, make_source, sti_submit
+from tests.services import Worker
+
+
+@pytest.fixture
+def file_urls_allowed() -> Iterator[None]:
+    before = current_policy()
+    configure(SourcePolicy(allow_file_urls=True, limits=before.limits))
+    yield
+    configure(before)
+
+
+def build_here(docker_host: DockerHost, request: BuildRequest) -> Result:
+    lines: list[str] = []
+    return run_build(docker_host, request, lines.append, "test")
+
+
+# git
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> git.Repo:
+    """main: v1 (tagged v1), then v2 with a nested web/ app; branch feature: f1."""
+    made = git.Repo.init(tmp_path / "repo", initial_branch="main")
+    root = Path(made.working_tree_dir or "")
+    (root / "version.txt").write_text("v1\n")
+    made.index.add(["version.txt"])
+    made.index.commit("v1")
+    made.create_tag("v1")
+    (root / "version.txt").write_text("v2\n")
+    (root / "web").mkdir()
+    (root / "web" / "index.html").write_text("<h1>web</h1>\n")
+    made.index.add(["version.txt", "web/index.html"])
+    made.index.commit("v2")
+    made.create_head("feature").checkout()
+    (root / "version.txt").write_text("f1\n")
+    made.index.add(["version.txt"])
+    made.index.commit("f1")
+    made.heads.main.checkout()
+    return made
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"), [(None, "v2\n"), ("v1", "v1\n"), ("feature", "f1\n"), ("commit", "v1\n")]
+)
+def test_git_ref_selects_branch_tag_or_commit_and_the_result_names_the_commit(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    repo: git.Repo,
+    file_urls_allowed: None,
+    ref: str | None,
+    expected: str,
+) -> None:
+    if ref == "commit":
+        ref = repo.tags["v1"].commit.hexsha
+    url = f"file://{repo.working_tree_dir}"
+    result = build_here(docker_host, BuildRequest(url, images["sti-fake"], app_tag, ref=ref))
+    assert result.success, result.messages
+    resolved = repo.commit(ref or "main").hexsha
+    assert result.revision == resolved
+    assert result.to_json()["revision"] == resolved
+    files = run_and_read(api, app_tag, "/sti-fake/src")
+    assert files["version.txt"] == expected.encode()
+    assert ".git" not in {name.split("/")[0] for name in files}
+
+
+def test_git_context_dir_builds_only_that_subdirectory(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    repo: git.Repo,
+    file_urls_allowed: None,
+) -> None:
+    url = f"file://{repo.working_tree_dir}"
+    request = BuildRequest(url, images["sti-fake"], app_tag, context_dir="web")
+    assert build_here(docker_host, request).success
+    assert set(run_and_read(api, app_tag, "/sti-fake/src")) - {""} == {"index.html"}
+
+
+@pytest.mark.parametrize("ignore", [False, True])
+def test_git_submodules_are_fetched_unless_ignored(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    repo: git.Repo,
+    tmp_path: Path,
+    file_urls_allowed: None,
+    ignore: bool,
+) -> None:
+    library = git.Repo.init(tmp_path / "lib", initial_branch="main")
+    (tmp_path / "lib" / "lib.txt").write_text("library\n")
+    library.index.add(["lib.txt"])
+    library.index.commit("lib")
+    repo.git.execute(
+        [
+            "git",
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            f"file://{tmp_path / 'lib'}",
+            "lib",
+        ]
+    )
+    repo.index.commit("add lib")
+    url = f"file://{repo.working_tree_dir}"
+    request = BuildRequest(url, images["sti-fake"], app_tag, ignore_submodules=ignore)
+    assert build_here(docker_host, request).success
+    files = run_and_read(api, app_tag, "/sti-fake/src")
+    assert ("lib/lib.txt" in files) is not ignore
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "--upload-pack=touch /tmp/pwned",
+        "-oProxyCommand=touch /tmp/pwned",
+        "ext::sh -c touch% /tmp/pwned",
+        "fd::17",
+        "ssh://-oProxyCommand=touch%20/tmp/pwned/repo",
+        "file:///etc",
+    ],
+)
+def test_git_urls_that_could_run_commands_are_refused(url: str) -> None:
+    with pytest.raises(InvalidInput):
+        check_git_url(url, SourcePolicy(allow_file_urls=False))
+
+
+@pytest.mark.parametrize("ref", ["--upload-pack=x", "-b", "a..b", "a b", "x\ny"])
+def test_refs_that_could_be_read_as_options_are_refused(
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    repo: git.Repo,
+    file_urls_allowed: None,
+    ref: str,
+) -> None:
+    url = f"file://{repo.working_tree_dir}"
+    result = build_here(docker_host, BuildRequest(url, images["sti-fake"], app_tag, ref=ref))
+    assert result.error_code == "InvalidInput"
+
+
+def test_file_urls_are_refused_unless_the_worker_allows_them(
+    docker_host: DockerHost, images: dict[str, str], app_tag: str, repo: git.Repo
+) -> None:
+    before = current_policy()
+    configure(SourcePolicy(allow_file_urls=False))
+    try:
+        url = f"file://{repo.working_tree_dir}"
+        result = build_here(docker_host, BuildRequest(url, images["sti-fake"], app_tag))
+    finally:
+        configure(before)
+    assert result.error_code == "InvalidInput"
+    assert "STI_ALLOW_FILE_URLS" in (result.error or {})["message"]
+
+
+# uploaded directories
+
+
+def test_uploaded_directory_honours_stiignore_and_exclude(
+    api: docker.APIClient,
+    images: dict[str, str],
+    worker: Worker,
+    broker_url: str,
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    source = make_source(tmp_path)
+    (source / ".stiignore").write_text("*.log\nnode_modules/\n")
+    (source / "debug.log").write_text("noise\n")
+    (source / "node_modules").mkdir()
+    (source / "node_modules" / "big.js").write_text("x\n")
+    (source / "secret.env").write_text("TOKEN=1\n")
+    (source / "link").symlink_to("/etc/passwd")
+    done = sti_submit(
+        "build",
+        str(source),
+        images["sti-fake"],
+        app_tag,
+        "--exclude",
+        "secret.*",
+        "--broker",
+        broker_url,
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert json_result(done)["success"]
+    files = run_and_read(api, app_tag, "/sti-fake/src")
+    assert {"index.html", "static/style.css", ".stiignore"} <= set(files)
+    link = image_tree(api, app_tag, "/tmp/src")["link"]
+    assert (link.kind, link.linkname) == ("symlink", "/etc/passwd")  # kept, never followed
+    assert not {"debug.log", "node_modules", "secret.env"} & {name.split("/")[0] for name in files}
+
+
+def test_submitting_the_same_content_again_uploads_nothing(
+    images: dict[str, str], worker: Worker, client: StiClient, app_tag: str, tmp_path: Path
+) -> None:
+    source = make_source(tmp_path)
+    said: list[str] = []
+
+    def request() -> BuildRequest:
+        return BuildRequest(str(source), images["sti-fake"], app_tag)
+
+    first = client.wait(client.submit_build(request(), say=said.append))
+    second = client.wait(client.submit_build(request(), say=said.append))
+    assert first.success and second.success
+    assert said[0].startswith("Uploaded ")
+    assert said[1].startswith("Already uploaded: ")
+    assert said[0].rsplit(" ", 1)[1] == said[1].rsplit(" ", 1)[1]  # the same digest
+
+
+def test_upload_above_the_cap_is_refused_with_exit_2(
+    images: dict[str, str], worker: Worker, broker_url: str, app_tag: str, tmp_path: Path
+) -> None:
+    source = make_source(tmp_path)
+    (source / "blob.bin").write_bytes(os.urandom(300_000))
+    env = dict(os.environ, STI_UPLOAD_MAX_BYTES="100000")
+    done = sti_submit(
+        "build", str(source), images["sti-fake"], app_tag, "--broker", broker_url, env=env
+    )
+    assert done.returncode == 2
+    assert "STI_UPLOAD_MAX_BYTES" in done.stderr
+
+
+def test_worker_refuses_an_upload_whose_content_does_not_match_its_digest(
+    images: dict[str, str],
+    worker: Worker,
+    client: StiClient,
+    broker_url: str,
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    said: list[str] = []
+    source = make_source(tmp_path)
+    (source / "unique.txt").write_text(str(tmp_path))
+    client.wait(
+        client.submit_build(BuildRequest(str(source), images["sti-fake"], app_tag), say=said.append)
+    )
+    digest = said[0].rsplit(" ", 1)[1].rstrip(")")
+    store = redis.Redis.from_url(broker_url)
+    store.set(keys.blob_chunk(digest, 0), b"tampered")
+    store.close()
+    tampered = BuildRequest(f"sti+upload://{digest}/dir", images["sti-fake"], app_tag)
+    result = client.wait(client.submit_build(tampered))
+    assert result.error_code in ("SourceFetchFailed", "InvalidInput")
+
+
+# archives, URLs and single files
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("name", "pack"), [("app.tar.gz", _tar_gz), ("app.zip", _zip)])
+def test_local_archive_is_extracted_into_tmp_src(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+    name: str,
+    pack: object,
+) -> None:
+    archive = tmp_path / name
+    archive.write_bytes(pack({"index.html": b"<h1>a</h1>", "css/site.css": b"h1{}"}))  # type: ignore[operator]
+    result = build_here(docker_host, BuildRequest(str(archive), images["sti-fake"], app_tag))
+    assert result.success, result.messages
+    assert {"index.html", "css/site.css"} <= set(run_and_read(api, app_tag, "/sti-fake/src"))
+
+
+def test_single_file_is_delivered_as_tmp_src_name_through_the_queue(
+    api: docker.APIClient,
+    images: dict[str, str],
+    worker: Worker,
+    client: StiClient,
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    binary = tmp_path / "app.war"
+    binary.write_bytes(b"PK-not-really-a-war")
+    result = client.wait(
+        client.submit_build(BuildRequest(str(binary), images["sti-fake"], app_tag))
+    )
+    assert result.success, result.messages
+    assert run_and_read(api, app_tag, "/sti-fake/src") == {"app.war": b"PK-not-really-a-war"}
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+def test_archive_url_is_fetched_by_the_worker(
+    api: docker.APIClient,
+    images: dict[str, str],
+    worker: Worker,
+    client: StiClient,
+    app_tag: str,
+    http_server: tuple[str, Path],
+) -> None:
+    base, root = http_server
+    (root / "app.tgz").write_bytes(_tar_gz({"index.html": b"<h1>from url</h1>"}))
+    request = BuildRequest(f"{base}/app.tgz?token=abc", images["sti-fake"], app_tag)
+    result = client.wait(client.submit_build(request))
+    assert result.success, result.messages
+    assert run_and_read(api, app_tag, "/sti-fake/src") == {"index.html": b"<h1>from url</h1>"}
+
+
+def test_archive_url_above_the_download_cap_is_refused(
+    docker_host: DockerHost, images: dict[str, str], app_tag: str, http_server: tuple[str, Path]
+) -> None:
+    base, root = http_server
+    (root / "big.tar.gz").write_bytes(_tar_gz({"blob": os.urandom(200_000)}))
+    before = current_policy()
+    configure(SourcePolicy(download_max_bytes=50_000))
+    try:
+        result = build_here(
+            docker_host, BuildRequest(f"{base}/big.tar.gz", images["sti-fake"], app_tag)
+        )
+    finally:
+        configure(before)
+    assert result.error_code == "InvalidInput"
+    assert "STI_DOWNLOAD_MAX_BYTES" in (result.error or {})["message"]
+
+
+def test_missing_archive_url_fails_with_source_fetch_failed(
+    docker_host: DockerHost, images: dict[str, str], app_tag: str, http_server: tuple[str, Path]
+) -> None:
+    base, _ = http_server
+    result = build_here(
+        docker_host, BuildRequest(f"{base}/none.tar.gz", images["sti-fake"], app_tag)
+    )
+    assert result.error_code == "SourceFetchFailed"
+
+
+@pytest.mark.parametrize("entry", ["../escape.txt", "/abs.txt", "a/../../escape.txt"])
+def test_hostile_archive_through_the_queue_fails_and_leaves_nothing(
+    images: dict[str, str],
+    worker: Worker,
+    client: StiClient,
+    app_tag: str,
+    tmp_path: Path,
+    entry: str,
+) -> None:
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as writing:
+        info = tarfile.TarInfo(entry)
+        info.size = 4
+        writing.addfile(info, io.BytesIO(b"evil"))
+    result = client.wait(
+        client.submit_build(BuildRequest(str(archive), images["sti-fake"], app_tag))
+    )
+    assert result.error_code == "InvalidInput"
+    assert entry in (result.error or {})["message"] or "outside" in (result.error or {})["message"]
