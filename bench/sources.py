@@ -142,8 +142,9 @@ def main() -> None:
                 ]
                 local_s, local_rss, _ = timed([*submit, "--local"], env)
                 queue_s, queue_rss, out = timed(submit, env)
-                again_s, again_rss, _ = timed(submit, env)
+                again_s, again_rss, again_out = timed(submit, env)
                 result = json.loads(out.strip().splitlines()[-1])
+                again = json.loads(again_out.strip().splitlines()[-1])
                 steps = {step["name"]: step["duration_s"] for step in result["steps"]}
                 rows.append(
                     {
@@ -155,6 +156,8 @@ def main() -> None:
                         "sti queue again s": round(again_s, 2),
                         "queue/tar": round(queue_s / tar_s, 2),
                         "queue/docker build": round(queue_s / docker_s, 2),
+                        "client share of queue s": round(queue_s - result["duration_s"], 2),
+                        "client share of again s": round(again_s - again["duration_s"], 2),
                         "worker fetch s": steps.get("fetch_source"),
                         "worker build s": steps.get("build"),
                         "client peak RSS MiB": round(max(queue_rss, again_rss) / 1024, 1),

@@ -109,9 +109,10 @@ class StiClient:
 
         store = BlobStore(self.redis, expires_s=upload_expires_s(), max_bytes=upload_max_bytes())
         uploaded = upload_source(store, path, exclude)
-        if say:
-            verb = "Uploaded" if uploaded.sent else "Already uploaded:"
-            say(f"{verb} {path} ({uploaded.size} bytes, {uploaded.ref.digest})")
+        if say and uploaded.sent:
+            say(f"Uploaded {path} ({uploaded.size} bytes) as {uploaded.ref.digest}")
+        elif say:
+            say(f"Already uploaded: {path} as {uploaded.ref.digest}")
         return str(uploaded.ref)
 
     def submit_validate(self, request: ValidateRequest) -> str:

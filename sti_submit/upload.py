@@ -1,21 +1,22 @@
 """Packing a local source on the submitting machine and uploading it to the blob store.
 
 A directory becomes a deterministic tar.gz stream (sorted, owner-less, .stiignore and --exclude
-applied); it is packed twice, once to learn its digest and once to upload it, so memory stays
-flat and content the store already has is never sent again.
+applied), uploaded in one pass while it is hashed. A fingerprint of the names, sizes, modes and
+times of what would be packed lets an unchanged source be resubmitted without packing or
+uploading anything.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sti_worker.engine.archives import archive_kind
-
 from sti_worker.blobstore import BlobStore
+from sti_worker.engine.archives import archive_kind
 from sti_worker.engine.errors import InvalidInput
 from sti_worker.engine.ignore import ignore_matcher
 from sti_worker.engine.tarstreams import directory, stream_tar
@@ -23,6 +24,7 @@ from sti_worker.upload_refs import PACKED_DIR_PREFIX, UploadRef
 
 _FILE_CHUNK = 1024 * 1024
 _GZIP_LEVEL = 1  # sources are mostly text; speed matters more than the last few percent
+_FORMAT = "sti-pack/1"  # part of every fingerprint: a new packing format means new digests
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,30 @@ def read_file(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def fingerprint(path: Path, exclude: Iterable[str] = ()) -> str:
+    """A hash of what packing path would read, from metadata alone (names, sizes, modes, times)."""
+    hasher = hashlib.sha256(f"{_FORMAT}\0{path.name}\0".encode())
+    if path.is_file():
+        _add_stat(hasher, "", path)
+        return hasher.hexdigest()
+    skip = ignore_matcher(path, exclude)
+    for current, dirnames, filenames in os.walk(path):
+        relative = Path(current).relative_to(path).as_posix()
+        prefix = "" if relative == "." else f"{relative}/"
+        dirnames[:] = sorted(d for d in dirnames if not skip(f"{prefix}{d}/"))
+        for name in sorted(filenames) + dirnames:
+            if name in filenames and skip(f"{prefix}{name}"):
+                continue
+            _add_stat(hasher, f"{prefix}{name}", Path(current, name))
+    return hasher.hexdigest()
+
+
+def _add_stat(hasher: hashlib._Hash, name: str, path: Path) -> None:
+    info = path.lstat()
+    link = os.readlink(path) if path.is_symlink() else ""
+    hasher.update(f"{name}\0{info.st_mode}\0{info.st_size}\0{info.st_mtime_ns}\0{link}\0".encode())
+
+
 def upload_source(store: BlobStore, path: Path, exclude: Iterable[str] = ()) -> Uploaded:
     """Upload a local directory, archive or file unless the store already has its content."""
     exclude = tuple(exclude)
@@ -65,20 +91,11 @@ def upload_source(store: BlobStore, path: Path, exclude: Iterable[str] = ()) -> 
         produce = lambda: read_file(path)  # noqa: E731
     else:
         raise InvalidInput(f"SOURCE {str(path)!r} is neither a directory nor a regular file")
-    digest, size = _digest_of(produce(), store)
-    ref = UploadRef(digest, kind, name)
-    if store.has(digest):
-        return Uploaded(ref, size, sent=False)
-    store.put(digest, produce())
-    return Uploaded(ref, size, sent=True)
-
-
-def _digest_of(chunks: Iterable[bytes], store: BlobStore) -> tuple[str, int]:
-    hasher = hashlib.sha256()
-    size = 0
-    for chunk in chunks:
-        hasher.update(chunk)
-        size += len(chunk)
-        if size > store.max_bytes:
-            raise InvalidInput(store.too_large_message(size))
-    return f"sha256:{hasher.hexdigest()}", size
+    before = fingerprint(path, exclude)
+    known = store.recall(before)
+    if known:
+        return Uploaded(UploadRef(known, kind, name), size=0, sent=False)
+    digest, size = store.put(produce())
+    if fingerprint(path, exclude) == before:  # unchanged while packing: safe to remember
+        store.remember(before, digest)
+    return Uploaded(UploadRef(digest, kind, name), size, sent=True)

@@ -1,13 +1,15 @@
 """A content-addressed store of uploaded sources in Redis: chunked, expiring, size-capped.
 
-Keyed by SHA-256, so the same content is stored once and submitting it again uploads nothing;
-readers verify the digest of what they read.
+Keyed by the SHA-256 of the content, so the same content is stored once. An upload is written
+under a staging name while it is hashed, then renamed to its digest; readers verify the digest
+of what they read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Iterable, Iterator
 
 import redis
@@ -49,38 +51,48 @@ class BlobStore:
         meta = self._client.hgetall(keys.blob_meta(check_digest(digest)))
         if not meta:
             return False
-        chunks = int(meta[b"chunks"])
         pipe = self._client.pipeline(transaction=False)
         pipe.expire(keys.blob_meta(digest), self._expires_s)
-        for index in range(chunks):
+        for index in range(int(meta[b"chunks"])):
             pipe.expire(keys.blob_chunk(digest, index), self._expires_s)
         return all(pipe.execute())
 
-    def put(self, digest: str, chunks: Iterable[bytes]) -> int:
-        """Store chunks as the blob digest; refuse content that does not match it or is too big."""
-        check_digest(digest)
+    def put(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Store chunks, hashing them on the way; return (digest, size). One pass, flat memory."""
+        staging = f"staging-{uuid.uuid4().hex}"
         hasher = hashlib.sha256()
-        size = 0
-        count = 0
+        size = count = 0
         pipe = self._client.pipeline(transaction=False)
-        for chunk in rechunk(chunks):
-            hasher.update(chunk)
-            size += len(chunk)
-            if size > self.max_bytes:
-                self._delete(digest, count + len(pipe))
-                raise InvalidInput(self.too_large_message(size))
-            pipe.set(keys.blob_chunk(digest, count), chunk, ex=self._expires_s)
-            count += 1
-            if len(pipe) >= _PIPELINE_CHUNKS:
-                pipe.execute()
-        pipe.execute()
-        if f"sha256:{hasher.hexdigest()}" != digest:
-            self._delete(digest, count)
-            raise InvalidInput("the source changed while it was being uploaded; submit again")
+        try:
+            for chunk in rechunk(chunks):
+                hasher.update(chunk)
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise InvalidInput(self.too_large_message(size))
+                pipe.set(keys.blob_chunk(staging, count), chunk, ex=self._expires_s)
+                count += 1
+                if len(pipe) >= _PIPELINE_CHUNKS:
+                    pipe.execute()
+            pipe.execute()
+        except BaseException:
+            pipe.reset()
+            self._delete(staging, count)
+            raise
+        digest = f"sha256:{hasher.hexdigest()}"
+        if self.has(digest):
+            self._delete(staging, count)
+        else:
+            self._publish(staging, digest, count, size)
+        return digest, size
+
+    def _publish(self, staging: str, digest: str, count: int, size: int) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for index in range(count):
+            pipe.rename(keys.blob_chunk(staging, index), keys.blob_chunk(digest, index))
         meta = keys.blob_meta(digest)
-        self._client.hset(meta, mapping={"size": size, "chunks": count})
-        self._client.expire(meta, self._expires_s)
-        return size
+        pipe.hset(meta, mapping={"size": size, "chunks": count})
+        pipe.expire(meta, self._expires_s)
+        pipe.execute()
 
     def read(self, digest: str) -> Iterator[bytes]:
         """The blob's bytes; raises SourceFetchFailed at the end if they do not match digest."""
@@ -97,13 +109,23 @@ class BlobStore:
         if f"sha256:{hasher.hexdigest()}" != digest:
             raise SourceFetchFailed(f"uploaded source {digest} does not match its digest")
 
+    def remember(self, fingerprint: str, digest: str) -> None:
+        """Note that a source with this fingerprint packs to digest (see upload.fingerprint)."""
+        self._client.set(keys.fingerprint(fingerprint), digest, ex=self._expires_s)
+
+    def recall(self, fingerprint: str) -> str | None:
+        """The digest a source with this fingerprint packed to, if it is still stored."""
+        found = self._client.get(keys.fingerprint(fingerprint))
+        digest = found.decode() if isinstance(found, bytes) else found
+        return digest if digest and self.has(digest) else None
+
     def too_large_message(self, size: int) -> str:
         return (
             f"the source is {size} bytes or more compressed, above the upload limit of "
             f"{self.max_bytes} bytes (STI_UPLOAD_MAX_BYTES)"
         )
 
-    def _delete(self, digest: str, chunks: int) -> None:
-        names = [keys.blob_chunk(digest, index) for index in range(chunks)]
+    def _delete(self, name: str, chunks: int) -> None:
+        names = [keys.blob_chunk(name, index) for index in range(chunks)]
         if names:
             self._client.delete(*names)

@@ -46,6 +46,10 @@ def blob_chunk(digest: str, index: int) -> str:
     return f"{PREFIX}blob:{digest}:{index}"
 
 
+def fingerprint(value: str) -> str:
+    return f"{PREFIX}fingerprint:{value}"
+
+
 # Fields of log stream entries.
 LINE_FIELD = "line"
 END_FIELD = "end"
