@@ -3,7 +3,7 @@
 # Idempotent; sourced by .ci/run and examples/run.sh, or run on its own as root.
 set -euo pipefail
 
-DEBIAN_PACKAGES=(docker.io redis-server busybox-static git)
+DEBIAN_PACKAGES=(docker.io redis-server busybox-static git docker-registry docker-compose debootstrap)
 DOCKERD_LOG=/tmp/sti-dockerd.log
 DOCKERD_WAIT_SECONDS=60
 

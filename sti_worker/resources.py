@@ -21,7 +21,10 @@ _redis: tuple[int, redis.Redis] | None = None
 def docker_host() -> DockerHost:
     global _docker
     if _docker is None or _docker[0] != os.getpid():
-        _docker = (os.getpid(), DockerHost(settings.docker_url))
+        _docker = (
+            os.getpid(),
+            DockerHost(settings.docker_url, registry_auth=settings.registry_auth),
+        )
     return _docker[1]
 
 

@@ -32,6 +32,7 @@ class Settings:
     download_timeout_s: int
     upload_max_bytes: int
     upload_expires_s: int
+    registry_auth: dict[str, str] | None
 
     @property
     def host_queue(self) -> str:
@@ -57,12 +58,21 @@ class Settings:
             download_timeout_s=_int("STI_DOWNLOAD_TIMEOUT", 60),
             upload_max_bytes=upload_max_bytes(),
             upload_expires_s=upload_expires_s(),
+            registry_auth=_registry_auth(),
         )
 
 
 def upload_max_bytes() -> int:
     """The cap of one uploaded source (compressed); the client checks it before uploading."""
     return _int("STI_UPLOAD_MAX_BYTES", 1024**3)
+
+
+def _registry_auth() -> dict[str, str] | None:
+    """Push and pull credentials: the worker's own, never from a task message."""
+    username = os.environ.get("STI_REGISTRY_USERNAME")
+    if not username:
+        return None
+    return {"username": username, "password": os.environ.get("STI_REGISTRY_PASSWORD", "")}
 
 
 def upload_expires_s() -> int:

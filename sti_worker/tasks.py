@@ -137,8 +137,6 @@ def build(
             exclude=tuple(exclude or ()),
             build_id=build_id,
         )
-        if push:
-            raise InvalidInput("--push is not available yet on this worker")
     except (StiError, TypeError) as error:
         problem = error if isinstance(error, StiError) else InvalidInput(str(error))
         buildlog.write(f"Build refused: {problem.message}")

@@ -118,3 +118,101 @@ class Worker:
             return self.process.wait()
         finally:
             self._log.close()
+
+
+class DockerDaemon:
+    """A separate Docker engine on this machine: own data-root, exec-root, socket, no bridge.
+
+    Containers get no network (--bridge none): builds here need none, and nothing is routed.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.socket = root / "docker.sock"
+        self.url = f"unix://{self.socket}"
+        self._log = (root / "dockerd.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                "dockerd",
+                "--data-root",
+                str(root / "data"),
+                "--exec-root",
+                str(root / "x"),
+                "--pidfile",
+                str(root / "docker.pid"),
+                "--host",
+                self.url,
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--log-level",
+                "warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import docker
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = docker.APIClient(base_url=self.url, version="auto", timeout=5)
+                client.ping()
+                client.close()
+                return
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"dockerd at {self.url} did not start:\n"
+                        + (self.root / "dockerd.log").read_text(errors="replace")[-3000:]
+                    ) from None
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._log.close()
+
+
+class Registry:
+    """Debian's docker-registry on a free loopback port, storing in root."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        config = root / "registry.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+            f"http:\n  addr: {self.address}\n"
+        )
+        self._log = (root / "registry.log").open("wb")
+        self.process = subprocess.Popen(
+            ["docker-registry", "serve", str(config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("docker-registry did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._log.close()

@@ -28,6 +28,7 @@ from .errors import (
     InternalError,
     NoSuchBaseImage,
     PullImageFailed,
+    PushImageFailed,
     StiError,
     TagImageFailed,
     TimedOut,
@@ -86,7 +87,15 @@ class OutputTail:
 class DockerHost:
     """A Docker engine reached through docker-py's low-level API client."""
 
-    def __init__(self, url: str | None = None, timeout: int = 600) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        timeout: int = 600,
+        registry_auth: Mapping[str, str] | None = None,
+    ) -> None:
+        """registry_auth ({"username", "password"}) comes from the worker's configuration only;
+        without it, docker-py uses the Docker config file of the user running the worker."""
+        self._registry_auth = dict(registry_auth) if registry_auth else None
         self._streams: set[CancellableStream] = set()
         self._streams_lock = threading.Lock()
         self.url = url or "the local Docker engine (DOCKER_HOST or /var/run/docker.sock)"
@@ -150,17 +159,51 @@ class DockerHost:
         if found:
             return found
         sink(f"Image {ref} not found locally, pulling it")
-        repository, tag = _split_tag(ref)
-        try:
-            for event in self.api.pull(repository, tag=tag, stream=True, decode=True):
-                if "error" in event:
-                    raise PullImageFailed(_pull_failed(ref, event["error"]))
-        except docker.errors.APIError as error:
-            raise PullImageFailed(_pull_failed(ref, _reason(error))) from error
+        self.pull(ref)
         found = self.image_id(ref)
         if not found:
             raise missing(f"image {ref} does not exist, even after pulling it")
         return found
+
+    def pull(self, ref: str) -> None:
+        repository, tag = _split_tag(ref)
+        try:
+            events = self.api.pull(
+                repository,
+                tag=tag or "latest",
+                stream=True,
+                decode=True,
+                auth_config=self._registry_auth,
+            )
+            for event in events:
+                if "error" in event:
+                    raise PullImageFailed(_pull_failed(ref, event["error"]))
+        except docker.errors.APIError as error:
+            raise PullImageFailed(_pull_failed(ref, _reason(error))) from error
+
+    def push(self, ref: str, sink: LogSink) -> str:
+        """Push ref to its registry; return the digest the registry gave it."""
+        repository, tag = _split_tag(ref)
+        digest = None
+        try:
+            events = self.api.push(
+                repository,
+                tag=tag or "latest",
+                stream=True,
+                decode=True,
+                auth_config=self._registry_auth,
+            )
+            for event in events:
+                if "error" in event:
+                    raise PushImageFailed(f"pushing {ref} failed: {event['error']}")
+                digest = (event.get("aux") or {}).get("Digest", digest)
+                if event.get("status") and not event.get("progressDetail"):
+                    sink(f"push {ref}: {event.get('id', '')} {event['status']}".replace("  ", " "))
+        except docker.errors.APIError as error:
+            raise PushImageFailed(f"pushing {ref} failed: {_reason(error)}") from error
+        if not digest:
+            raise PushImageFailed(f"pushing {ref} ended without a digest from the registry")
+        return str(digest)
 
     def tag(self, image_id: str, ref: str) -> None:
         repository, tag = _split_tag(ref)

@@ -50,6 +50,10 @@ class PullImageFailed(StiError):
     code = "PullImageFailed"
 
 
+class PushImageFailed(StiError):
+    code = "PushImageFailed"
+
+
 class SaveArtifactsFailed(StiError):
     code = "SaveArtifactsFailed"
     exit_code = ExitCode.FAILED
@@ -124,6 +128,7 @@ _BY_CODE: dict[str, type[StiError]] = {
         NoSuchBaseImage,
         NoSuchRuntimeImage,
         PullImageFailed,
+        PushImageFailed,
         SaveArtifactsFailed,
         CreateDockerfileFailed,
         CreateContainerFailed,

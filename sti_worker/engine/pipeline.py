@@ -28,7 +28,14 @@ from .protocol import (
     SAVE_ARTIFACTS,
     inspect_scripts,
 )
-from .requests import BuildRequest, Result, Step, ValidateRequest, build_tag_for
+from .requests import (
+    BuildRequest,
+    Result,
+    Step,
+    ValidateRequest,
+    build_tag_for,
+    registry_of,
+)
 from .sources import FetchedSource, describe, fetch_source, source_part
 from .tarstreams import empty_directory, retargeted
 
@@ -57,6 +64,7 @@ class BuildState:
     stage_image: str | None = None
     image_id: str | None = None
     tagged: bool = False
+    digest: str | None = None
     messages: tuple[str, ...] = ()
     steps: tuple[Step, ...] = ()
     error: Mapping[str, str] | None = None
@@ -150,7 +158,7 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
     if request.clean:
         return state.say(sink, "Clean build: previous artifacts are not reused")
     previous = build_tag_for(request.tag) if request.extended else request.tag
-    previous_id = docker.image_id(previous)
+    previous_id = docker.image_id(previous) or _pull_previous(docker, previous, sink)
     if previous_id is None:
         return state.say(sink, f"No previous image {previous}: clean build")
     scripts = inspect_scripts(docker, previous_id, build_id=request.build_id, role="previous")
@@ -264,6 +272,30 @@ def tag_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState
     return state
 
 
+def _pull_previous(docker: DockerHost, previous: str, sink: LogSink) -> str | None:
+    """Another host may have built the previous image: its registry has it if it was pushed."""
+    if registry_of(previous) is None:
+        return None
+    try:
+        docker.pull(previous)
+    except StiError:
+        sink(f"Previous image {previous} is neither on this host nor in its registry")
+        return None
+    sink(f"Pulled previous image {previous} from its registry")
+    return docker.image_id(previous)
+
+
+def push_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    """Push what was tagged, so any host can pull it (and its artifacts) next time."""
+    request = state.request
+    refs = [build_tag_for(request.tag)] if request.extended else []
+    digest = ""
+    for ref in [*refs, request.tag]:
+        digest = docker.push(ref, sink)
+        state = state.say(sink, f"Pushed {ref} ({digest})")
+    return replace(state, digest=digest)
+
+
 def steps_for(request: BuildRequest) -> list[tuple[str, StepFunction]]:
     steps: list[tuple[str, StepFunction]] = [
         ("fetch_source", fetch_source_step),
@@ -274,6 +306,8 @@ def steps_for(request: BuildRequest) -> list[tuple[str, StepFunction]]:
     if request.extended:
         steps.append(("deploy", deploy_step))
     steps.append(("tag", tag_step))
+    if request.push:
+        steps.append(("push", push_step))
     return steps
 
 
@@ -328,6 +362,7 @@ def _build_fields(state: BuildState) -> dict[str, Any]:
         "method": request.method,
         "runtime_image": request.runtime_image,
         "revision": state.revision,
+        "digest": state.digest,
         "host": state.host,
         "duration_s": time.time() - state.started_at,
         "steps": state.steps,

@@ -45,6 +45,14 @@ def validate_image_ref(ref: str, what: str) -> str:
     return ref
 
 
+def registry_of(ref: str) -> str | None:
+    """The registry a reference names explicitly (localhost:5000, registry.example), if any."""
+    first, slash, _ = ref.partition("/")
+    if slash and re.fullmatch(_DOMAIN, first):
+        return first
+    return None
+
+
 def validate_tag(tag: str, what: str = "APP_IMAGE_TAG") -> str:
     validate_image_ref(tag, what)
     if "@" in tag:
@@ -121,6 +129,11 @@ class BuildRequest:
         if self.runtime_image is not None:
             validate_image_ref(self.runtime_image, "runtime image")
             build_tag_for(self.tag)
+        if self.push and registry_of(self.tag) is None:
+            raise InvalidInput(
+                f"--push needs APP_IMAGE_TAG to name its registry, e.g. "
+                f"registry.example:5000/{self.tag}"
+            )
         if self.method not in METHODS:
             raise InvalidBuildMethod(
                 f"build method {self.method!r} is unknown; use one of: {', '.join(METHODS)}"
@@ -188,6 +201,7 @@ class Result:
     method: str | None = None
     runtime_image: str | None = None
     revision: str | None = None
+    digest: str | None = None
     host: str | None = None
     duration_s: float = 0.0
     steps: tuple[Step, ...] = ()
@@ -214,6 +228,7 @@ class Result:
                 method=self.method,
                 runtime_image=self.runtime_image,
                 revision=self.revision,
+                digest=self.digest,
             )
         data.update(
             host=self.host,
