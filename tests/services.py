@@ -121,13 +121,26 @@ class Worker:
 
 
 class DockerDaemon:
-    """A separate Docker engine on this machine: own data-root, exec-root, socket, no bridge.
+    """A separate Docker engine on this machine: own data-root, exec-root, socket and bridge.
 
-    Containers get no network (--bridge none): builds here need none, and nothing is routed.
+    Its bridge is its own, with no NAT, so its containers reach nothing beyond this machine.
+    dockerd deletes docker0 when started with another bridge; the main engine's docker0 is put
+    back as it was.
     """
+
+    _bridges = iter(range(1, 250))
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.bridge = f"stibr{os.getpid() % 1000}x{next(self._bridges)}"
+        address = f"10.254.{int(self.bridge.rsplit('x', 1)[1])}.1/24"
+        for command in (
+            ["ip", "link", "add", "name", self.bridge, "type", "bridge"],
+            ["ip", "addr", "add", address, "dev", self.bridge],
+            ["ip", "link", "set", self.bridge, "up"],
+        ):
+            subprocess.run(command, check=True, capture_output=True)
+        main_bridge = _addresses("docker0")
         self.socket = root / "docker.sock"
         self.url = f"unix://{self.socket}"
         self._log = (root / "dockerd.log").open("wb")
@@ -154,6 +167,8 @@ class DockerDaemon:
             start_new_session=True,
         )
         self._wait_ready()
+        if main_bridge and not _addresses("docker0"):
+            _restore_bridge("docker0", main_bridge)
 
     def _wait_ready(self) -> None:
         import docker
@@ -181,6 +196,21 @@ class DockerDaemon:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self._log.close()
+        subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
+
+
+def _addresses(link: str) -> list[str]:
+    shown = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show", "dev", link], capture_output=True, text=True
+    )
+    return [line.split()[3] for line in shown.stdout.splitlines()]
+
+
+def _restore_bridge(link: str, addresses: list[str]) -> None:
+    subprocess.run(["ip", "link", "add", "name", link, "type", "bridge"], check=True)
+    for address in addresses:
+        subprocess.run(["ip", "addr", "add", address, "dev", link], check=True)
+    subprocess.run(["ip", "link", "set", link, "up"], check=True)
 
 
 class Registry:
