@@ -26,7 +26,9 @@ app.conf.update(
     result_extended=True,
     result_expires=settings.result_expires_s,
     task_time_limit=settings.step_time_limit_s,
-    task_soft_time_limit=max(settings.step_time_limit_s - 30, 1),
+    # the soft limit lets a step record TimedOut and the chain clean up before the hard kill
+    task_soft_time_limit=settings.step_time_limit_s
+    - min(30, max(1, settings.step_time_limit_s // 10)),
     broker_transport_options={"visibility_timeout": settings.step_time_limit_s + 600},
     result_backend_transport_options={"visibility_timeout": settings.step_time_limit_s + 600},
     task_default_queue=SHARED_QUEUE,
