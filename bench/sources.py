@@ -1,11 +1,11 @@
 """Benchmark: building large sources through the queue, next to baselines run in the same run.
 
-    .venv/bin/python bench/sources.py [--sizes 56,500]
+    .venv/bin/python bench/sources.py [--sizes 56,500] [--kind code|random]
 
-For each source (56 MB in 2,000 files; 500 MB in 100 files) it times and reports peak RSS of:
-tar+gzip of the directory (baseline), a direct docker build of the directory (baseline),
-sti-submit --local, and sti-submit through the queue (client upload + worker build), first
-submission and a resubmission of the same content. Figures are ratios to the tar baseline.
+For each source (56 MB in 2,000 files; 500 MB in 100 files) it times, and reports the peak RSS
+of: tar | gzip -1 of the directory and a direct docker build of it (the baselines), sti-submit
+--local, and sti-submit through the queue (client upload + worker build), first submission and
+a resubmission of the same content. Ratios are to the baselines of the same run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import base64
 import io
 import json
 import os
+import random
 import resource
+import string
 import subprocess
 import sys
 import tarfile
@@ -36,16 +38,35 @@ PREPARE = '#!/bin/sh\nset -e\necho "prepare: $(find /tmp/src -type f | wc -l) fi
 RUN = "#!/bin/sh\nexit 0\n"
 
 
-def make_source(root: Path, total_mb: int, files: int) -> Path:
-    """Compressible text-like content (base64 of random bytes), spread over nested dirs."""
-    source = root / f"src-{total_mb}mb"
+def make_source(root: Path, total_mb: int, files: int, kind: str) -> Path:
+    """kind "code": lines of random identifiers and numbers, which compress like source code
+    (about 3:1); kind "random": base64 of random bytes, a worst case for compression."""
+    source = root / f"src-{total_mb}mb-{kind}"
     per_file = total_mb * 1024 * 1024 // files
+    rng = random.Random(total_mb)
+    words = [
+        "".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 12))) for _ in range(5000)
+    ]
     for index in range(files):
         directory = source / f"pkg{index % 40}" / f"mod{index % 7}"
         directory.mkdir(parents=True, exist_ok=True)
-        raw = os.urandom(per_file * 3 // 4)
-        (directory / f"file{index}.txt").write_bytes(base64.b64encode(raw)[:per_file])
+        if kind == "random":
+            content = base64.b64encode(os.urandom(per_file * 3 // 4))[:per_file]
+        else:
+            content = _code_like(rng, words, per_file)
+        (directory / f"file{index}.txt").write_bytes(content)
     return source
+
+
+def _code_like(rng: random.Random, words: list[str], size: int) -> bytes:
+    lines: list[str] = []
+    length = 0
+    while length < size:
+        target, call = rng.choices(words, k=2)
+        line = f"    {target} = {call}({rng.randint(0, 99999)}, {rng.choice(words)})\n"
+        lines.append(line)
+        length += len(line)
+    return "".join(lines).encode()[:size]
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
@@ -114,6 +135,7 @@ def worker_peak_rss_kib(worker: Worker) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="56,500", help="MB sizes to run (56 and/or 500)")
+    parser.add_argument("--kind", choices=["code", "random"], default="code")
     args = parser.parse_args()
     api = docker.APIClient(version="auto")
     build_busybox_image(api, BUILDER, {"/usr/bin/prepare": PREPARE, "/usr/bin/run": RUN})
@@ -128,7 +150,7 @@ def main() -> None:
         )
         try:
             for size in [int(s) for s in args.sizes.split(",")]:
-                source = make_source(work, size, shapes.get(size, 1000))
+                source = make_source(work, size, shapes.get(size, 1000), args.kind)
                 tar_s, tar_rss = tar_baseline(source)
                 docker_s = docker_build_baseline(api, source)
                 submit = [
@@ -148,7 +170,7 @@ def main() -> None:
                 steps = {step["name"]: step["duration_s"] for step in result["steps"]}
                 rows.append(
                     {
-                        "source": f"{size} MB / {shapes.get(size, 1000)} files",
+                        "source": f"{size} MB / {shapes.get(size, 1000)} files, {args.kind}",
                         "tar|gzip -1 s": round(tar_s, 2),
                         "docker build s": round(docker_s, 2),
                         "sti --local s": round(local_s, 2),
