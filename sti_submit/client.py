@@ -37,6 +37,7 @@ from sti_worker.engine.errors import (
 from sti_worker.engine.requests import BuildRequest, Result, ValidateRequest
 from sti_worker.settings import (
     DEFAULT_BROKER_URL,
+    JSON_ONLY,
     SHARED_QUEUE,
     upload_expires_s,
     upload_max_bytes,
@@ -54,11 +55,7 @@ class StiClient:
         backend = result_backend or os.environ.get("STI_RESULT_BACKEND") or self.broker_url
         self.app = Celery("sti-client", broker=self.broker_url, backend=backend)
         self.app.conf.update(
-            task_serializer="json",
-            result_serializer="json",
-            accept_content=["json"],
-            result_accept_content=["json"],
-            result_extended=True,
+            **JSON_ONLY,
             broker_connection_retry_on_startup=False,
             broker_connection_max_retries=1,
             task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2},

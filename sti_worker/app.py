@@ -9,21 +9,17 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from .settings import SHARED_QUEUE, Settings
+from .settings import JSON_ONLY, SHARED_QUEUE, Settings
 
 settings = Settings.from_env()
 
 app = Celery("sti", broker=settings.broker_url, backend=settings.result_backend)
 app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    result_accept_content=["json"],
+    **JSON_ONLY,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_track_started=True,
-    result_extended=True,
     result_expires=settings.result_expires_s,
     task_time_limit=settings.step_time_limit_s,
     # the soft limit lets a step record TimedOut and the chain clean up before the hard kill

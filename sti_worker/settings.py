@@ -79,6 +79,15 @@ def upload_expires_s() -> int:
     return _int("STI_UPLOAD_EXPIRES", 24 * 3600)
 
 
+# Tasks and results are JSON only, so a foreign Celery app can read them and nothing unpickles.
+JSON_ONLY = {
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "result_accept_content": ["json"],
+    "result_extended": True,
+}
+
 SHARED_QUEUE = "sti.builds"
 
 

@@ -166,34 +166,29 @@ class DockerHost:
         return found
 
     def pull(self, ref: str) -> None:
-        repository, tag = _split_tag(ref)
         try:
-            events = self.api.pull(
-                repository,
-                tag=tag or "latest",
-                stream=True,
-                decode=True,
-                auth_config=self._registry_auth,
-            )
-            for event in events:
+            for event in self._registry_call(self.api.pull, ref):
                 if "error" in event:
                     raise PullImageFailed(_pull_failed(ref, event["error"]))
         except docker.errors.APIError as error:
             raise PullImageFailed(_pull_failed(ref, _reason(error))) from error
 
+    def _registry_call(self, call: Callable[..., Any], ref: str) -> Iterator[dict[str, Any]]:
+        """A pull or push of ref, as a stream of decoded events, with the worker's credentials."""
+        repository, tag = _split_tag(ref)
+        return call(  # type: ignore[no-any-return]
+            repository,
+            tag=tag or "latest",
+            stream=True,
+            decode=True,
+            auth_config=self._registry_auth,
+        )
+
     def push(self, ref: str, sink: LogSink) -> str:
         """Push ref to its registry; return the digest the registry gave it."""
-        repository, tag = _split_tag(ref)
         digest = None
         try:
-            events = self.api.push(
-                repository,
-                tag=tag or "latest",
-                stream=True,
-                decode=True,
-                auth_config=self._registry_auth,
-            )
-            for event in events:
+            for event in self._registry_call(self.api.push, ref):
                 if "error" in event:
                     raise PushImageFailed(f"pushing {ref} failed: {event['error']}")
                 digest = (event.get("aux") or {}).get("Digest", digest)
