@@ -139,14 +139,21 @@ class StiClient:
             "host": info.get("host"),
         }
 
-    def follow(self, build_id: str, *, follow: bool = True, block_ms: int = 1000) -> Iterator[str]:
-        """Log lines from the first one; with follow, until the build ends."""
+    def follow(
+        self,
+        build_id: str,
+        *,
+        follow: bool = True,
+        block_ms: int = 1000,
+        deadline: float | None = None,
+    ) -> Iterator[str]:
+        """Log lines from the first one; with follow, until the build ends (or the monotonic
+        deadline passes, checked at least every block_ms even when the build is silent)."""
         stream = keys.log_stream(build_id)
         last_id = "0-0"
-        while True:
-            batch = self.redis.xread(
-                {stream: last_id}, count=500, block=block_ms if follow else None
-            )
+        while deadline is None or time.monotonic() < deadline:
+            block = block_ms if follow else None
+            batch = self.redis.xread({stream: last_id}, count=500, block=block)
             entries = batch[0][1] if batch else []
             for entry_id, fields in entries:
                 last_id = entry_id
@@ -174,15 +181,11 @@ class StiClient:
     ) -> Result:
         """Follow the build to its end and return its result; past timeout, cancel it."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        stream = self.follow(build_id)
-        for line in stream:
+        for line in self.follow(build_id, deadline=deadline):
             if on_line:
                 on_line(line)
-            if deadline is not None and time.monotonic() > deadline:
-                break
-        else:
-            if deadline is None or time.monotonic() <= deadline:
-                return self.result(build_id, timeout=_FINAL_RESULT_GRACE_S)
+        if deadline is None or time.monotonic() < deadline:
+            return self.result(build_id, timeout=_FINAL_RESULT_GRACE_S)
         return self._time_out(build_id, timeout or 0)
 
     def _time_out(self, build_id: str, timeout: float) -> Result:
