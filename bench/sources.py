@@ -136,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="56,500", help="MB sizes to run (56 and/or 500)")
     parser.add_argument("--kind", choices=["code", "random"], default="code")
+    parser.add_argument("--method", choices=["build", "run"], default="build")
     args = parser.parse_args()
     api = docker.APIClient(version="auto")
     build_busybox_image(api, BUILDER, {"/usr/bin/prepare": PREPARE, "/usr/bin/run": RUN})
@@ -161,6 +162,8 @@ def main() -> None:
                     f"sti-bench/app-{size}",
                     "-q",
                     "--json",
+                    "--method",
+                    args.method,
                 ]
                 local_s, local_rss, _ = timed([*submit, "--local"], env)
                 queue_s, queue_rss, out = timed(submit, env)
@@ -171,6 +174,7 @@ def main() -> None:
                 rows.append(
                     {
                         "source": f"{size} MB / {shapes.get(size, 1000)} files, {args.kind}",
+                        "method": args.method,
                         "tar|gzip -1 s": round(tar_s, 2),
                         "docker build s": round(docker_s, 2),
                         "sti --local s": round(local_s, 2),
