@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import click
 
-from sti_worker.engine.errors import ExitCode, StiError, exit_code_for
+from sti_worker.engine.errors import ExitCode, InvalidInput, StiError, exit_code_for
 from sti_worker.engine.requests import (
     METHODS,
     BuildRequest,
@@ -194,6 +194,9 @@ def logs(build_id: str, follow: bool, broker: str) -> None:
     """Print BUILD_ID's log lines so far (all of them, from the start)."""
 
     def show(client: Any) -> None:
+        client.check_broker()
+        if not client.known(build_id):
+            _fail(InvalidInput(f"no build {build_id} is known to the queue"))
         for line in client.follow(build_id, follow=follow):
             click.echo(line)
 

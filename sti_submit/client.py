@@ -139,6 +139,13 @@ class StiClient:
             "host": info.get("host"),
         }
 
+    def known(self, build_id: str) -> bool:
+        """Whether build_id names a build this queue has seen (submitted, logged or finished)."""
+        return bool(
+            self.redis.exists(keys.submitted(build_id), keys.log_stream(build_id))
+            or self.state(build_id) != "PENDING"
+        )
+
     def follow(
         self,
         build_id: str,

@@ -301,3 +301,9 @@ def test_the_same_request_cannot_be_submitted_twice(
     with pytest.raises(InvalidInput, match="already submitted"):
         client.submit_build(request)
     assert client.wait(build_id).success
+
+
+def test_logs_of_an_unknown_build_is_a_clear_error(worker: Worker, broker_url: str) -> None:
+    done = sti_submit("logs", "0123456789abcdef", "--follow", "--broker", broker_url, timeout=30)
+    assert done.returncode == 2
+    assert "no build 0123456789abcdef is known" in done.stderr
