@@ -19,7 +19,9 @@ LogSink = Callable[[str], None]
 
 def build_locally(request: BuildRequest, docker_url: str | None, sink: LogSink) -> Result:
     # the user's own machine: file:// git URLs are theirs to use
-    configure(SourcePolicy(allow_file_urls=True, limits=current_policy().limits))
+    configure(
+        SourcePolicy(allow_file_urls=True, allow_local_paths=True, limits=current_policy().limits)
+    )
     try:
         docker = DockerHost(docker_url)
     except StiError as error:

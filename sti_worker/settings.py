@@ -9,6 +9,10 @@ from dataclasses import dataclass
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
@@ -26,6 +30,7 @@ class Settings:
     max_deliveries: int
     log_max_lines: int
     allow_file_urls: bool
+    allow_local_sources: bool
     source_max_bytes: int
     source_max_files: int
     download_max_bytes: int
@@ -51,7 +56,8 @@ class Settings:
             lease_s=_int("STI_LEASE_SECONDS", 60),
             max_deliveries=_int("STI_MAX_DELIVERIES", 3),
             log_max_lines=_int("STI_LOG_MAX_LINES", 20000),
-            allow_file_urls=os.environ.get("STI_ALLOW_FILE_URLS", "") in ("1", "true", "yes"),
+            allow_file_urls=_flag("STI_ALLOW_FILE_URLS"),
+            allow_local_sources=_flag("STI_ALLOW_LOCAL_SOURCES"),
             source_max_bytes=_int("STI_SOURCE_MAX_BYTES", 2 * 1024**3),
             source_max_files=_int("STI_SOURCE_MAX_FILES", 100_000),
             download_max_bytes=_int("STI_DOWNLOAD_MAX_BYTES", 1024**3),

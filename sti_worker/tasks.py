@@ -41,6 +41,7 @@ log = structlog.stdlib.get_logger(__name__)
 configure_sources(
     SourcePolicy(
         allow_file_urls=settings.allow_file_urls,
+        allow_local_paths=settings.allow_local_sources,
         limits=ExtractLimits(
             max_total_bytes=settings.source_max_bytes, max_files=settings.source_max_files
         ),

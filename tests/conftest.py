@@ -4,8 +4,11 @@ check after every test that sti left no container or temp dir behind."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.server
 import re
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,3 +125,16 @@ def client(broker_url: str) -> Iterator[StiClient]:
     made = StiClient(broker_url)
     yield made
     made.close()
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()

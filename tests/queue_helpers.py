@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +37,11 @@ def make_source(root: Path) -> Path:
     (source / "index.html").write_text("<h1>hello</h1>\n")
     (source / "static" / "style.css").write_text("h1 { color: red }\n")
     return source
+
+
+def tar_gz_of(directory: Path) -> bytes:
+    """The directory as a .tar.gz, for sources served over http."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(str(directory), arcname=".")
+    return buffer.getvalue()

@@ -307,3 +307,13 @@ def test_logs_of_an_unknown_build_is_a_clear_error(worker: Worker, broker_url: s
     done = sti_submit("logs", "0123456789abcdef", "--follow", "--broker", broker_url, timeout=30)
     assert done.returncode == 2
     assert "no build 0123456789abcdef is known" in done.stderr
+
+
+def test_a_task_naming_a_path_on_the_worker_is_refused(
+    worker: Worker, client: StiClient, images: dict[str, str], app_tag: str
+) -> None:
+    """Only uploads reach a worker's disk: a raw path would build the worker's own files."""
+    kwargs = {"source": "/etc", "build_image": images["sti-fake"], "tag": app_tag}
+    result = client.app.send_task("sti.build", kwargs=kwargs, queue="sti.builds").get(timeout=60)
+    assert result["error"]["code"] == "InvalidInput"
+    assert "STI_ALLOW_LOCAL_SOURCES" in result["error"]["message"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from celery import Celery, signature
 
-from tests.queue_helpers import make_source
+from tests.queue_helpers import make_source, tar_gz_of
 from tests.services import Worker
 
 
@@ -55,10 +55,15 @@ def foreign(broker_url: str, tmp_path: Path) -> Iterator[Celery]:
 
 
 def test_send_task_by_name_returns_the_result_object(
-    foreign: Celery, images: dict[str, str], worker: Worker, app_tag: str, tmp_path: Path
+    foreign: Celery,
+    images: dict[str, str],
+    worker: Worker,
+    app_tag: str,
+    tmp_path: Path,
+    http_server: tuple[str, Path],
 ) -> None:
     kwargs = {
-        "source": str(make_source(tmp_path)),
+        "source": _served_source(http_server, tmp_path),
         "build_image": images["sti-fake"],
         "tag": app_tag,
     }
@@ -69,10 +74,15 @@ def test_send_task_by_name_returns_the_result_object(
 
 
 def test_chain_of_sti_build_into_a_foreign_task_receives_the_result(
-    foreign: Celery, images: dict[str, str], worker: Worker, app_tag: str, tmp_path: Path
+    foreign: Celery,
+    images: dict[str, str],
+    worker: Worker,
+    app_tag: str,
+    tmp_path: Path,
+    http_server: tuple[str, Path],
 ) -> None:
     kwargs = {
-        "source": str(make_source(tmp_path)),
+        "source": _served_source(http_server, tmp_path),
         "build_image": images["sti-fake"],
         "tag": app_tag,
     }
@@ -89,3 +99,10 @@ def test_validate_by_name(foreign: Celery, images: dict[str, str], worker: Worke
     assert result["kind"] == "validate"
     assert result["success"] is False
     assert "missing /usr/bin/prepare" in result["messages"][0]
+
+
+def _served_source(http_server: tuple[str, Path], tmp_path: Path) -> str:
+    """A foreign system names its source by URL: the worker fetches it."""
+    base, root = http_server
+    (root / "app.tar.gz").write_bytes(tar_gz_of(make_source(tmp_path)))
+    return f"{base}/app.tar.gz"

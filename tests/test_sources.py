@@ -3,12 +3,9 @@ files) and how every hostile source is refused."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import os
 import tarfile
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -330,19 +327,6 @@ def test_single_file_is_delivered_as_tmp_src_name_through_the_queue(
     )
     assert result.success, result.messages
     assert run_and_read(api, app_tag, "/sti-fake/src") == {"app.war": b"PK-not-really-a-war"}
-
-
-@pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
 
 
 def test_archive_url_is_fetched_by_the_worker(

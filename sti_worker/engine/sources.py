@@ -42,6 +42,8 @@ class SourcePolicy:
     """What a source may be and how large, as configured where the build runs."""
 
     allow_file_urls: bool = False
+    # a path on the machine running the build: natural in-process, a leak on a shared worker
+    allow_local_paths: bool = True
     limits: ExtractLimits = field(default_factory=ExtractLimits)
     download_max_bytes: int = 1024**3
     download_timeout_s: float = 60.0
@@ -118,6 +120,11 @@ def source_part(fetched: FetchedSource) -> TarPart:
 
 
 def _local(source: str, workdir: Path, sink: LogSink, policy: SourcePolicy) -> FetchedSource:
+    if not policy.allow_local_paths:
+        raise InvalidInput(
+            f"SOURCE {source!r} is refused: it is not a URL, and this worker does not build its "
+            "own files (sti-submit uploads local sources; STI_ALLOW_LOCAL_SOURCES=1 allows this)"
+        )
     path = Path(source).expanduser()
     if not path.exists():
         raise InvalidInput(
