@@ -14,10 +14,12 @@ from typing import Any
 import structlog
 from celery import signals
 
+from . import keys
 from .app import settings
+from .engine.pipeline import cleanup_build, leftover_build_ids
 from .leases import HostSlots
 from .logs import configure_logging
-from .resources import redis_client
+from .resources import docker_host, redis_client
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -55,6 +57,25 @@ def _bind_log_context(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any)
 @_never_raises
 def _clear_log_context(**_: Any) -> None:
     structlog.contextvars.clear_contextvars()
+
+
+@signals.worker_ready.connect
+@_never_raises
+def _remove_what_crashed_builds_left(sender: Any, **_: Any) -> None:
+    """A worker killed mid-build leaves containers and a work dir that no live lease owns.
+
+    Runs before the host registers. Only builds this queue knows are touched: another sti on
+    the same engine keeps its own.
+    """
+    client = redis_client()
+    live: set[str] = set()
+    for raw in client.smembers(keys.HOSTS):
+        host_id = raw.decode() if isinstance(raw, bytes) else raw
+        live.update(HostSlots(client, host_id, settings.lease_s).running())
+    for build_id in sorted(leftover_build_ids(docker_host()) - live):
+        if client.exists(keys.log_stream(build_id)):
+            log.warning("removing what a crashed build left", build_id=build_id)
+            cleanup_build(docker_host(), build_id)
 
 
 @signals.worker_ready.connect

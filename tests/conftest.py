@@ -22,7 +22,7 @@ from tests.dockertools import TRACKER, write_source
 from tests.images import build_all
 from tests.services import RedisServer, Worker
 
-_WORKDIR = re.compile(r"^sti-[0-9a-f]{32}$")
+_WORKDIR = re.compile(r"^sti-(?:[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})$")
 
 
 @pytest.fixture(scope="session")

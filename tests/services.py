@@ -96,9 +96,10 @@ class Worker:
         from sti_worker import keys
 
         client = redis.Redis.from_url(self.broker_url)
+        node = f"sti-{self.host_id}-{self.process.pid}@{socket.gethostname()}"  # sti-worker's
         deadline = time.monotonic() + 30
         try:
-            while not client.zcard(keys.host_nodes(self.host_id)):
+            while client.zscore(keys.host_nodes(self.host_id), node) is None:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"worker {self.host_id} did not start:\n{self.log()}")
                 time.sleep(0.1)

@@ -328,6 +328,13 @@ class DockerHost:
             if error.status_code not in (404, 409):  # 409: removal already in progress
                 raise
 
+    def container_names(self, prefix: str) -> list[str]:
+        """Names (without the leading /) of all containers whose name starts with prefix."""
+        found = self.api.containers(all=True, filters={"name": f"^/{prefix}"})
+        return [
+            n.lstrip("/") for c in found for n in c["Names"] if n.lstrip("/").startswith(prefix)
+        ]
+
     def containers_named(self, prefix: str) -> list[str]:
         """Ids of containers whose name starts with prefix (Docker's name filter is a regex)."""
         found = self.api.containers(all=True, filters={"name": f"^/{prefix}"})

@@ -8,6 +8,7 @@ build id alone, so cleanup works after any step, in any process.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import tempfile
 import time
@@ -16,7 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .docker_host import DockerHost, LogSink, container_name, translate_error
+from .docker_host import (
+    CONTAINER_NAME_PREFIX,
+    DockerHost,
+    LogSink,
+    container_name,
+    translate_error,
+)
 from .errors import InvalidImage, NoSuchBaseImage, NoSuchRuntimeImage, StiError
 from .methods import PrepareSpec, method_named
 from .protocol import (
@@ -40,6 +47,10 @@ from .sources import FetchedSource, describe, fetch_source, source_part
 from .tarstreams import empty_directory, retargeted
 
 WORKDIR_PREFIX = "sti-"
+# build ids are sti-submit's uuid hex or, for tasks sent by other apps, Celery's dashed uuids
+_BUILD_ID = r"([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+_BUILD_CONTAINER = re.compile(rf"^{CONTAINER_NAME_PREFIX}{_BUILD_ID}-[a-z]+(?:-[a-z]+)*$")
+_BUILD_WORKDIR = re.compile(rf"^{WORKDIR_PREFIX}{_BUILD_ID}$")
 
 
 def workdir_for(build_id: str) -> Path:
@@ -340,6 +351,19 @@ def cleanup_build(docker: DockerHost | None, build_id: str, images: Sequence[str
         docker.remove_container(container)
     for image in (*images, *docker.untagged_images_of(build_id)):
         docker.remove_image(image)
+
+
+def leftover_build_ids(docker: DockerHost) -> set[str]:
+    """Build ids that still have containers on this engine or a work dir on this machine."""
+    found = {
+        match.group(1)
+        for name in docker.container_names(CONTAINER_NAME_PREFIX)
+        if (match := _BUILD_CONTAINER.match(name))
+    }
+    for path in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        if match := _BUILD_WORKDIR.match(path.name):
+            found.add(match.group(1))
+    return found
 
 
 def result_of(state: BuildState) -> Result:
