@@ -162,6 +162,45 @@ def build_sti_fake_slow(api: docker.APIClient, tag: str) -> str:
     )
 
 
+S2I_ASSEMBLE = """\
+#!/bin/sh
+set -e
+echo "assemble: as $(id -u)"
+if [ -f /tmp/artifacts/cache.txt ]; then
+    echo "assemble: restoring artifacts"
+    cp /tmp/artifacts/cache.txt /opt/app-root/restored.txt
+fi
+mv /tmp/src/* /opt/app-root/
+echo "cache from an earlier build" > /opt/app-root/cache.txt
+"""
+
+S2I_SAVE_ARTIFACTS = """\
+#!/bin/sh
+cd /opt/app-root
+tar cf - cache.txt
+"""
+
+
+def build_s2i_fake(api: docker.APIClient, tag: str) -> str:
+    """s2i-fake: an s2i builder (scripts-url label, USER 1001): assemble moves /tmp/src into
+    /opt/app-root and restores cache.txt from /tmp/artifacts; save-artifacts tars it to stdout."""
+    return build_busybox_image(
+        api,
+        tag,
+        {
+            "/usr/libexec/s2i/assemble": S2I_ASSEMBLE,
+            "/usr/libexec/s2i/run": "#!/bin/sh\nls /opt/app-root\n",
+            "/usr/libexec/s2i/save-artifacts": S2I_SAVE_ARTIFACTS,
+        },
+        dockerfile_lines=[
+            "RUN mkdir -p /opt/app-root && chown 1001:0 /opt/app-root",
+            "LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i",
+            "USER 1001",
+            _CMD_SH,
+        ],
+    )
+
+
 BUILDERS: dict[str, Callable[[docker.APIClient, str], str]] = {
     "sti-fake": build_sti_fake,
     "sti-fake-builder": build_sti_fake_builder,
@@ -171,6 +210,7 @@ BUILDERS: dict[str, Callable[[docker.APIClient, str], str]] = {
     "sti-fake-entrypoint": build_sti_fake_entrypoint,
     "sti-fake-env": build_sti_fake_env,
     "sti-fake-slow": build_sti_fake_slow,
+    "s2i-fake": build_s2i_fake,
 }
 
 

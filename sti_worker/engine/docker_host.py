@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -387,6 +388,23 @@ class DockerHost:
                 tail.feed(chunk.decode("utf-8", errors="replace"))
         tail.close()
         status = self.api.wait(container_id)
+        return int(status.get("StatusCode", -1)), tail.lines
+
+    def run_capturing_stdout(
+        self, container_id: str, out: Path, sink: LogSink
+    ) -> tuple[int, list[str]]:
+        """Start the container, write its stdout to out (a tar, for s2i's save-artifacts) and
+        forward its stderr line by line; return (exit code, last stderr lines)."""
+        tail = OutputTail(sink)
+        self.api.start(container_id)
+        output = self.api.logs(container_id, stdout=True, stderr=False, stream=True, follow=True)
+        with self._tracked(output), out.open("wb") as file:
+            for chunk in output:
+                file.write(chunk)
+        status = self.api.wait(container_id)
+        errors = self.api.logs(container_id, stdout=False, stderr=True)
+        tail.feed(errors.decode("utf-8", errors="replace"))
+        tail.close()
         return int(status.get("StatusCode", -1)), tail.lines
 
     def commit(self, container_id: str, changes: Iterable[str]) -> str:

@@ -14,13 +14,10 @@ from typing import Protocol
 
 from .docker_host import BUILD_ID_LABEL, DockerHost, LogSink, container_name
 from .errors import BuildFailed, InvalidBuildMethod
-from .protocol import PREPARE, RUN
+from .protocol import Scripts
 from .tarstreams import TarPart, small_file, stream_tar
 
 _INPUT_DIRS = ("src", "artifacts", "build")
-_PREPARE_FAILED = re.compile(
-    r"The command '(?:\[\")?" + re.escape(PREPARE) + r"(?:\"\])?' returned a non-zero code: (\d+)"
-)
 
 
 @dataclass(frozen=True)
@@ -32,8 +29,10 @@ class PrepareSpec:
     input_dirs: Sequence[str]
     env: Mapping[str, str]
     build_id: str
+    scripts: Scripts
     stage: str = "build"
     entrypoint: Sequence[str] | None = field(default=None)
+    owner: tuple[int, int] | None = None  # the image's numeric USER owns the inputs
 
 
 class BuildMethod(Protocol):
@@ -44,9 +43,15 @@ class BuildMethod(Protocol):
         ...
 
 
-def prepare_failed(exit_code: int, last_lines: Sequence[str]) -> BuildFailed:
-    details = ["last output lines of prepare:", *last_lines] if last_lines else []
-    return BuildFailed(f"{PREPARE} exited with code {exit_code}", details=details)
+def prepare_failed(script: str, exit_code: int, last_lines: Sequence[str]) -> BuildFailed:
+    details = [f"last output lines of {script}:", *last_lines] if last_lines else []
+    return BuildFailed(f"{script} exited with code {exit_code}", details=details)
+
+
+def _prepare_failed_pattern(script: str) -> re.Pattern[str]:
+    """docker build's message when the prepare step, and not another step, exits non-zero."""
+    quoted = r"(?:\[\")?" + re.escape(script) + r"(?:\"\])?"
+    return re.compile(rf"The command '{quoted}' returned a non-zero code: (\d+)")
 
 
 class DockerfileMethod:
@@ -59,9 +64,11 @@ class DockerfileMethod:
             buildargs = {env_arg(index): value for index, value in enumerate(spec.env.values())}
             return host.build(context, buildargs=buildargs, sink=sink)
         except BuildFailed as error:
-            code = _PREPARE_FAILED.search(error.message)
+            code = _prepare_failed_pattern(spec.scripts.prepare).search(error.message)
             if code:
-                raise prepare_failed(int(code.group(1)), error.details[1:]) from error
+                raise prepare_failed(
+                    spec.scripts.prepare, int(code.group(1)), error.details[1:]
+                ) from error
             raise
 
 
@@ -76,10 +83,11 @@ def dockerfile_for(spec: PrepareSpec) -> str:
     lines = [f"FROM {spec.base_image}", f"LABEL {BUILD_ID_LABEL}={spec.build_id}"]
     for index, name in enumerate(spec.env):
         lines += [f"ARG {env_arg(index)}", f'ENV {name}="${{{env_arg(index)}}}"']
+    chown = f"--chown={spec.owner[0]}:{spec.owner[1]} " if spec.owner else ""
     for name in _INPUT_DIRS:
         if name in spec.input_dirs:
-            lines.append(f"COPY {name} /tmp/{name}")
-    lines += [f'RUN ["{PREPARE}"]', f'CMD ["{RUN}"]']
+            lines.append(f"COPY {chown}{name} /tmp/{name}")
+    lines += [f'RUN ["{spec.scripts.prepare}"]', f'CMD ["{spec.scripts.run}"]']
     return "\n".join(lines) + "\n"
 
 
@@ -93,17 +101,17 @@ class ContainerMethod:
     def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
         container = host.create_container(
             spec.base_image,
-            [PREPARE],
+            [spec.scripts.prepare],
             name=container_name(spec.build_id, f"{spec.stage}-prepare"),
             build_id=spec.build_id,
             env=spec.env,
         )
         try:
-            host.put_archive(container, "/tmp", stream_tar(spec.inputs))
+            host.put_archive(container, "/tmp", stream_tar(spec.inputs, owner=spec.owner))
             exit_code, last_lines = host.run_to_completion(container, sink)
             if exit_code != 0:
-                raise prepare_failed(exit_code, last_lines)
-            changes = [f'CMD ["{RUN}"]']
+                raise prepare_failed(spec.scripts.prepare, exit_code, last_lines)
+            changes = [f'CMD ["{spec.scripts.run}"]']
             if spec.entrypoint:
                 changes.append(f"ENTRYPOINT {json.dumps(list(spec.entrypoint))}")
             return host.commit(container, changes)

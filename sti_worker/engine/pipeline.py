@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,10 @@ from .protocol import (
     BUILD_DIR,
     DEPLOY_SCRIPTS,
     INCREMENTAL_SCRIPTS,
-    PREPARE,
-    SAVE_ARTIFACTS,
+    ORIGINAL,
+    SAVE_ROLE,
+    ImageScripts,
+    Scripts,
     inspect_scripts,
 )
 from .requests import (
@@ -44,7 +46,7 @@ from .requests import (
     registry_of,
 )
 from .sources import FetchedSource, describe, fetch_source, source_part
-from .tarstreams import empty_directory, retargeted
+from .tarstreams import empty_directory, prefixed, retargeted
 
 WORKDIR_PREFIX = "sti-"
 # build ids are sti-submit's uuid hex or, for tasks sent by other apps, Celery's dashed uuids
@@ -68,9 +70,14 @@ class BuildState:
     revision: str | None = None
     builder_id: str | None = None
     builder_entrypoint: tuple[str, ...] | None = None
+    builder_scripts: Scripts | None = None
+    builder_owner: tuple[int, int] | None = None
     runtime_id: str | None = None
     runtime_entrypoint: tuple[str, ...] | None = None
+    runtime_scripts: Scripts | None = None
+    runtime_owner: tuple[int, int] | None = None
     artifacts_container: str | None = None
+    artifacts_tar: str | None = None
     incremental: bool = False
     stage_image: str | None = None
     image_id: str | None = None
@@ -100,8 +107,10 @@ class BuildState:
         data["messages"] = list(self.messages)
         data["steps"] = [step.to_json() for step in self.steps]
         data["error"] = dict(self.error) if self.error else None
-        for name in ("builder_entrypoint", "runtime_entrypoint"):
+        for name in ("builder_entrypoint", "runtime_entrypoint", "builder_owner", "runtime_owner"):
             data[name] = list(data[name]) if data[name] is not None else None
+        for name in ("builder_scripts", "runtime_scripts"):
+            data[name] = data[name].to_json() if data[name] is not None else None
         return data
 
     @classmethod
@@ -111,9 +120,12 @@ class BuildState:
         values["messages"] = tuple(values.get("messages", ()))
         values["steps"] = tuple(Step(**step) for step in values.get("steps", ()))
         values["error"] = dict(values["error"]) if values.get("error") else None
-        for name in ("builder_entrypoint", "runtime_entrypoint"):
+        for name in ("builder_entrypoint", "runtime_entrypoint", "builder_owner", "runtime_owner"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
+        for name in ("builder_scripts", "runtime_scripts"):
+            if values.get(name) is not None:
+                values[name] = Scripts.from_json(values[name])
         return cls(**values)
 
 
@@ -148,17 +160,27 @@ def check_images_step(docker: DockerHost, state: BuildState, sink: LogSink) -> B
     request = state.request
     builder_id = docker.ensure_image(request.build_image, sink, NoSuchBaseImage)
     required = INCREMENTAL_SCRIPTS if request.extended else DEPLOY_SCRIPTS
-    _require_scripts(docker, request.build_image, builder_id, required, "Base", request.build_id)
+    builder = _require_scripts(
+        docker, request.build_image, builder_id, required, "Base", request.build_id
+    )
     state = replace(
-        state, builder_id=builder_id, builder_entrypoint=_entrypoint(docker, builder_id)
+        state,
+        builder_id=builder_id,
+        builder_entrypoint=_entrypoint(docker, builder_id),
+        builder_scripts=builder.scripts,
+        builder_owner=_owner(docker, builder_id),
     )
     if request.runtime_image:
         runtime_id = docker.ensure_image(request.runtime_image, sink, NoSuchRuntimeImage)
-        _require_scripts(
+        runtime = _require_scripts(
             docker, request.runtime_image, runtime_id, DEPLOY_SCRIPTS, "Runtime", request.build_id
         )
         state = replace(
-            state, runtime_id=runtime_id, runtime_entrypoint=_entrypoint(docker, runtime_id)
+            state,
+            runtime_id=runtime_id,
+            runtime_entrypoint=_entrypoint(docker, runtime_id),
+            runtime_scripts=runtime.scripts,
+            runtime_owner=_owner(docker, runtime_id),
         )
     return state
 
@@ -173,26 +195,37 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
     if previous_id is None:
         return state.say(sink, f"No previous image {previous}: clean build")
     scripts = inspect_scripts(docker, previous_id, build_id=request.build_id, role="previous")
-    if not scripts.has(SAVE_ARTIFACTS):
-        return state.say(sink, f"Previous image {previous} has no {SAVE_ARTIFACTS}: clean build")
+    save = scripts.scripts.save_artifacts
+    if not scripts.has(SAVE_ROLE):
+        return state.say(sink, f"Previous image {previous} has no {save}: clean build")
     sink(f"Saving artifacts from {previous}")
     container = docker.create_container(
         previous_id,
-        [SAVE_ARTIFACTS],
+        [save],
         name=container_name(request.build_id, "artifacts"),
         build_id=request.build_id,
         empty_volume_at=ARTIFACTS_DIR,
     )
-    exit_code, last_lines = docker.run_to_completion(container, sink)
-    if exit_code != 0:
+    artifacts_tar = None
+    if scripts.scripts.artifacts_on_stdout:
+        artifacts_tar = str(workdir_for(request.build_id) / "artifacts.tar")
+        exit_code, last_lines = docker.run_capturing_stdout(container, Path(artifacts_tar), sink)
         docker.remove_container(container)
+        container = None
+    else:
+        exit_code, last_lines = docker.run_to_completion(container, sink)
+    if exit_code != 0:
+        if container:
+            docker.remove_container(container)
         state = state.say(
             sink,
-            f"Saving artifacts from {previous} failed: {SAVE_ARTIFACTS} exited with code "
+            f"Saving artifacts from {previous} failed: {save} exited with code "
             f"{exit_code}; doing a clean build instead",
         )
         return replace(state, messages=(*state.messages, *last_lines[-5:]))
-    state = replace(state, artifacts_container=container, incremental=True)
+    state = replace(
+        state, artifacts_container=container, artifacts_tar=artifacts_tar, incremental=True
+    )
     return state.say(sink, f"Incremental build: reusing artifacts saved from {previous}")
 
 
@@ -211,6 +244,10 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
             )
         )
         input_dirs.append("artifacts")
+    elif state.artifacts_tar:
+        saved = Path(state.artifacts_tar)
+        inputs.append(prefixed(lambda: read_chunks(saved), "artifacts"))
+        input_dirs.append("artifacts")
     if request.extended:
         inputs.append(empty_directory("build"))
         input_dirs.append("build")
@@ -220,10 +257,12 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
         input_dirs=input_dirs,
         env=request.env,
         build_id=request.build_id,
+        scripts=state.builder_scripts or ORIGINAL,
         stage="builder" if request.extended else "build",
         entrypoint=state.builder_entrypoint,
+        owner=state.builder_owner,
     )
-    sink(f"Running {PREPARE} in {request.build_image} (method {request.method})")
+    sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
     image = method_named(request.method).prepare_image(docker, spec, sink)
     if request.extended:
         return replace(state, stage_image=image)
@@ -236,7 +275,7 @@ def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSt
     assert state.stage_image and state.runtime_id, "build and check_images run first"
     extract = docker.create_container(
         state.stage_image,
-        [PREPARE],
+        ["/bin/true"],  # never started: it only holds /tmp/build for the copy
         name=container_name(request.build_id, "extract"),
         build_id=request.build_id,
     )
@@ -247,8 +286,10 @@ def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSt
             input_dirs=["src"],
             env=request.env,
             build_id=request.build_id,
+            scripts=state.runtime_scripts or ORIGINAL,
             stage="runtime",
             entrypoint=state.runtime_entrypoint,
+            owner=state.runtime_owner,
         )
         sink(f"Deploying the build output into {request.runtime_image}")
         image = method_named(request.method).prepare_image(docker, spec, sink)
@@ -454,14 +495,31 @@ def validate_images(docker: DockerHost, request: ValidateRequest, sink: LogSink)
 
 def _require_scripts(
     docker: DockerHost, name: str, image_id: str, required: Sequence[str], role: str, build_id: str
-) -> None:
+) -> ImageScripts:
     scripts = inspect_scripts(docker, image_id, build_id=build_id, role=f"{role.lower()}-check")
     problems = scripts.problems(required)
     if problems:
         first, *rest = [f"{role} image {name} failed validation: {p}" for p in problems]
-        if role == "Base" and SAVE_ARTIFACTS in " ".join(problems):
+        if role == "Base" and SAVE_ROLE in required and not scripts.has(SAVE_ROLE):
             rest.append("extended builds (-R) need a builder image with save-artifacts")
         raise InvalidImage(first, details=rest)
+    return scripts
+
+
+def _owner(docker: DockerHost, image_id: str) -> tuple[int, int] | None:
+    """The image's USER as numbers, if it names them (s2i images run as e.g. 1001): the
+    inputs are given to that user so the scripts can move and change them."""
+    user = str(docker.image_config(image_id).get("User") or "")
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()) or uid == "0":
+        return None
+    return int(uid), int(gid or 0)
+
+
+def read_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
+    with path.open("rb") as stream:
+        while chunk := stream.read(size):
+            yield chunk
 
 
 def _entrypoint(docker: DockerHost, image_id: str) -> tuple[str, ...] | None:

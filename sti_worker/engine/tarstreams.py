@@ -15,6 +15,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import InvalidInput
 
@@ -79,8 +80,25 @@ class IterReader(io.RawIOBase):
         return size
 
 
-def stream_tar(parts: Iterable[TarPart]) -> Chunks:
-    """Yield the bytes of one tar archive made of parts, each adding members to it."""
+class _Owned:
+    """A TarFile whose added members all belong to one numeric owner."""
+
+    def __init__(self, tar: tarfile.TarFile, owner: tuple[int, int]) -> None:
+        self._tar = tar
+        self._owner = owner
+
+    def addfile(self, info: tarfile.TarInfo, fileobj: Any = None) -> None:
+        info.uid, info.gid = self._owner
+        info.uname = info.gname = ""
+        self._tar.addfile(info, fileobj)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tar, name)
+
+
+def stream_tar(parts: Iterable[TarPart], owner: tuple[int, int] | None = None) -> Chunks:
+    """Yield the bytes of one tar archive made of parts, each adding members to it (owned by
+    owner's uid and gid when given, else by root)."""
     chunks: queue.Queue[object] = queue.Queue(maxsize=_QUEUE_DEPTH)
     abandoned = threading.Event()
     writer = _QueueWriter(chunks, abandoned)
@@ -93,8 +111,9 @@ def stream_tar(parts: Iterable[TarPart]) -> Chunks:
                 format=tarfile.PAX_FORMAT,
                 bufsize=_CHUNK,
             ) as tar:
+                target = _Owned(tar, owner) if owner else tar
                 for part in parts:
-                    part(tar)
+                    part(target)  # type: ignore[arg-type]
             writer._put(_DONE)
         except _Abandoned:
             return
@@ -194,6 +213,26 @@ def small_file(name: str, data: bytes, mode: int = 0o644) -> TarPart:
         info.size = len(data)
         info.mode = mode
         tar.addfile(info, io.BytesIO(data))
+
+    return add
+
+
+def prefixed(open_chunks: Callable[[], Iterable[bytes]], to_prefix: str) -> TarPart:
+    """A part copying every member of another tar stream under to_prefix (an s2i
+    save-artifacts writes its tar with names relative to the artifacts directory)."""
+
+    def add(tar: tarfile.TarFile) -> None:
+        tar.addfile(_dir_info(to_prefix))
+        with tarfile.open(fileobj=IterReader(open_chunks()), mode="r|*") as source:
+            for member in source:
+                name = _checked_name(member.name)
+                if not name:
+                    continue
+                member.name = f"{to_prefix}/{name}"
+                if member.islnk():
+                    member.linkname = f"{to_prefix}/{_checked_name(member.linkname)}"
+                content = source.extractfile(member) if member.isreg() else None
+                tar.addfile(member, content)
 
     return add
 

@@ -1,0 +1,54 @@
+"""s2i builder images work too: scripts from the scripts-url label, assemble as the prepare
+step, save-artifacts' tar on stdout, inputs owned by the image's USER."""
+
+from __future__ import annotations
+
+import docker
+
+from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.pipeline import run_validate
+from sti_worker.engine.requests import ValidateRequest
+from tests.dockertools import image_config, image_files, temporary_image
+from tests.engine_helpers import METHODS, build
+
+
+def test_s2i_builder_validates_for_incremental_builds(
+    docker_host: DockerHost, images: dict[str, str]
+) -> None:
+    request = ValidateRequest(images["s2i-fake"], incremental=True)
+    result = run_validate(docker_host, request, lambda line: None, "test")
+    assert result.success, result.messages
+    assert result.messages == (f"Base image {images['s2i-fake']} is valid for incremental builds",)
+
+
+def test_s2i_builder_without_assemble_names_the_s2i_path(
+    api: docker.APIClient, docker_host: DockerHost
+) -> None:
+    lines = ["LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i", 'CMD ["/bin/sh"]']
+    with temporary_image(api, {"/usr/libexec/s2i/run": "#!/bin/sh\n"}, lines) as image:
+        result = run_validate(docker_host, ValidateRequest(image), lambda line: None, "test")
+    assert result.messages == (
+        f"Base image {image} failed validation: missing /usr/libexec/s2i/assemble",
+    )
+
+
+@METHODS
+def test_s2i_build_runs_assemble_as_the_image_user_and_reuses_artifacts(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    source: str,
+    method: str,
+) -> None:
+    first, lines = build(docker_host, source, images["s2i-fake"], app_tag, method=method)
+    assert first.success, first.messages
+    assert "assemble: as 1001" in lines
+    assert image_config(api, app_tag)["Cmd"] == ["/usr/libexec/s2i/run"]
+    assert "index.html" in image_files(api, app_tag, "/opt/app-root")  # moved: 1001 owns /tmp/src
+
+    second, lines = build(docker_host, source, images["s2i-fake"], app_tag, method=method)
+    assert second.success and second.incremental, second.messages
+    assert "assemble: restoring artifacts" in lines
+    restored = image_files(api, app_tag, "/opt/app-root")["restored.txt"]
+    assert restored == b"cache from an earlier build\n"
