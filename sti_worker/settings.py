@@ -31,6 +31,7 @@ class Settings:
     log_max_lines: int
     allow_file_urls: bool
     allow_local_sources: bool
+    allow_internal_urls: bool
     source_max_bytes: int
     source_max_files: int
     download_max_bytes: int
@@ -58,6 +59,7 @@ class Settings:
             log_max_lines=_int("STI_LOG_MAX_LINES", 20000),
             allow_file_urls=_flag("STI_ALLOW_FILE_URLS"),
             allow_local_sources=_flag("STI_ALLOW_LOCAL_SOURCES"),
+            allow_internal_urls=_flag("STI_ALLOW_INTERNAL_URLS"),
             source_max_bytes=_int("STI_SOURCE_MAX_BYTES", 2 * 1024**3),
             source_max_files=_int("STI_SOURCE_MAX_FILES", 100_000),
             download_max_bytes=_int("STI_DOWNLOAD_MAX_BYTES", 1024**3),

@@ -42,6 +42,7 @@ configure_sources(
     SourcePolicy(
         allow_file_urls=settings.allow_file_urls,
         allow_local_paths=settings.allow_local_sources,
+        allow_internal_urls=settings.allow_internal_urls,
         limits=ExtractLimits(
             max_total_bytes=settings.source_max_bytes, max_files=settings.source_max_files
         ),

@@ -114,8 +114,10 @@ def broker_url(redis_server: RedisServer) -> str:
 def worker(
     broker_url: str, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
-    """One sti-worker (host id host-a, 2 slots) serving the session's queue."""
-    started = Worker(broker_url, "host-a", tmp_path_factory.mktemp("worker-logs"))
+    """One sti-worker (host id host-a, 2 slots) serving the session's queue; the tests serve
+    archives on loopback, which a worker refuses by default."""
+    logs = tmp_path_factory.mktemp("worker-logs")
+    started = Worker(broker_url, "host-a", logs, STI_ALLOW_INTERNAL_URLS="1")
     yield started
     started.stop()
 

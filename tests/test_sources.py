@@ -391,3 +391,11 @@ def test_hostile_archive_through_the_queue_fails_and_leaves_nothing(
     )
     assert result.error_code == "InvalidInput"
     assert entry in (result.error or {})["message"] or "outside" in (result.error or {})["message"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/app.tar.gz", "https://localhost/repo.git"])
+def test_a_worker_refuses_urls_of_internal_addresses_by_default(url: str) -> None:
+    from sti_worker.engine.sources import check_url_host
+
+    with pytest.raises(InvalidInput, match="STI_ALLOW_INTERNAL_URLS"):
+        check_url_host(url, SourcePolicy(allow_internal_urls=False))

@@ -396,9 +396,11 @@ class DockerHost:
         """Start the container, write its stdout to out (a tar, for s2i's save-artifacts) and
         forward its stderr line by line; return (exit code, last stderr lines)."""
         tail = OutputTail(sink)
+        # attached before the start, straight from the container's stdout: the logs endpoint
+        # goes through the log driver, which is no place for binary data
+        output = self.api.attach(container_id, stdout=True, stderr=False, stream=True, logs=True)
         self.api.start(container_id)
-        output = self.api.logs(container_id, stdout=True, stderr=False, stream=True, follow=True)
-        with self._tracked(output), out.open("wb") as file:
+        with out.open("wb") as file:
             for chunk in output:
                 file.write(chunk)
         status = self.api.wait(container_id)

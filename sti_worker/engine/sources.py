@@ -8,9 +8,11 @@ or a scheme registered by the caller (the worker registers uploaded sources).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,9 @@ class SourcePolicy:
     allow_file_urls: bool = False
     # a path on the machine running the build: natural in-process, a leak on a shared worker
     allow_local_paths: bool = True
+    # URLs resolving to loopback, private or link-local addresses: a shared worker must not be
+    # made to fetch from its own network (cloud metadata, internal services) into an image
+    allow_internal_urls: bool = True
     limits: ExtractLimits = field(default_factory=ExtractLimits)
     download_max_bytes: int = 1024**3
     download_timeout_s: float = 60.0
@@ -193,6 +198,7 @@ def _download_archive(
 ) -> FetchedSource:
     kind = archive_kind(url)
     assert kind
+    check_url_host(url, policy)
     target = _fresh_dir(workdir / "src")
     sink(f"Downloading {describe(url)}")
     try:
@@ -258,6 +264,24 @@ def check_git_url(url: str, policy: SourcePolicy) -> None:
         raise InvalidInput(f"git URL {url!r} is refused: its host could be read as an option")
 
 
+def check_url_host(url: str, policy: SourcePolicy) -> None:
+    """Refuse a URL whose host resolves to an internal address, unless the policy allows it."""
+    if policy.allow_internal_urls:
+        return
+    host = _host_of(url)
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as error:
+        raise SourceFetchFailed(f"cannot resolve the host of {describe(url)}: {error}") from error
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified:
+            raise InvalidInput(
+                f"{describe(url)} is refused: {host} is an internal address ({ip}) "
+                "(STI_ALLOW_INTERNAL_URLS)"
+            )
+
+
 def _host_of(url: str) -> str:
     if "://" in url:
         return urlsplit(url).hostname or ""
@@ -278,6 +302,8 @@ def _clone(
     policy: SourcePolicy,
 ) -> FetchedSource:
     check_git_url(url, policy)
+    if not url.startswith("file://"):
+        check_url_host(url, policy)
     if ref:
         check_git_ref(ref)
     file_allow = "always" if policy.allow_file_urls else "never"
