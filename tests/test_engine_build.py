@@ -423,3 +423,27 @@ def test_failing_onbuild_trigger_is_not_blamed_on_prepare(
     assert result.success is False
     assert "prepare: building" not in output  # prepare never ran
     assert "/usr/bin/prepare" not in result.to_json()["error"]["message"]
+
+
+@METHODS
+def test_a_rebuild_removes_the_image_its_tag_named_before_unless_in_use(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    source: str,
+    method: str,
+) -> None:
+    first, _ = build(docker_host, source, images["sti-fake"], app_tag, method=method)
+    second, _ = build(docker_host, source, images["sti-fake"], app_tag, method=method)
+    assert first.image_id and second.image_id and first.image_id != second.image_id
+    with pytest.raises(docker.errors.ImageNotFound):
+        api.inspect_image(first.image_id)
+    in_use = api.create_container(second.image_id, name=f"test-keep-{uuid.uuid4().hex[:8]}")
+    try:
+        third, _ = build(docker_host, source, images["sti-fake"], app_tag, method=method)
+        assert third.success
+        assert api.inspect_image(second.image_id)  # a container still uses it
+    finally:
+        api.remove_container(in_use, force=True)
+        api.remove_image(second.image_id, force=True)

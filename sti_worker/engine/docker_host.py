@@ -215,13 +215,16 @@ class DockerHost:
             if error.status_code != 404:
                 raise
 
-    def remove_image(self, image_id: str) -> None:
-        """Remove an image sti made but did not tag; images still in use are left alone."""
+    def remove_image(self, image_id: str) -> bool:
+        """Remove an image sti made or replaced; one that is still tagged elsewhere or used by a
+        container is left alone. True if it was removed."""
         try:
             self.api.remove_image(image_id)
         except docker.errors.APIError as error:
             if error.status_code not in (404, 409):
                 raise
+            return False
+        return True
 
     def untagged_images_of(self, build_id: str) -> list[str]:
         """Images a build made (they carry its id label) that no tag points to."""

@@ -82,6 +82,7 @@ class BuildState:
     stage_image: str | None = None
     image_id: str | None = None
     tagged: bool = False
+    replaced_images: tuple[str, ...] = ()
     digest: str | None = None
     messages: tuple[str, ...] = ()
     steps: tuple[Step, ...] = ()
@@ -107,6 +108,7 @@ class BuildState:
         data["messages"] = list(self.messages)
         data["steps"] = [step.to_json() for step in self.steps]
         data["error"] = dict(self.error) if self.error else None
+        data["replaced_images"] = list(self.replaced_images)
         for name in ("builder_entrypoint", "runtime_entrypoint", "builder_owner", "runtime_owner"):
             data[name] = list(data[name]) if data[name] is not None else None
         for name in ("builder_scripts", "runtime_scripts"):
@@ -120,6 +122,7 @@ class BuildState:
         values["messages"] = tuple(values.get("messages", ()))
         values["steps"] = tuple(Step(**step) for step in values.get("steps", ()))
         values["error"] = dict(values["error"]) if values.get("error") else None
+        values["replaced_images"] = tuple(values.get("replaced_images", ()))
         for name in ("builder_entrypoint", "runtime_entrypoint", "builder_owner", "runtime_owner"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
@@ -318,10 +321,19 @@ def tag_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState
             else:
                 docker.untag(tag)
         raise
-    state = replace(state, tagged=True)
+    replaced = tuple(
+        old
+        for (tag, image), old in zip(wanted, previous.values(), strict=True)
+        if old and old != image
+    )
+    state = replace(state, tagged=True, replaced_images=replaced)
     for tag, image in wanted:
-        state = state.say(sink, f"Tagged image {image.removeprefix('sha256:')[:12]} as {tag}")
+        state = state.say(sink, f"Tagged image {_short(image)} as {tag}")
     return state
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
 
 
 def _pull_previous(docker: DockerHost, previous: str, sink: LogSink) -> str | None:
@@ -378,9 +390,12 @@ def run_step(
 
 
 def cleanup(docker: DockerHost | None, state: BuildState) -> None:
-    """Remove what this build made and did not hand over: containers, temp dir, untagged images."""
+    """Remove what this build made and did not hand over (containers, temp dir, untagged
+    images), and the images its tags named before, unless something still uses them: a rebuild
+    would otherwise leave every earlier image behind on the host."""
     untagged = () if state.tagged else (state.image_id, state.stage_image)
-    cleanup_build(docker, state.request.build_id, [image for image in untagged if image])
+    made = [image for image in untagged if image]
+    cleanup_build(docker, state.request.build_id, [*made, *state.replaced_images])
 
 
 def cleanup_build(docker: DockerHost | None, build_id: str, images: Sequence[str] = ()) -> None:
