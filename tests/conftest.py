@@ -76,24 +76,35 @@ def _sti_containers(api: docker.APIClient) -> list[str]:
     return sorted({name for c in named + labelled for name in c["Names"]})
 
 
+def _sti_dangling_images(api: docker.APIClient) -> set[str]:
+    found = api.images(filters={"label": BUILD_ID_LABEL, "dangling": True})
+    return {image["Id"] for image in found}
+
+
 def _sti_workdirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).iterdir() if _WORKDIR.match(p.name)}
 
 
 @pytest.fixture(autouse=True)
 def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each test: no sti container (by name or label) and no sti work dir remains."""
+    """After each test: no sti container (by name or label), no untagged image of a build and no
+    sti work dir remains."""
     if "api" not in request.fixturenames and "images" not in request.fixturenames:
         yield
         return
     api: docker.APIClient = request.getfixturevalue("api")
     dirs_before = _sti_workdirs()
     containers_before = set(_sti_containers(api))
+    images_before = _sti_dangling_images(api)
     yield
     leftover = sorted(set(_sti_containers(api)) - containers_before)
     for name in leftover:
         api.remove_container(name.lstrip("/"), force=True, v=True)
     assert not leftover, f"containers left behind: {leftover}"
+    images_left = _sti_dangling_images(api) - images_before
+    for image in images_left:
+        api.remove_image(image, force=True)
+    assert not images_left, f"untagged images of builds left behind: {images_left}"
     new_dirs = _sti_workdirs() - dirs_before
     assert not new_dirs, f"work dirs left behind: {new_dirs}"
 

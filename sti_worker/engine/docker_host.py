@@ -118,10 +118,16 @@ class DockerHost:
 
     @contextmanager
     def _tracked(self, stream: CancellableStream) -> Iterator[None]:
+        """Make a stream abortable; a step that stops reading it (a time limit, an error) also
+        closes it, so the engine stops that build instead of finishing it for nobody."""
         with self._streams_lock:
             self._streams.add(stream)
         try:
             yield
+        except BaseException:
+            with suppress(OSError, AttributeError):
+                stream.close()
+            raise
         finally:
             with self._streams_lock:
                 self._streams.discard(stream)
@@ -217,11 +223,13 @@ class DockerHost:
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image sti made or replaced; one that is still tagged elsewhere or used by a
-        container is left alone. True if it was removed."""
+        container is left alone. False if it is still there."""
         try:
             self.api.remove_image(image_id)
         except docker.errors.APIError as error:
-            if error.status_code not in (404, 409):
+            if error.status_code == 404:
+                return True
+            if error.status_code != 409:
                 raise
             return False
         return True

@@ -49,6 +49,7 @@ from .sources import FetchedSource, describe, fetch_source, source_part
 from .tarstreams import empty_directory, prefixed, retargeted
 
 WORKDIR_PREFIX = "sti-"
+_ABORTED_BUILD_GRACE_S = 15
 # build ids are sti-submit's uuid hex or, for tasks sent by other apps, Celery's dashed uuids
 _BUILD_ID = r"([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 _BUILD_CONTAINER = re.compile(rf"^{CONTAINER_NAME_PREFIX}{_BUILD_ID}-[a-z]+(?:-[a-z]+)*$")
@@ -405,8 +406,14 @@ def cleanup_build(docker: DockerHost | None, build_id: str, images: Sequence[str
         return
     for container in docker.containers_named(container_name(build_id, "")):
         docker.remove_container(container)
-    for image in (*images, *docker.untagged_images_of(build_id)):
+    for image in images:
         docker.remove_image(image)
+    # an aborted docker build may still be removing its step container, which holds the last
+    # layer it made: give it a moment rather than leave that layer behind
+    deadline = time.monotonic() + _ABORTED_BUILD_GRACE_S
+    while (left := docker.untagged_images_of(build_id)) and time.monotonic() < deadline:
+        if not all([docker.remove_image(image) for image in left]):
+            time.sleep(0.5)
 
 
 def leftover_build_ids(docker: DockerHost) -> set[str]:
