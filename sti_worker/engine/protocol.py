@@ -23,7 +23,6 @@ SAVE_ROLE = "save-artifacts"
 DEPLOY_SCRIPTS = (PREPARE_ROLE, RUN_ROLE)
 INCREMENTAL_SCRIPTS = (PREPARE_ROLE, RUN_ROLE, SAVE_ROLE)
 
-SOURCE_DIR = "/tmp/src"
 ARTIFACTS_DIR = "/tmp/artifacts"
 BUILD_DIR = "/tmp/build"
 S2I_SCRIPTS_LABEL = "io.openshift.s2i.scripts-url"
