@@ -19,10 +19,9 @@ from sti_worker.blobstore import BlobStore
 from sti_worker.engine.archives import archive_kind
 from sti_worker.engine.errors import InvalidInput
 from sti_worker.engine.ignore import ignore_matcher
-from sti_worker.engine.tarstreams import directory, stream_tar
+from sti_worker.engine.tarstreams import directory, file_chunks, stream_tar
 from sti_worker.upload_refs import PACKED_DIR_PREFIX, UploadRef
 
-_FILE_CHUNK = 1024 * 1024
 _GZIP_LEVEL = 1  # sources are mostly text; speed matters more than the last few percent
 _FORMAT = "sti-pack/1"  # part of every fingerprint: a new packing format means new digests
 
@@ -47,12 +46,6 @@ def gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
 def pack_directory(root: Path, exclude: Iterable[str] = ()) -> Iterator[bytes]:
     skip = ignore_matcher(root, exclude)
     return gzip_chunks(stream_tar([directory(root, PACKED_DIR_PREFIX, skip=skip)]))
-
-
-def read_file(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as stream:
-        while chunk := stream.read(_FILE_CHUNK):
-            yield chunk
 
 
 def fingerprint(path: Path, exclude: Iterable[str] = ()) -> str:
@@ -88,7 +81,7 @@ def upload_source(store: BlobStore, path: Path, exclude: Iterable[str] = ()) -> 
     elif path.is_file():
         kind = "archive" if archive_kind(path.name) else "file"
         name = path.name
-        produce = lambda: read_file(path)  # noqa: E731
+        produce = lambda: file_chunks(path)  # noqa: E731
     else:
         raise InvalidInput(f"SOURCE {str(path)!r} is neither a directory nor a regular file")
     before = fingerprint(path, exclude)

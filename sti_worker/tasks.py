@@ -7,11 +7,11 @@ original task id, so AsyncResult(build id) and a caller's own chain get the resu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from celery import Task, chain
-from celery.exceptions import Retry
 
 from . import keys
 from .app import app, settings
@@ -165,7 +165,7 @@ def build(
     return self.replace(pipeline)
 
 
-def _claim(task: Task, request: BuildRequest, say: Any) -> bool:
+def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> bool:
     """Take a build slot on this host and the tag's lock, or neither."""
     slots = _host_slots()
     if not slots.claim(request.build_id):
@@ -282,4 +282,4 @@ def _outcome_line(result: Result) -> str:
     return f"Build {result.build_id} failed: {result.error_code}"
 
 
-__all__ = ["Retry", "abort_build", "build", "finish_build", "run_build_step", "validate"]
+__all__ = ["abort_build", "build", "finish_build", "run_build_step", "validate"]

@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,7 @@ from .protocol import (
     BUILD_DIR,
     DEPLOY_SCRIPTS,
     INCREMENTAL_SCRIPTS,
-    ORIGINAL,
     SAVE_ROLE,
-    ImageScripts,
     Scripts,
     inspect_scripts,
 )
@@ -46,7 +44,7 @@ from .requests import (
     registry_of,
 )
 from .sources import FetchedSource, describe, fetch_source, source_part
-from .tarstreams import empty_directory, prefixed, retargeted
+from .tarstreams import empty_directory, file_chunks, prefixed, retargeted
 
 WORKDIR_PREFIX = "sti-"
 _ABORTED_BUILD_GRACE_S = 15
@@ -61,6 +59,34 @@ def workdir_for(build_id: str) -> Path:
 
 
 @dataclass(frozen=True)
+class BaseImage:
+    """What a build needs to know of an image it runs prepare in, read from one inspect."""
+
+    id: str
+    scripts: Scripts
+    entrypoint: tuple[str, ...] | None = None
+    owner: tuple[int, int] | None = None  # its numeric USER, who gets the inputs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "scripts": self.scripts.to_json(),
+            "entrypoint": list(self.entrypoint) if self.entrypoint else None,
+            "owner": list(self.owner) if self.owner else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BaseImage:
+        entrypoint, owner = data.get("entrypoint"), data.get("owner")
+        return cls(
+            id=data["id"],
+            scripts=Scripts.from_json(data["scripts"]),
+            entrypoint=tuple(entrypoint) if entrypoint else None,
+            owner=(int(owner[0]), int(owner[1])) if owner else None,
+        )
+
+
+@dataclass(frozen=True)
 class BuildState:
     """Everything a later step needs from an earlier one; JSON between tasks."""
 
@@ -69,14 +95,8 @@ class BuildState:
     started_at: float = field(default_factory=time.time)
     source_dir: str | None = None
     revision: str | None = None
-    builder_id: str | None = None
-    builder_entrypoint: tuple[str, ...] | None = None
-    builder_scripts: Scripts | None = None
-    builder_owner: tuple[int, int] | None = None
-    runtime_id: str | None = None
-    runtime_entrypoint: tuple[str, ...] | None = None
-    runtime_scripts: Scripts | None = None
-    runtime_owner: tuple[int, int] | None = None
+    builder: BaseImage | None = None
+    runtime: BaseImage | None = None
     artifacts_container: str | None = None
     artifacts_tar: str | None = None
     incremental: bool = False
@@ -110,9 +130,7 @@ class BuildState:
         data["steps"] = [step.to_json() for step in self.steps]
         data["error"] = dict(self.error) if self.error else None
         data["replaced_images"] = list(self.replaced_images)
-        for name in ("builder_entrypoint", "runtime_entrypoint", "builder_owner", "runtime_owner"):
-            data[name] = list(data[name]) if data[name] is not None else None
-        for name in ("builder_scripts", "runtime_scripts"):
+        for name in ("builder", "runtime"):
             data[name] = data[name].to_json() if data[name] is not None else None
         return data
 
@@ -124,12 +142,9 @@ class BuildState:
         values["steps"] = tuple(Step(**step) for step in values.get("steps", ()))
         values["error"] = dict(values["error"]) if values.get("error") else None
         values["replaced_images"] = tuple(values.get("replaced_images", ()))
-        for name in ("builder_entrypoint", "runtime_entrypoint", "builder_owner", "runtime_owner"):
+        for name in ("builder", "runtime"):
             if values.get(name) is not None:
-                values[name] = tuple(values[name])
-        for name in ("builder_scripts", "runtime_scripts"):
-            if values.get(name) is not None:
-                values[name] = Scripts.from_json(values[name])
+                values[name] = BaseImage.from_json(values[name])
         return cls(**values)
 
 
@@ -162,30 +177,14 @@ def fetch_source_step(docker: DockerHost, state: BuildState, sink: LogSink) -> B
 def check_images_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
     """Pull what is missing and refuse images that cannot do the build, before any work."""
     request = state.request
-    builder_id = docker.ensure_image(request.build_image, sink, NoSuchBaseImage)
     required = INCREMENTAL_SCRIPTS if request.extended else DEPLOY_SCRIPTS
-    builder = _require_scripts(
-        docker, request.build_image, builder_id, required, "Base", request.build_id
-    )
-    state = replace(
-        state,
-        builder_id=builder_id,
-        builder_entrypoint=_entrypoint(docker, builder_id),
-        builder_scripts=builder.scripts,
-        builder_owner=_owner(docker, builder_id),
-    )
+    builder = _base_image(docker, request.build_image, required, "Base", request.build_id, sink)
+    state = replace(state, builder=builder)
     if request.runtime_image:
-        runtime_id = docker.ensure_image(request.runtime_image, sink, NoSuchRuntimeImage)
-        runtime = _require_scripts(
-            docker, request.runtime_image, runtime_id, DEPLOY_SCRIPTS, "Runtime", request.build_id
+        runtime = _base_image(
+            docker, request.runtime_image, DEPLOY_SCRIPTS, "Runtime", request.build_id, sink
         )
-        state = replace(
-            state,
-            runtime_id=runtime_id,
-            runtime_entrypoint=_entrypoint(docker, runtime_id),
-            runtime_scripts=runtime.scripts,
-            runtime_owner=_owner(docker, runtime_id),
-        )
+        state = replace(state, runtime=runtime)
     return state
 
 
@@ -236,7 +235,8 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
 def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
     """Run prepare on the builder image with the source (and artifacts) in place."""
     request = state.request
-    assert state.source_dir and state.builder_id, "fetch_source and check_images run first"
+    builder = state.builder
+    assert state.source_dir and builder, "fetch_source and check_images run first"
     fetched = FetchedSource(state.source_dir, state.revision, request.exclude)
     inputs = [source_part(fetched)]
     input_dirs = ["src"]
@@ -250,21 +250,21 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
         input_dirs.append("artifacts")
     elif state.artifacts_tar:
         saved = Path(state.artifacts_tar)
-        inputs.append(prefixed(lambda: read_chunks(saved), "artifacts"))
+        inputs.append(prefixed(lambda: file_chunks(saved), "artifacts"))
         input_dirs.append("artifacts")
     if request.extended:
         inputs.append(empty_directory("build"))
         input_dirs.append("build")
     spec = PrepareSpec(
-        base_image=state.builder_id,
+        base_image=builder.id,
         inputs=inputs,
         input_dirs=input_dirs,
         env=request.env,
         build_id=request.build_id,
-        scripts=state.builder_scripts or ORIGINAL,
+        scripts=builder.scripts,
         stage="builder" if request.extended else "build",
-        entrypoint=state.builder_entrypoint,
-        owner=state.builder_owner,
+        entrypoint=builder.entrypoint,
+        owner=builder.owner,
     )
     sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
     image = method_named(request.method).prepare_image(docker, spec, sink)
@@ -276,7 +276,8 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
 def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
     """Extended builds: hand the builder's /tmp/build to the runtime image as its /tmp/src."""
     request = state.request
-    assert state.stage_image and state.runtime_id, "build and check_images run first"
+    runtime = state.runtime
+    assert state.stage_image and runtime, "build and check_images run first"
     extract = docker.create_container(
         state.stage_image,
         ["/bin/true"],  # never started: it only holds /tmp/build for the copy
@@ -285,15 +286,15 @@ def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSt
     )
     try:
         spec = PrepareSpec(
-            base_image=state.runtime_id,
+            base_image=runtime.id,
             inputs=[retargeted(lambda: docker.get_archive(extract, BUILD_DIR), "build", "src")],
             input_dirs=["src"],
             env=request.env,
             build_id=request.build_id,
-            scripts=state.runtime_scripts or ORIGINAL,
+            scripts=runtime.scripts,
             stage="runtime",
-            entrypoint=state.runtime_entrypoint,
-            owner=state.runtime_owner,
+            entrypoint=runtime.entrypoint,
+            owner=runtime.owner,
         )
         sink(f"Deploying the build output into {request.runtime_image}")
         image = method_named(request.method).prepare_image(docker, spec, sink)
@@ -515,35 +516,38 @@ def validate_images(docker: DockerHost, request: ValidateRequest, sink: LogSink)
     return messages
 
 
-def _require_scripts(
-    docker: DockerHost, name: str, image_id: str, required: Sequence[str], role: str, build_id: str
-) -> ImageScripts:
-    scripts = inspect_scripts(docker, image_id, build_id=build_id, role=f"{role.lower()}-check")
+def _base_image(
+    docker: DockerHost,
+    name: str,
+    required: Sequence[str],
+    role: str,
+    build_id: str,
+    sink: LogSink,
+) -> BaseImage:
+    """Pull name if missing, refuse it unless it has the required scripts, and keep what the
+    build needs of it."""
+    missing = NoSuchBaseImage if role == "Base" else NoSuchRuntimeImage
+    image_id = docker.ensure_image(name, sink, missing)
+    config = docker.image_config(image_id)
+    scripts = inspect_scripts(
+        docker, image_id, build_id=build_id, role=f"{role.lower()}-check", config=config
+    )
     problems = scripts.problems(required)
     if problems:
         first, *rest = [f"{role} image {name} failed validation: {p}" for p in problems]
         if role == "Base" and SAVE_ROLE in required and not scripts.has(SAVE_ROLE):
             rest.append("extended builds (-R) need a builder image with save-artifacts")
         raise InvalidImage(first, details=rest)
-    return scripts
+    entrypoint = config.get("Entrypoint")
+    return BaseImage(
+        image_id, scripts.scripts, tuple(entrypoint) if entrypoint else None, _owner(config)
+    )
 
 
-def _owner(docker: DockerHost, image_id: str) -> tuple[int, int] | None:
+def _owner(config: Mapping[str, Any]) -> tuple[int, int] | None:
     """The image's USER as numbers, if it names them (s2i images run as e.g. 1001): the
     inputs are given to that user so the scripts can move and change them."""
-    user = str(docker.image_config(image_id).get("User") or "")
-    uid, _, gid = user.partition(":")
+    uid, _, gid = str(config.get("User") or "").partition(":")
     if not uid.isdigit() or (gid and not gid.isdigit()) or uid == "0":
         return None
     return int(uid), int(gid or 0)
-
-
-def read_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
-    with path.open("rb") as stream:
-        while chunk := stream.read(size):
-            yield chunk
-
-
-def _entrypoint(docker: DockerHost, image_id: str) -> tuple[str, ...] | None:
-    entrypoint = docker.image_config(image_id).get("Entrypoint")
-    return tuple(entrypoint) if entrypoint else None

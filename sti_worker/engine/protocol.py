@@ -96,9 +96,16 @@ class ImageScripts:
         return problems
 
 
-def inspect_scripts(host: DockerHost, image: str, *, build_id: str, role: str) -> ImageScripts:
-    """Find which protocol scripts image has, and where."""
-    scripts = scripts_of(image, host.image_config(image))
+def inspect_scripts(
+    host: DockerHost,
+    image: str,
+    *,
+    build_id: str,
+    role: str,
+    config: Mapping[str, Any] | None = None,
+) -> ImageScripts:
+    """Find which protocol scripts image has, and where (config: its inspected Config)."""
+    scripts = scripts_of(image, host.image_config(image) if config is None else config)
     container = host.create_container(
         image, [scripts.prepare], name=container_name(build_id, role), build_id=build_id
     )

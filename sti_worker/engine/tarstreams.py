@@ -96,6 +96,13 @@ class _Owned:
         return getattr(self._tar, name)
 
 
+def file_chunks(path: Path, size: int = _CHUNK * 16) -> Chunks:
+    """A file's bytes in chunks, read as they are consumed."""
+    with path.open("rb") as stream:
+        while chunk := stream.read(size):
+            yield chunk
+
+
 def stream_tar(parts: Iterable[TarPart], owner: tuple[int, int] | None = None) -> Chunks:
     """Yield the bytes of one tar archive made of parts, each adding members to it (owned by
     owner's uid and gid when given, else by root)."""
