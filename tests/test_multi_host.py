@@ -18,6 +18,7 @@ import pytest
 
 from sti_submit.client import StiClient
 from sti_worker.busybox_images import build_busybox_image
+from sti_worker.engine.errors import InvalidInput
 from sti_worker.engine.requests import BuildRequest, Result
 from tests.images import PREPARE, RUN, SAVE_ARTIFACTS
 from tests.queue_helpers import make_source
@@ -181,5 +182,5 @@ def test_builder_image_a_host_lacks_is_pulled_from_the_registry(
 
 
 def test_push_needs_a_registry_in_the_tag() -> None:
-    with pytest.raises(Exception, match="--push needs APP_IMAGE_TAG to name its registry"):
+    with pytest.raises(InvalidInput, match="--push needs APP_IMAGE_TAG to name its registry"):
         BuildRequest("/tmp", BUILDER, "plain/app", push=True)
