@@ -13,8 +13,18 @@ from sti_worker.engine.errors import StiError
 from sti_worker.engine.pipeline import run_build, run_validate
 from sti_worker.engine.requests import BuildRequest, Result, ValidateRequest
 from sti_worker.engine.sources import SourcePolicy, configure, current_policy
+from sti_worker.settings import Settings
 
 LogSink = Callable[[str], None]
+
+
+def _docker_host(docker_url: str | None) -> DockerHost:
+    settings = Settings.from_env()
+    return DockerHost(
+        docker_url,
+        builder=settings.builder,
+        build_cache_keep_bytes=settings.build_cache_keep_bytes,
+    )
 
 
 def build_locally(request: BuildRequest, docker_url: str | None, sink: LogSink) -> Result:
@@ -23,7 +33,7 @@ def build_locally(request: BuildRequest, docker_url: str | None, sink: LogSink) 
         SourcePolicy(allow_file_urls=True, allow_local_paths=True, limits=current_policy().limits)
     )
     try:
-        docker = DockerHost(docker_url)
+        docker = _docker_host(docker_url)
     except StiError as error:
         return Result.from_error("build", request.build_id, error, host=socket.gethostname())
     try:
@@ -34,7 +44,7 @@ def build_locally(request: BuildRequest, docker_url: str | None, sink: LogSink) 
 
 def validate_locally(request: ValidateRequest, docker_url: str | None, sink: LogSink) -> Result:
     try:
-        docker = DockerHost(docker_url)
+        docker = _docker_host(docker_url)
     except StiError as error:
         return Result.from_error("validate", request.build_id, error, host=socket.gethostname())
     try:

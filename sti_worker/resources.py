@@ -23,7 +23,12 @@ def docker_host() -> DockerHost:
     if _docker is None or _docker[0] != os.getpid():
         _docker = (
             os.getpid(),
-            DockerHost(settings.docker_url, registry_auth=settings.registry_auth),
+            DockerHost(
+                settings.docker_url,
+                registry_auth=settings.registry_auth,
+                builder=settings.builder,
+                build_cache_keep_bytes=settings.build_cache_keep_bytes,
+            ),
         )
     return _docker[1]
 

@@ -39,6 +39,8 @@ class Settings:
     upload_max_bytes: int
     upload_expires_s: int
     registry_auth: dict[str, str] | None
+    builder: str
+    build_cache_keep_bytes: int
 
     @property
     def host_queue(self) -> str:
@@ -67,7 +69,23 @@ class Settings:
             upload_max_bytes=upload_max_bytes(),
             upload_expires_s=upload_expires_s(),
             registry_auth=_registry_auth(),
+            builder=os.environ.get("STI_BUILDER") or "auto",
+            build_cache_keep_bytes=byte_size("STI_BUILD_CACHE_KEEP", 2 * 1024**3),
         )
+
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def byte_size(name: str, default: int) -> int:
+    """A size in bytes, with an optional binary unit: 512M, 2G, 2GiB."""
+    value = os.environ.get(name, "").strip().lower().removesuffix("ib").removesuffix("b")
+    if not value:
+        return default
+    number, unit = (value[:-1], value[-1]) if value[-1] in "kmgt" else (value, "")
+    if not number.isdigit():
+        raise ValueError(f"{name}={os.environ[name]!r} is not a size such as 512M or 2G")
+    return int(number) * _UNITS[unit]
 
 
 def upload_max_bytes() -> int:

@@ -45,6 +45,7 @@ def test_s2i_build_runs_assemble_as_the_image_user_and_reuses_artifacts(
     assert first.success, first.messages
     assert "assemble: as 1001" in lines
     assert image_config(api, app_tag)["Cmd"] == ["/usr/libexec/s2i/run"]
+    assert image_config(api, app_tag)["User"] == image_config(api, images["s2i-fake"])["User"]
     assert "index.html" in image_files(api, app_tag, "/opt/app-root")  # moved: 1001 owns /tmp/src
 
     second, lines = build(docker_host, source, images["s2i-fake"], app_tag, method=method)

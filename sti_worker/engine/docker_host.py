@@ -21,12 +21,15 @@ import docker.errors
 import requests.exceptions
 from docker.types import CancellableStream, Mount
 
+from .buildkit_trace import TraceDecodeError, decode_trace
 from .errors import (
     BuildFailed,
+    BuildStepFailed,
     CommitContainerFailed,
     CreateContainerFailed,
     DockerConnectionFailed,
     InternalError,
+    InvalidInput,
     NoSuchBaseImage,
     PullImageFailed,
     PushImageFailed,
@@ -43,6 +46,11 @@ _TAIL_LINES = 20
 # the legacy builder colours a RUN step's stderr for terminals
 _TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_LINK_HOPS = 8
+BUILDERS = ("auto", "buildkit", "legacy")
+_BUILDKIT_TRACE = "moby.buildkit.trace"
+_EXIT_CODE = re.compile(r"exit code: (\d+)")
+# the legacy builder's message when a RUN step exits non-zero
+_LEGACY_STEP_FAILED = re.compile(r"The command '(.*)' returned a non-zero code: (\d+)", re.S)
 
 
 def container_name(build_id: str, role: str) -> str:
@@ -61,10 +69,13 @@ class PathStat:
 class OutputTail:
     """Forwards output lines to a sink and keeps the last few for error messages."""
 
-    def __init__(self, sink: LogSink, keep: int = _TAIL_LINES) -> None:
+    def __init__(
+        self, sink: LogSink, keep: int = _TAIL_LINES, lines: list[str] | None = None
+    ) -> None:
+        """lines: a list to keep them in, shared by the outputs of one step (stdout, stderr)."""
         self._sink = sink
         self._keep = keep
-        self.lines: list[str] = []
+        self.lines: list[str] = [] if lines is None else lines
         self._partial = ""
 
     def feed(self, text: str) -> None:
@@ -93,9 +104,17 @@ class DockerHost:
         url: str | None = None,
         timeout: int = 600,
         registry_auth: Mapping[str, str] | None = None,
+        builder: str = "auto",
+        build_cache_keep_bytes: int | None = None,
     ) -> None:
         """registry_auth ({"username", "password"}) comes from the worker's configuration only;
-        without it, docker-py uses the Docker config file of the user running the worker."""
+        without it, docker-py uses the Docker config file of the user running the worker.
+        builder: "auto", "buildkit" or "legacy" (STI_BUILDER); build_cache_keep_bytes: after
+        each BuildKit build, the engine's build cache is pruned down to this size."""
+        if builder not in BUILDERS:
+            raise InvalidInput(f"STI_BUILDER={builder!r} is unknown; use one of: {BUILDERS}")
+        self._builder = builder
+        self._build_cache_keep = build_cache_keep_bytes
         self._registry_auth = dict(registry_auth) if registry_auth else None
         self._streams: set[CancellableStream] = set()
         self._streams_lock = threading.Lock()
@@ -221,6 +240,20 @@ class DockerHost:
             if error.status_code != 404:
                 raise
 
+    def remove_reference(self, ref: str) -> None:
+        """Remove a name sti gave an image for a while; the image stays if in use or named
+        otherwise."""
+        try:
+            self.api.remove_image(ref, force=True, noprune=True)
+        except docker.errors.APIError as error:
+            if error.status_code != 404:
+                raise _connection_error(error, f"removing the reference {ref}") from error
+
+    def references_in(self, repository: str) -> list[str]:
+        """Every repository:tag reference in one repository."""
+        found = self.api.images(name=repository)
+        return [tag for image in found for tag in image.get("RepoTags") or () if tag]
+
     def remove_image(self, image_id: str) -> bool:
         """Remove an image sti made or replaced; one that is still tagged elsewhere or used by a
         container is left alone. False if it is still there."""
@@ -239,6 +272,18 @@ class DockerHost:
         found = self.api.images(filters={"label": f"{BUILD_ID_LABEL}={build_id}", "dangling": True})
         return [image["Id"] for image in found]
 
+    @property
+    def builder(self) -> str:
+        """The builder the build method uses on this engine: "buildkit" or "legacy", decided once.
+
+        BuildKit needs Engine API 1.39 (Docker 18.09) and a Linux engine; STI_BUILDER picks one.
+        """
+        if self._builder == "auto":
+            version = tuple(int(part) for part in str(self.api.api_version).split("."))
+            os_type = str(self.api.version().get("Os", "linux"))
+            self._builder = "buildkit" if version >= (1, 39) and os_type == "linux" else "legacy"
+        return self._builder
+
     def build(
         self,
         context: Iterator[bytes],
@@ -246,16 +291,15 @@ class DockerHost:
         buildargs: Mapping[str, str],
         sink: LogSink,
     ) -> str:
-        """Run docker build on a streamed tar context; return the image id."""
-        tail = OutputTail(sink)
-        image_id: str | None = None
-        params = {
-            "rm": True,
-            "forcerm": True,
-            "nocache": True,
-            "pull": False,
-            "buildargs": json.dumps(dict(buildargs)),
-        }
+        """Build a streamed tar context (Dockerfile at its root) with this engine's builder;
+        return the image id. A RUN that exits non-zero raises BuildStepFailed."""
+        if self.builder == "buildkit":
+            params = {"version": "2", "pull": False}
+            read: Callable[[Iterator[dict[str, Any]], LogSink], str] = _read_buildkit_build
+        else:
+            params = {"rm": True, "forcerm": True, "nocache": True, "pull": False}
+            read = _read_legacy_build
+        params["buildargs"] = json.dumps(dict(buildargs))
         try:
             # docker-py's build() hides the response; it is needed to abort a running build
             response = self.api._post(
@@ -269,23 +313,19 @@ class DockerHost:
             self.api._raise_for_status(response)
             events = CancellableStream(self.api._stream_helper(response, decode=True), response)
             with self._tracked(events):
-                for event in events:
-                    if "stream" in event:
-                        tail.feed(event["stream"])
-                    if "aux" in event and "ID" in event["aux"]:
-                        image_id = event["aux"]["ID"]
-                    if "error" in event:
-                        tail.close()
-                        raise BuildFailed(
-                            f"docker build failed: {event['error'].strip()}",
-                            details=_tail_message(tail.lines),
-                        )
+                return read(events, sink)
         except docker.errors.APIError as error:
             raise BuildFailed(f"docker build failed: {_reason(error)}") from error
-        tail.close()
-        if not image_id:
-            raise BuildFailed("docker build ended without producing an image")
-        return image_id
+
+    def trim_build_cache(self) -> None:
+        """Prune BuildKit's cache down to the keep limit: what no build uses and no image
+        shares, least recently used first. Without a limit, or with the legacy builder, nothing."""
+        if self._build_cache_keep is None or self.builder != "buildkit":
+            return
+        try:
+            self.api.prune_builds(keep_storage=self._build_cache_keep)
+        except docker.errors.APIError as error:
+            raise _connection_error(error, "pruning the build cache") from error
 
     # containers
 
@@ -428,6 +468,101 @@ class DockerHost:
                 f"committing the container failed: {_reason(error)}"
             ) from error
         return str(committed["Id"])
+
+
+def _read_legacy_build(events: Iterator[dict[str, Any]], sink: LogSink) -> str:
+    """The legacy builder's events: output as "stream" text, the image id as aux ID."""
+    tail = OutputTail(sink)
+    image_id: str | None = None
+    for event in events:
+        if "stream" in event:
+            tail.feed(event["stream"])
+        if "aux" in event and "ID" in event["aux"]:
+            image_id = event["aux"]["ID"]
+        if "error" in event:
+            tail.close()
+            message = event["error"].strip()
+            failed = _LEGACY_STEP_FAILED.search(message)
+            if failed:
+                raise BuildStepFailed(
+                    f"docker build failed: {message}",
+                    command=failed.group(1),
+                    exit_code=int(failed.group(2)),
+                    details=_tail_message(tail.lines),
+                )
+            raise BuildFailed(f"docker build failed: {message}", details=_tail_message(tail.lines))
+    tail.close()
+    if not image_id:
+        raise BuildFailed("docker build ended without producing an image")
+    return image_id
+
+
+class _BuildKitProgress:
+    """Turns BuildKit's trace into log lines: each step's name once, then its output line by
+    line; keeps the last lines of every step for the error message of the one that fails."""
+
+    def __init__(self, sink: LogSink) -> None:
+        self._sink = sink
+        self._names: dict[str, str] = {}
+        self._outputs: dict[tuple[str, int], OutputTail] = {}
+        self._recent: dict[str, list[str]] = {}
+        self.failed_step: str | None = None
+
+    def feed(self, encoded: str) -> None:
+        try:
+            status = decode_trace(encoded)
+        except TraceDecodeError as error:
+            message = f"docker build sent a progress message sti cannot read: {error}"
+            raise BuildFailed(message) from error
+        for vertex in status.vertexes:
+            if vertex.digest not in self._names and not vertex.name.startswith("[internal]"):
+                self._sink(vertex.name)
+            self._names[vertex.digest] = vertex.name
+            if vertex.error:
+                self.failed_step = vertex.digest
+        for log in status.logs:
+            key = (log.vertex, log.stream)
+            if key not in self._outputs:
+                recent = self._recent.setdefault(log.vertex, [])
+                self._outputs[key] = OutputTail(self._sink, lines=recent)
+            self._outputs[key].feed(log.data.decode("utf-8", errors="replace"))
+
+    def close(self) -> None:
+        for output in self._outputs.values():
+            output.close()
+
+    def failure(self, message: str) -> BuildFailed:
+        self.close()
+        step = self.failed_step
+        details = _tail_message(self._recent.get(step, [])[-_TAIL_LINES:]) if step else []
+        exit_code = _EXIT_CODE.search(message)
+        if step and exit_code:
+            return BuildStepFailed(
+                f"docker build failed: {message}",
+                command=self._names.get(step, ""),
+                exit_code=int(exit_code.group(1)),
+                details=details,
+            )
+        return BuildFailed(f"docker build failed: {message}", details=details)
+
+
+def _read_buildkit_build(events: Iterator[dict[str, Any]], sink: LogSink) -> str:
+    """BuildKit's events: progress as base64 protobuf in aux (id moby.buildkit.trace), the
+    image id as aux ID (id moby.image.id), a failure as error/errorDetail."""
+    progress = _BuildKitProgress(sink)
+    image_id: str | None = None
+    for event in events:
+        aux = event.get("aux")
+        if event.get("id") == _BUILDKIT_TRACE and isinstance(aux, str):
+            progress.feed(aux)
+        elif isinstance(aux, dict) and "ID" in aux:
+            image_id = aux["ID"]
+        if "error" in event:
+            raise progress.failure(str(event["error"]).strip())
+    progress.close()
+    if not image_id:
+        raise BuildFailed("docker build ended without producing an image")
+    return image_id
 
 
 def _decode_stat(header: str) -> dict[str, Any]:

@@ -78,6 +78,17 @@ class BuildFailed(StiError):
     exit_code = ExitCode.FAILED
 
 
+class BuildStepFailed(BuildFailed):
+    """A step of a docker build (a RUN) exited non-zero: which command, with which code."""
+
+    def __init__(
+        self, message: str, *, command: str, exit_code: int, details: list[str] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.command = command
+        self.exit_code = exit_code
+
+
 class CommitContainerFailed(StiError):
     code = "CommitContainerFailed"
     exit_code = ExitCode.FAILED

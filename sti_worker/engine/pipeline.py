@@ -25,7 +25,7 @@ from .docker_host import (
     translate_error,
 )
 from .errors import InvalidImage, NoSuchBaseImage, NoSuchRuntimeImage, StiError
-from .methods import PrepareSpec, method_named
+from .methods import PrepareSpec, base_reference, method_named
 from .protocol import (
     ARTIFACTS_DIR,
     BUILD_DIR,
@@ -66,6 +66,7 @@ class BaseImage:
     scripts: Scripts
     entrypoint: tuple[str, ...] | None = None
     owner: tuple[int, int] | None = None  # its numeric USER, who gets the inputs
+    user: str | None = None  # its USER as written
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class BaseImage:
             "scripts": self.scripts.to_json(),
             "entrypoint": list(self.entrypoint) if self.entrypoint else None,
             "owner": list(self.owner) if self.owner else None,
+            "user": self.user,
         }
 
     @classmethod
@@ -83,6 +85,7 @@ class BaseImage:
             scripts=Scripts.from_json(data["scripts"]),
             entrypoint=tuple(entrypoint) if entrypoint else None,
             owner=(int(owner[0]), int(owner[1])) if owner else None,
+            user=data.get("user"),
         )
 
 
@@ -265,6 +268,7 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
         stage="builder" if request.extended else "build",
         entrypoint=builder.entrypoint,
         owner=builder.owner,
+        user=builder.user,
     )
     sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
     image = method_named(request.method).prepare_image(docker, spec, sink)
@@ -295,6 +299,7 @@ def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSt
             stage="runtime",
             entrypoint=runtime.entrypoint,
             owner=runtime.owner,
+            user=runtime.user,
         )
         sink(f"Deploying the build output into {request.runtime_image}")
         image = method_named(request.method).prepare_image(docker, spec, sink)
@@ -407,6 +412,8 @@ def cleanup_build(docker: DockerHost | None, build_id: str, images: Sequence[str
         return
     for container in docker.containers_named(container_name(build_id, "")):
         docker.remove_container(container)
+    for reference in docker.references_in(base_reference(build_id, "")[:-1]):
+        docker.remove_reference(reference)  # left by a step whose worker died
     for image in images:
         docker.remove_image(image)
     # an aborted docker build may still be removing its step container, which holds the last
@@ -415,6 +422,7 @@ def cleanup_build(docker: DockerHost | None, build_id: str, images: Sequence[str
     while (left := docker.untagged_images_of(build_id)) and time.monotonic() < deadline:
         if not all([docker.remove_image(image) for image in left]):
             time.sleep(0.5)
+    docker.trim_build_cache()
 
 
 def leftover_build_ids(docker: DockerHost) -> set[str]:
@@ -540,7 +548,11 @@ def _base_image(
         raise InvalidImage(first, details=rest)
     entrypoint = config.get("Entrypoint")
     return BaseImage(
-        image_id, scripts.scripts, tuple(entrypoint) if entrypoint else None, _owner(config)
+        image_id,
+        scripts.scripts,
+        tuple(entrypoint) if entrypoint else None,
+        _owner(config),
+        config.get("User") or None,
     )
 
 
