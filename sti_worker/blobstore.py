@@ -57,6 +57,11 @@ class BlobStore:
             pipe.expire(keys.blob_chunk(digest, index), self._expires_s)
         return all(pipe.execute())
 
+    def size(self, digest: str) -> int | None:
+        """The stored blob's size in bytes, or None if it is not stored."""
+        size = self._client.hget(keys.blob_meta(check_digest(digest)), "size")
+        return int(size) if size is not None else None
+
     def put(self, chunks: Iterable[bytes]) -> tuple[str, int]:
         """Store chunks, hashing them on the way; return (digest, size). One pass, flat memory."""
         staging = f"staging-{uuid.uuid4().hex}"

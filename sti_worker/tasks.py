@@ -29,12 +29,12 @@ from .engine.pipeline import (
     steps_for,
 )
 from .engine.requests import BuildRequest, Result, ValidateRequest
-from .engine.sources import SourcePolicy, register_opener
+from .engine.sources import SourcePolicy, register_opener, register_streamer
 from .engine.sources import configure as configure_sources
 from .leases import HostSlots, TagLock
 from .resources import build_log, docker_host, redis_client
 from .upload_refs import SCHEME
-from .uploads import opener
+from .uploads import opener, streamer
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -50,16 +50,16 @@ configure_sources(
         download_timeout_s=settings.download_timeout_s,
     )
 )
-register_opener(
-    SCHEME,
-    opener(
-        lambda: BlobStore(
-            redis_client(),
-            expires_s=settings.upload_expires_s,
-            max_bytes=settings.upload_max_bytes,
-        )
-    ),
-)
+
+
+def _blob_store() -> BlobStore:
+    return BlobStore(
+        redis_client(), expires_s=settings.upload_expires_s, max_bytes=settings.upload_max_bytes
+    )
+
+
+register_opener(SCHEME, opener(_blob_store))
+register_streamer(SCHEME, streamer(_blob_store))
 
 PROGRESS = "PROGRESS"
 _CLAIM_RETRY_S = 1.0

@@ -1,19 +1,23 @@
 """Fetching sources that sti-submit uploaded into the blob store, on the worker.
 
-The digest is verified while the content is read; it is extracted only by the safe extractor.
+A packed directory, a tar archive or a single file goes from Redis into the build context as one
+stream, through the safe extractor's checks, with nothing written to the worker's disk; a zip
+(which needs a seekable file) is extracted into the build's work dir. The digest is verified
+while the content is read: a mismatch fails the build.
 """
 
 from __future__ import annotations
 
 import shutil
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 from .blobstore import BlobStore
-from .engine.archives import archive_kind, extract_tar_stream, extract_zip
-from .engine.errors import InvalidInput
+from .engine.archives import archive_kind, extract_tar_stream, extract_zip, retar_tar_stream
+from .engine.errors import InvalidInput, SourceFetchFailed
 from .engine.sources import FetchedSource, SourcePolicy, copy_single_file
-from .engine.tarstreams import IterReader
+from .engine.tarstreams import IterReader, TarPart
 from .upload_refs import PACKED_DIR_PREFIX, UploadRef
 
 
@@ -24,6 +28,10 @@ def opener(store: Callable[[], BlobStore]) -> Callable[..., FetchedSource]:
         source: str, workdir: Path, sink: Callable[[str], None], policy: SourcePolicy
     ) -> FetchedSource:
         ref = UploadRef.parse(source)
+        if _streamable(ref):
+            _check_stored(store(), ref)
+            sink(f"Uploaded source {ref.digest} goes straight into the build")
+            return FetchedSource("", stream_from=source)
         sink(f"Fetching uploaded source {ref.digest}")
         chunks = store().read(ref.digest)
         target = workdir / "upload"
@@ -52,6 +60,77 @@ def opener(store: Callable[[], BlobStore]) -> Callable[..., FetchedSource]:
         return FetchedSource(str(target))
 
     return fetch
+
+
+def streamer(store: Callable[[], BlobStore]) -> Callable[..., TarPart]:
+    """The source streamer the worker registers for sti+upload:// references."""
+
+    def part(source: str, context_dir: str | None, policy: SourcePolicy) -> TarPart:
+        ref = UploadRef.parse(source)
+
+        def add(tar: tarfile.TarFile) -> None:
+            blobs = store()
+            reader = IterReader(blobs.read(ref.digest))
+            if ref.kind == "file":
+                _add_single_file(tar, ref, blobs.size(ref.digest), reader, context_dir, policy)
+            elif ref.kind == "dir":
+                # a packed directory keeps its links as links, as a local directory does
+                retar_tar_stream(
+                    reader,
+                    "tar.gz",
+                    policy.limits,
+                    tar,
+                    root=PACKED_DIR_PREFIX,
+                    context_dir=context_dir,
+                    links_anywhere=True,
+                )
+            else:
+                kind = archive_kind(ref.name)
+                assert kind
+                retar_tar_stream(reader, kind, policy.limits, tar, context_dir=context_dir)
+            _drain(reader)  # reading to the end verifies the digest
+
+        return add
+
+    return part
+
+
+def _streamable(ref: UploadRef) -> bool:
+    return ref.kind != "archive" or archive_kind(ref.name) not in (None, "zip")
+
+
+def _check_stored(store: BlobStore, ref: UploadRef) -> None:
+    size = store.size(ref.digest)
+    if size is None:
+        raise SourceFetchFailed(f"uploaded source {ref.digest} is not in the store (expired?)")
+    if size > store.max_bytes:
+        raise InvalidInput(store.too_large_message(size))
+
+
+def _add_single_file(
+    tar: tarfile.TarFile,
+    ref: UploadRef,
+    size: int | None,
+    reader: IterReader,
+    context_dir: str | None,
+    policy: SourcePolicy,
+) -> None:
+    name = ref.name
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise InvalidInput(f"source file name {name!r} is not a plain file name")
+    if context_dir:
+        raise InvalidInput(f"--context-dir {context_dir!r} does not apply to a single file")
+    if size is None or size > policy.limits.max_total_bytes:
+        raise InvalidInput(
+            f"source file {name} is larger than {policy.limits.max_total_bytes} bytes "
+            "(STI_SOURCE_MAX_BYTES)"
+        )
+    root = tarfile.TarInfo(PACKED_DIR_PREFIX)
+    root.type, root.mode = tarfile.DIRTYPE, 0o755
+    tar.addfile(root)
+    info = tarfile.TarInfo(f"{PACKED_DIR_PREFIX}/{name}")
+    info.size, info.mode = size, 0o644
+    tar.addfile(info, reader)
 
 
 def _drain(reader: IterReader) -> None:

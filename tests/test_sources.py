@@ -17,6 +17,7 @@ import redis
 
 from sti_submit.client import StiClient
 from sti_worker import keys
+from sti_worker.blobstore import BlobStore
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.errors import InvalidInput
 from sti_worker.engine.pipeline import run_build
@@ -399,3 +400,97 @@ def test_a_worker_refuses_urls_of_internal_addresses_by_default(url: str) -> Non
 
     with pytest.raises(InvalidInput, match="STI_ALLOW_INTERNAL_URLS"):
         check_url_host(url, SourcePolicy(allow_internal_urls=False))
+
+
+# uploads go straight into the build, through the same checks
+
+
+def _put_blob(broker_url: str, data: bytes) -> str:
+    client = redis.Redis.from_url(broker_url)
+    try:
+        digest, _ = BlobStore(client, expires_s=600, max_bytes=10**6).put([data])
+    finally:
+        client.close()
+    return digest
+
+
+def _packed(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for info, data in members:
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def _member(name: str, link: str | None = None) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    if link is not None:
+        info.type, info.linkname = tarfile.SYMTYPE, link
+        return info, None
+    info.size = 4
+    return info, b"data"
+
+
+@pytest.mark.parametrize(
+    ("members", "context_dir", "message"),
+    [
+        ([_member("src", "/etc")], None, "source root 'src' is a link"),
+        (
+            [_member("src/web", "/etc"), _member("src/x")],
+            "web",
+            "--context-dir 'src/web' is a link",
+        ),
+        ([_member("src/x")], "web", "--context-dir 'web' is not a directory"),
+        ([_member("src/l", "/"), _member("src/l/etc/passwd")], None, "through a link"),
+    ],
+    ids=["root-is-a-link", "context-dir-is-a-link", "no-context-dir", "through-a-link"],
+)
+def test_an_upload_leading_out_of_its_root_is_refused(
+    api: docker.APIClient,
+    images: dict[str, str],
+    worker: Worker,
+    client: StiClient,
+    broker_url: str,
+    app_tag: str,
+    members: list[tuple[tarfile.TarInfo, bytes | None]],
+    context_dir: str | None,
+    message: str,
+) -> None:
+    digest = _put_blob(broker_url, _packed(members))
+    request = BuildRequest(
+        f"sti+upload://{digest}/dir", images["sti-fake"], app_tag, context_dir=context_dir
+    )
+    result = client.wait(client.submit_build(request))
+    assert result.error_code == "InvalidInput"
+    assert message in (result.error or {})["message"]
+    assert not api.images(name=app_tag)
+
+
+@pytest.mark.parametrize("method", ["build", "run"])
+def test_an_uploaded_directory_builds_only_its_context_dir(
+    api: docker.APIClient,
+    images: dict[str, str],
+    worker: Worker,
+    broker_url: str,
+    app_tag: str,
+    tmp_path: Path,
+    method: str,
+) -> None:
+    source = make_source(tmp_path)
+    (source / "web").mkdir()
+    (source / "web" / "page.html").write_text("<p>web</p>\n")
+    done = sti_submit(
+        "build",
+        str(source),
+        images["sti-fake"],
+        app_tag,
+        "--context-dir",
+        "./web/",
+        "-m",
+        method,
+        "--broker",
+        broker_url,
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(image_tree(api, app_tag, "/tmp/src")) - {""} == {"page.html"}

@@ -116,22 +116,60 @@ def extract_tar_stream(
     gzip, bz2 and lzma decompress (they notice truncation and check checksums, which tarfile's own
     'r|gz' does not) and tarfile reads the result in stream mode 'r|'.
     """
+    extraction = _Extraction(destination, limits, links_anywhere=links_anywhere)
+    _read_tar_stream(stream, kind, extraction)
+    return extraction.entries
+
+
+def retar_tar_stream(
+    stream: BinaryIO,
+    kind: str,
+    limits: ExtractLimits,
+    out: tarfile.TarFile,
+    *,
+    root: str = "",
+    context_dir: str | None = None,
+    prefix: str = "src",
+    links_anywhere: bool = False,
+) -> int:
+    """Copy a tar read sequentially from stream into out, through the same checks as
+    extract_tar_stream but with nothing written to disk. root is the archive's directory that
+    holds the source ("" for the archive's own root); the entries below root/context_dir go into
+    out under prefix. Returns the number of entries read."""
+    retar = _Retar(
+        out,
+        limits,
+        root=root,
+        context_dir=context_dir,
+        prefix=prefix,
+        links_anywhere=links_anywhere,
+    )
+    _read_tar_stream(stream, kind, retar)
+    retar.finish()
+    return retar.entries
+
+
+class _Destination(Protocol):
+    def count_entry(self) -> None: ...
+
+    def add(self, entry: _Entry, content: Read) -> None: ...
+
+
+def _read_tar_stream(stream: BinaryIO, kind: str, destination: _Destination) -> None:
     if kind not in _TAR_KINDS:
         raise ValueError(f"{kind!r} is not a kind of tar archive")
     source = _WatchedStream(stream)
     guard = _DecodeGuard(kind, source)
-    extraction = _Extraction(destination, limits, links_anywhere=links_anywhere)
     with contextlib.ExitStack() as opened:
         with guard:
             data = opened.enter_context(_decompressed(source, kind))
             tar = opened.enter_context(_CheckedTarFile.open(fileobj=data, mode="r|"))
         while (member := _next_member(tar, guard)) is not None:
-            extraction.count_entry()
-            _extract_tar_member(extraction, tar, member, guard)
+            destination.count_entry()
+            _extract_tar_member(destination, tar, member, guard)
             tar.members.clear()  # tarfile remembers every member it has read
         if data is not source:
             _read_to_end(data, guard)
-    return extraction.entries
 
 
 def extract_zip(path: Path, destination: Path, limits: ExtractLimits) -> int:
@@ -269,29 +307,152 @@ class _Extraction:
             out.write(chunk)
 
     def _check_sizes(self, name: str, file_bytes: int, total_bytes: int) -> None:
-        if file_bytes < 0:
-            raise InvalidInput(f"archive entry {name!r} has a negative size")
-        per_file = self._limits.max_file_bytes
-        if per_file is not None and file_bytes > per_file:
-            raise InvalidInput(
-                f"archive entry {name!r} is larger than {per_file} bytes, the limit for one file "
-                "(STI_SOURCE_MAX_BYTES)"
-            )
-        if total_bytes > self._limits.max_total_bytes:
-            raise InvalidInput(
-                f"archive entry {name!r} takes the extracted source over "
-                f"{self._limits.max_total_bytes} bytes (STI_SOURCE_MAX_BYTES)"
-            )
+        _check_sizes(self._limits, name, file_bytes, total_bytes)
 
     def _check_file_count(self) -> None:
         if self.entries + self._implied_directories > self._limits.max_files:
-            raise self._too_many_files()
+            raise _too_many_files(self._limits)
 
     def _too_many_files(self) -> InvalidInput:
-        return InvalidInput(
-            f"the archive holds more than {self._limits.max_files} files, directories and links "
-            "(STI_SOURCE_MAX_FILES)"
+        return _too_many_files(self._limits)
+
+
+class _Retar:
+    """A destination that is another tar stream: the checks of _Extraction, made against a model
+    of the tree (path -> kind) instead of a directory on disk."""
+
+    def __init__(
+        self,
+        out: tarfile.TarFile,
+        limits: ExtractLimits,
+        *,
+        root: str,
+        context_dir: str | None,
+        prefix: str,
+        links_anywhere: bool,
+    ) -> None:
+        self._out = out
+        self._limits = limits
+        self._root = root
+        self._context_dir = context_dir
+        self._select = "/".join(filter(None, [root, context_dir]))
+        self._prefix = prefix
+        self._links_anywhere = links_anywhere
+        self._tree: dict[str, EntryKind] = {"": "directory"}
+        self._total_bytes = 0
+        self._implied_directories = 0
+        self.entries = 0
+        root = tarfile.TarInfo(prefix)
+        root.type, root.mode = tarfile.DIRTYPE, 0o755
+        out.addfile(root)
+
+    def count_entry(self) -> None:
+        self.entries += 1
+        if self.entries + self._implied_directories > self._limits.max_files:
+            raise _too_many_files(self._limits)
+
+    def add(self, entry: _Entry, content: Read) -> None:
+        if not entry.path:
+            if entry.kind != "directory":
+                raise InvalidInput(f"archive entry {entry.name!r} names the source root itself")
+            return
+        self._check_parents(entry)
+        existing = self._tree.get(entry.path)
+        if existing is not None and not (existing == entry.kind == "directory"):
+            if existing == "link" and entry.kind != "link":
+                raise _through_link(entry.name)
+            raise _appears_twice(entry.name)
+        if entry.kind == "link":
+            (_check_link_is_valid if self._links_anywhere else _check_link_target)(entry)
+        elif entry.kind == "file":
+            self._total_bytes += entry.size
+            _check_sizes(self._limits, entry.name, entry.size, self._total_bytes)
+        self._tree[entry.path] = entry.kind
+        self._emit(entry, content)
+
+    def finish(self) -> None:
+        """After the last entry: the source's root and context dir must have been there."""
+        if self._tree.get(self._root) != "directory":
+            raise InvalidInput(f"the uploaded source has no directory {self._root!r}")
+        if self._tree.get(self._select) != "directory":
+            raise InvalidInput(
+                f"--context-dir {self._context_dir!r} is not a directory in the source"
+            )
+
+    def _check_parents(self, entry: _Entry) -> None:
+        """Up to the nearest directory already seen (whose own parents were checked when it came):
+        no link or file on the way; the missing ones are implied directories."""
+        if len(os.fsencode(entry.path)) > _MAX_PATH_BYTES:
+            raise InvalidInput(f"archive entry {entry.name!r} has too long a path")
+        missing = []
+        parent = entry.path.rpartition("/")[0]
+        while parent and (kind := self._tree.get(parent)) is None:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        if parent and kind == "link":
+            raise _through_link(entry.name)
+        if parent and kind != "directory":
+            raise InvalidInput(f"archive entry {entry.name!r} is below {parent!r}, not a directory")
+        self._implied_directories += len(missing)
+        if self.entries + self._implied_directories > self._limits.max_files:
+            raise _too_many_files(self._limits)
+        self._tree.update(dict.fromkeys(missing, "directory"))
+
+    def _emit(self, entry: _Entry, content: Read) -> None:
+        select = self._select
+        if entry.kind != "directory" and entry.path in (self._root, select):
+            what = "source root" if entry.path == self._root else "--context-dir"
+            raise InvalidInput(
+                f"the {what} {entry.name!r} is a {entry.kind}, not a directory: "
+                "sti does not follow it"
+            )
+        if select and entry.path == select:
+            return
+        if select and not entry.path.startswith(f"{select}/"):
+            return
+        relative = entry.path[len(select) + 1 :] if select else entry.path
+        info = tarfile.TarInfo(f"{self._prefix}/{relative}")
+        info.mode = entry.mode & 0o7777 if entry.kind == "link" else entry.mode & 0o755
+        info.mtime = int(entry.mtime or 0)
+        if entry.kind == "directory":
+            info.type = tarfile.DIRTYPE
+            info.mode |= 0o700
+            self._out.addfile(info)
+        elif entry.kind == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, entry.link_target
+            self._out.addfile(info)
+        else:
+            info.size = entry.size
+            self._out.addfile(info, _ReadAdapter(content))
+
+
+class _ReadAdapter:
+    """A file object over a Read function, for tarfile.addfile."""
+
+    def __init__(self, read: Read) -> None:
+        self.read = read
+
+
+def _check_sizes(limits: ExtractLimits, name: str, file_bytes: int, total_bytes: int) -> None:
+    if file_bytes < 0:
+        raise InvalidInput(f"archive entry {name!r} has a negative size")
+    if limits.max_file_bytes is not None and file_bytes > limits.max_file_bytes:
+        raise InvalidInput(
+            f"archive entry {name!r} is larger than {limits.max_file_bytes} bytes, the limit for "
+            "one file (STI_SOURCE_MAX_BYTES)"
         )
+    if total_bytes > limits.max_total_bytes:
+        raise InvalidInput(
+            f"archive entry {name!r} takes the extracted source over "
+            f"{limits.max_total_bytes} bytes (STI_SOURCE_MAX_BYTES)"
+        )
+
+
+def _too_many_files(limits: ExtractLimits) -> InvalidInput:
+    return InvalidInput(
+        f"the archive holds more than {limits.max_files} files, directories and links "
+        "(STI_SOURCE_MAX_FILES)"
+    )
 
 
 def _relative_path(name: str, *, windows_rules: bool) -> str:
@@ -498,7 +659,7 @@ def _next_member(tar: tarfile.TarFile, guard: _DecodeGuard) -> tarfile.TarInfo |
 
 
 def _extract_tar_member(
-    extraction: _Extraction, tar: tarfile.TarFile, member: tarfile.TarInfo, guard: _DecodeGuard
+    extraction: _Destination, tar: tarfile.TarFile, member: tarfile.TarInfo, guard: _DecodeGuard
 ) -> None:
     entry = _tar_entry(member)
     content = _nothing

@@ -276,12 +276,16 @@ class DockerHost:
     def builder(self) -> str:
         """The builder the build method uses on this engine: "buildkit" or "legacy", decided once.
 
-        BuildKit needs Engine API 1.39 (Docker 18.09) and a Linux engine; STI_BUILDER picks one.
+        BuildKit needs Engine API 1.39 (Docker 18.09), a Linux engine, and the engine's "bridge"
+        network for its RUN steps (a dockerd started with --bridge=none has none); STI_BUILDER
+        picks one.
         """
         if self._builder == "auto":
             version = tuple(int(part) for part in str(self.api.api_version).split("."))
             os_type = str(self.api.version().get("Os", "linux"))
-            self._builder = "buildkit" if version >= (1, 39) and os_type == "linux" else "legacy"
+            bridge = any(n["Name"] == "bridge" for n in self.api.networks(names=["bridge"]))
+            capable = version >= (1, 39) and os_type == "linux" and bridge
+            self._builder = "buildkit" if capable else "legacy"
         return self._builder
 
     def build(

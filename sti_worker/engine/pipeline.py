@@ -43,7 +43,13 @@ from .requests import (
     build_tag_for,
     registry_of,
 )
-from .sources import FetchedSource, describe, fetch_source, source_part
+from .sources import (
+    FetchedSource,
+    checked_context_dir,
+    describe,
+    fetch_source,
+    source_part,
+)
 from .tarstreams import empty_directory, file_chunks, prefixed, retargeted
 
 WORKDIR_PREFIX = "sti-"
@@ -97,6 +103,7 @@ class BuildState:
     host: str
     started_at: float = field(default_factory=time.time)
     source_dir: str | None = None
+    source_streamed: bool = False  # the request's source goes into the build as one stream
     revision: str | None = None
     builder: BaseImage | None = None
     runtime: BaseImage | None = None
@@ -171,7 +178,12 @@ def fetch_source_step(docker: DockerHost, state: BuildState, sink: LogSink) -> B
         ignore_submodules=request.ignore_submodules,
         exclude=request.exclude,
     )
-    state = replace(state, source_dir=fetched.path, revision=fetched.revision)
+    state = replace(
+        state,
+        source_dir=fetched.path,
+        source_streamed=fetched.stream_from is not None,
+        revision=fetched.revision,
+    )
     if fetched.revision:
         state = state.say(sink, f"Source {describe(request.source)} at commit {fetched.revision}")
     return state
@@ -239,8 +251,14 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
     """Run prepare on the builder image with the source (and artifacts) in place."""
     request = state.request
     builder = state.builder
-    assert state.source_dir and builder, "fetch_source and check_images run first"
-    fetched = FetchedSource(state.source_dir, state.revision, request.exclude)
+    assert (state.source_dir or state.source_streamed) and builder, "fetch_source runs first"
+    fetched = FetchedSource(
+        state.source_dir or "",
+        state.revision,
+        request.exclude,
+        stream_from=request.source if state.source_streamed else None,
+        context_dir=checked_context_dir(request.context_dir) if request.context_dir else None,
+    )
     inputs = [source_part(fetched)]
     input_dirs = ["src"]
     if state.artifacts_container:

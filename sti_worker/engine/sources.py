@@ -14,7 +14,7 @@ import re
 import shutil
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -56,13 +56,20 @@ class SourcePolicy:
 
 @dataclass(frozen=True)
 class FetchedSource:
+    """A source ready to build: a directory, or (stream_from) a source streamed straight into
+    the build by the streamer registered for it, with context_dir selected on the way."""
+
     path: str
     revision: str | None = None
     exclude: tuple[str, ...] = ()
+    stream_from: str | None = None
+    context_dir: str | None = None
 
 
 Opener = Callable[[str, Path, LogSink, SourcePolicy], FetchedSource]
+Streamer = Callable[[str, str | None, SourcePolicy], TarPart]
 _OPENERS: dict[str, Opener] = {}
+_STREAMERS: dict[str, Streamer] = {}
 _policy = SourcePolicy()
 
 
@@ -79,6 +86,12 @@ def current_policy() -> SourcePolicy:
 def register_opener(prefix: str, opener: Opener) -> None:
     """Let sources starting with prefix be fetched by opener (e.g. uploads from the client)."""
     _OPENERS[prefix] = opener
+
+
+def register_streamer(prefix: str, streamer: Streamer) -> None:
+    """Let the sources starting with prefix that their opener marks stream_from go into the
+    build as one stream: streamer(source, context_dir, policy) gives the tar part under src/."""
+    _STREAMERS[prefix] = streamer
 
 
 def is_git_url(source: str) -> bool:
@@ -108,6 +121,9 @@ def fetch_source(
         fetched = _clone(source, workdir / "git", sink, ref, ignore_submodules, policy)
     else:
         fetched = _local(source, workdir, sink, policy)
+    if fetched.stream_from:
+        selected = checked_context_dir(context_dir) if context_dir else None
+        return replace(fetched, exclude=tuple(exclude), context_dir=selected)
     fetched = FetchedSource(fetched.path, fetched.revision, tuple(exclude))
     if context_dir:
         subdirectory = _subdirectory(Path(fetched.path), context_dir)
@@ -117,6 +133,9 @@ def fetch_source(
 
 def source_part(fetched: FetchedSource) -> TarPart:
     """The source as tar members under src/, leaving out .stiignore'd files and git metadata."""
+    if fetched.stream_from:
+        prefix = next(p for p in _STREAMERS if fetched.stream_from.startswith(p))
+        return _STREAMERS[prefix](fetched.stream_from, fetched.context_dir, _policy)
     root = Path(fetched.path)
     return directory(root, "src", skip=ignore_matcher(root, fetched.exclude))
 
@@ -169,10 +188,16 @@ def copy_single_file(stream: BinaryIO, target: Path, name: str, limits: ExtractL
             out.write(chunk)
 
 
-def _subdirectory(root: Path, context_dir: str) -> Path:
-    parts = Path(context_dir).parts
-    if context_dir.startswith("/") or ".." in parts or "\x00" in context_dir:
+def checked_context_dir(context_dir: str) -> str:
+    """--context-dir as a normalised relative path, or a refusal."""
+    parts = [part for part in context_dir.split("/") if part not in ("", ".")]
+    if context_dir.startswith("/") or ".." in parts or "\x00" in context_dir or not parts:
         raise InvalidInput(f"--context-dir {context_dir!r} must be a relative path in the source")
+    return "/".join(parts)
+
+
+def _subdirectory(root: Path, context_dir: str) -> Path:
+    checked_context_dir(context_dir)
     target = (root / context_dir).resolve()
     if not target.is_relative_to(root.resolve()):
         raise InvalidInput(f"--context-dir {context_dir!r} leads outside the source")

@@ -1,0 +1,355 @@
+"""Benchmark: sti next to the floors of the same engine, in one run, as one table.
+
+    .venv/bin/python bench/bench.py [--rounds 5] [--cases tiny,56r,56c,500,incr]
+
+Cases: a tiny source (2 files); 56 MB in 2,000 files of random bytes (56r) and of source-like
+text (56c); 500 MB in 100 files; and an incremental builder whose prepare spends 5 s making
+50 MB of dependencies that save-artifacts keeps (a clean build, then a rebuild). Each is built
+by sti through the queue and with --local, with both methods; next to it, the floors on the
+same engine: a direct BuildKit build of the Dockerfile sti generates (POST /build?version=2,
+the context tar made beforehand), the same on the legacy builder, and docker create + cp +
+start -a + commit. Variants alternate within each round; the table shows medians. "again" is
+the same source submitted a second time, unchanged. Ratios are to the floors of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import statistics
+import string
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sti_worker.busybox_images import build_busybox_image  # noqa: E402
+from tests.services import BIN, RedisServer, Worker  # noqa: E402
+
+BUILDER = "sti-bench/builder"
+INCREMENTAL_BUILDER = "sti-bench/incremental-builder"
+PREPARE = '#!/bin/sh\nset -e\necho "prepare: $(find /tmp/src -type f | wc -l) files"\n'
+RUN = "#!/bin/sh\nexit 0\n"
+INCREMENTAL_PREPARE = """\
+#!/bin/sh
+set -e
+mkdir -p /opt/app
+if [ -d /tmp/artifacts/deps ]; then
+    cp -R /tmp/artifacts/deps /opt/app/deps
+else
+    sleep 5
+    mkdir -p /opt/app/deps
+    dd if=/dev/urandom of=/opt/app/deps/blob bs=1048576 count=50 2>/dev/null
+fi
+"""
+INCREMENTAL_SAVE = "#!/bin/sh\nset -e\ncp -R /opt/app/deps /tmp/artifacts/deps\n"
+SHAPES = {"tiny": (0, 2, "code"), "56r": (56, 2000, "random"), "56c": (56, 2000, "code")}
+SHAPES |= {"500": (500, 100, "code"), "incr": (0, 2, "code")}
+STI_VARIANTS = [("queue", "build"), ("local", "build"), ("queue", "run"), ("local", "run")]
+
+
+def make_source(root: Path, case: str) -> Path:
+    """random: base64 of random bytes (a worst case for compression); code: lines of random
+    identifiers and numbers, which compress like source code (about 3:1)."""
+    total_mb, files, kind = SHAPES[case]
+    source = root / f"src-{case}"
+    per_file = max(total_mb * 1024 * 1024 // files, 64)
+    rng = random.Random(case)
+    words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 12))) for _ in range(500)]
+    for index in range(files):
+        directory = source / f"pkg{index % 40}" / f"mod{index % 7}"
+        directory.mkdir(parents=True, exist_ok=True)
+        if kind == "random":
+            content = base64.b64encode(os.urandom(per_file * 3 // 4 + 3))[:per_file]
+        else:
+            content = _code_like(rng, words, per_file)
+        (directory / f"file{index}.txt").write_bytes(content)
+    return source
+
+
+def _code_like(rng: random.Random, words: list[str], size: int) -> bytes:
+    lines, length = [], 0
+    while length < size:
+        target, call = rng.choices(words, k=2)
+        line = f"    {target} = {call}({rng.randint(0, 99999)}, {rng.choice(words)})\n"
+        lines.append(line)
+        length += len(line)
+    return "".join(lines).encode()[:size]
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Wall time, peak RSS (KiB) of the command's process, and its stdout."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    out = process.stdout.read() if process.stdout else b""
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} failed: {out[-500:]!r}")
+    return elapsed, usage.ru_maxrss, out.decode()
+
+
+# the floors
+
+
+def context_tar(source: Path, scratch: Path) -> Path:
+    """The context sti would send: its Dockerfile first, then the source under src/."""
+    dockerfile = (
+        f"FROM {BUILDER}\nCOPY src /tmp/src\nARG STI_BUILD_ID\n"
+        'RUN ["/usr/bin/prepare"]\nLABEL io.sti.build-id=bench\nCMD ["/usr/bin/run"]\n'
+    ).encode()
+    path = scratch / f"context-{source.name}.tar"
+    (scratch / "Dockerfile").write_bytes(dockerfile)
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(str(scratch / "Dockerfile"), arcname="Dockerfile")
+        tar.add(str(source), arcname="src")
+    return path
+
+
+def direct_build(api: docker.APIClient, context: Path, version: str) -> float:
+    params = {"version": version, "buildargs": json.dumps({"STI_BUILD_ID": uuid.uuid4().hex})}
+    if version == "1":
+        params |= {"nocache": True, "rm": True, "forcerm": True}
+    started = time.perf_counter()
+    with context.open("rb") as body:
+        response = api._post(
+            api._url("/build"),
+            data=body,
+            params=params,
+            headers={"Content-Type": "application/tar"},
+            stream=True,
+            timeout=None,
+        )
+        image = None
+        for event in api._stream_helper(response, decode=True):
+            if "error" in event:
+                raise RuntimeError(event["error"])
+            aux = event.get("aux")
+            if isinstance(aux, dict) and "ID" in aux:
+                image = aux["ID"]
+    elapsed = time.perf_counter() - started
+    if image:
+        api.remove_image(image, force=True)
+    return elapsed
+
+
+def create_cp_commit(source: Path) -> float:
+    def docker_cli(*args: str) -> str:
+        return subprocess.run(
+            ["docker", *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    started = time.perf_counter()
+    container = docker_cli("create", BUILDER, "/usr/bin/prepare")
+    docker_cli("cp", str(source), f"{container}:/tmp/src")
+    docker_cli("start", "-a", container)
+    image = docker_cli("commit", "--change", 'CMD ["/usr/bin/run"]', container)
+    elapsed = time.perf_counter() - started
+    docker_cli("rm", "-f", container)
+    docker_cli("rmi", "-f", image)
+    return elapsed
+
+
+# sti
+
+
+class Sti:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.client_rss_kib = 0
+        self.client_seconds: list[float] = []
+
+    def build(
+        self, source: Path, builder: str, tag: str, mode: str, method: str, *extra: str
+    ) -> dict:
+        command = [str(BIN / "sti-submit"), "build", str(source), builder, tag, "-q", "--json"]
+        command += ["-m", method, *extra]
+        if mode == "local":
+            command.append("--local")
+        elapsed, rss, out = timed(command, self.env)
+        result = json.loads(out.strip().splitlines()[-1])
+        if not result["success"]:
+            raise RuntimeError(f"{command}: {result['messages']}")
+        result["wall_s"] = elapsed
+        if mode == "queue":
+            self.client_rss_kib = max(self.client_rss_kib, rss)
+            self.client_seconds.append(elapsed - result["duration_s"])
+        return result
+
+
+def worker_rss_kib(worker: Worker, field: str) -> int:
+    """Largest VmRSS or VmHWM among the worker's processes (sti-worker, celery, pool)."""
+    peak = 0
+    pids = [worker.process.pid]
+    for pid in pids:
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        if children.exists():
+            pids += [int(child) for child in children.read_text().split()]
+        status = Path(f"/proc/{pid}/status")
+        if status.exists():
+            for line in status.read_text().splitlines():
+                if line.startswith(f"{field}:"):
+                    peak = max(peak, int(line.split()[1]))
+    return peak
+
+
+def touch(source: Path) -> None:
+    """A change to one file, so the next submission is a new source, not an unchanged one."""
+    first = sorted(source.rglob("*.txt"))[0]
+    first.write_bytes(first.read_bytes()[:-8] + uuid.uuid4().hex[:8].encode())
+
+
+def run_case(case: str, source: Path, context: Path, api: docker.APIClient, sti: Sti) -> dict:
+    """One round of one case: every variant once; returns name -> seconds."""
+    times: dict[str, float] = {}
+    tag = f"sti-bench/app-{case}"
+    if case == "incr":
+        for mode, method in STI_VARIANTS:
+            clean = sti.build(source, INCREMENTAL_BUILDER, tag, mode, method, "--clean")
+            rebuild = sti.build(source, INCREMENTAL_BUILDER, tag, mode, method)
+            assert rebuild["incremental"], rebuild
+            times[f"{mode} {method} clean"] = clean["wall_s"]
+            times[f"{mode} {method} incremental"] = rebuild["wall_s"]
+        return times
+    steps: list[tuple[str, Callable[[], float]]] = [
+        ("buildkit direct", lambda: direct_build(api, context, "2")),
+        ("legacy direct", lambda: direct_build(api, context, "1")),
+        ("create+cp+commit", lambda: create_cp_commit(source)),
+    ]
+    for mode, method in STI_VARIANTS:
+
+        def sti_build(mode: str = mode, method: str = method) -> float:
+            touch(source)
+            return float(sti.build(source, BUILDER, tag, mode, method, "--clean")["wall_s"])
+
+        steps.append((f"{mode} {method}", sti_build))
+        if mode == "queue":
+            steps.append(
+                (
+                    f"{mode} {method} again",
+                    lambda m=method: sti.build(source, BUILDER, tag, "queue", m, "--clean")[
+                        "wall_s"
+                    ],
+                )
+            )
+    for name, step in steps:
+        times[name] = step()
+    return times
+
+
+def table(medians: dict[str, dict[str, float]]) -> str:
+    columns = [
+        "buildkit direct",
+        "legacy direct",
+        "create+cp+commit",
+        "queue build",
+        "queue build again",
+        "local build",
+        "queue run",
+        "queue run again",
+        "local run",
+    ]
+    lines = [
+        "| case | " + " | ".join(columns) + " | queue build / buildkit | queue build - buildkit |",
+        "|---" * (len(columns) + 3) + "|",
+    ]
+    for case, row in medians.items():
+        if case == "incr":
+            continue
+        cells = [f"{row[c]:.2f}" if c in row else "" for c in columns]
+        ratio = row["queue build"] / row["buildkit direct"]
+        delta = row["queue build"] - row["buildkit direct"]
+        lines.append(f"| {case} | " + " | ".join(cells) + f" | {ratio:.2f}x | {delta:+.2f} s |")
+    if "incr" in medians:
+        row = medians["incr"]
+        lines += ["", "| incremental builder | clean s | incremental s | incremental / clean |"]
+        lines.append("|---|---|---|---|")
+        for mode, method in STI_VARIANTS:
+            clean = row[f"{mode} {method} clean"]
+            incremental = row[f"{mode} {method} incremental"]
+            lines.append(
+                f"| {mode} {method} | {clean:.2f} | {incremental:.2f} | "
+                f"{incremental / clean:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cases", default="tiny,56r,56c,500,incr")
+    args = parser.parse_args()
+    cases = args.cases.split(",")
+    api = docker.APIClient(version="auto")
+    build_busybox_image(api, BUILDER, {"/usr/bin/prepare": PREPARE, "/usr/bin/run": RUN})
+    build_busybox_image(
+        api,
+        INCREMENTAL_BUILDER,
+        {
+            "/usr/bin/prepare": INCREMENTAL_PREPARE,
+            "/usr/bin/run": RUN,
+            "/usr/bin/save-artifacts": INCREMENTAL_SAVE,
+        },
+    )
+    samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with tempfile.TemporaryDirectory(prefix="sti-bench-") as scratch:
+        work = Path(scratch)
+        redis_server = RedisServer(work)
+        worker = Worker(redis_server.url(), "bench", work, concurrency=1)
+        idle_kib = worker_rss_kib(worker, "VmRSS")
+        env = dict(
+            os.environ, STI_BROKER_URL=redis_server.url(), STI_UPLOAD_MAX_BYTES=str(2 * 1024**3)
+        )
+        sti = Sti(env)
+        try:
+            sources = {case: make_source(work, case) for case in cases}
+            contexts = {case: context_tar(sources[case], work) for case in cases}
+            for round_number in range(args.rounds):
+                for case in cases:
+                    times = run_case(case, sources[case], contexts[case], api, sti)
+                    for name, seconds in times.items():
+                        samples[case][name].append(seconds)
+                print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+            peak_kib = worker_rss_kib(worker, "VmHWM")
+        finally:
+            worker.stop()
+            redis_server.stop()
+            for case in cases:
+                subprocess.run(
+                    ["docker", "rmi", "-f", f"sti-bench/app-{case}"],
+                    check=False,
+                    capture_output=True,
+                )
+    medians = {
+        case: {name: statistics.median(values) for name, values in row.items()}
+        for case, row in samples.items()
+    }
+    engine = api.version()
+    print(
+        f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Docker {engine['Version']} "
+        f"({api.info().get('Driver')}), {args.rounds} rounds, medians in seconds\n"
+    )
+    print(table(medians))
+    client = statistics.median(sti.client_seconds) if sti.client_seconds else 0.0
+    print(
+        f"\nclient share of a queue build (its wall time minus the build's duration): "
+        f"{client:.2f} s median; client peak RSS {sti.client_rss_kib / 1024:.0f} MiB; "
+        f"worker idle RSS {idle_kib / 1024:.0f} MiB, peak {peak_kib / 1024:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
