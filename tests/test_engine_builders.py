@@ -266,3 +266,38 @@ def test_buildkit_builds_keep_the_build_cache_within_the_limit(
         unlimited.close()
         limited.close()
     assert _build_cache_bytes(api) <= 1024 * 1024
+
+
+# save-artifacts inside a BuildKit build
+
+
+def test_a_buildkit_rebuild_runs_save_artifacts_in_a_stage_of_the_build(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    source: str,
+) -> None:
+    build(docker_host, source, images["sti-fake"], app_tag)
+    second, lines = build(docker_host, source, images["sti-fake"], app_tag)
+    assert second.success and second.incremental, second.messages
+    assert f"Saving artifacts from {app_tag} in a stage of the build" in lines
+    assert "prepare: found artifacts from a previous build" in lines
+    assert "save-artifacts-invoked" in run_and_read(api, app_tag, "/sti-fake")
+
+
+def test_a_previous_image_holding_old_artifacts_has_them_saved_in_a_container(
+    api: docker.APIClient, images: dict[str, str], app_tag: str, source: str
+) -> None:
+    legacy, buildkit = DockerHost(builder="legacy"), DockerHost(builder="buildkit")
+    try:
+        build(legacy, source, images["sti-fake"], app_tag)
+        build(legacy, source, images["sti-fake"], app_tag)  # COPYs the artifacts into the image
+        assert "save-artifacts-invoked" in image_files(api, app_tag, "/tmp/artifacts")
+        third, lines = build(buildkit, source, images["sti-fake"], app_tag)
+    finally:
+        legacy.close()
+        buildkit.close()
+    assert third.success and third.incremental, third.messages
+    assert f"Saving artifacts from {app_tag}" in lines
+    assert f"Saving artifacts from {app_tag} in a stage of the build" not in lines

@@ -9,6 +9,7 @@ import base64
 import json
 import posixpath
 import re
+import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -37,6 +38,7 @@ from .errors import (
     TagImageFailed,
     TimedOut,
 )
+from .tarstreams import IterReader
 
 LogSink = Callable[[str], None]
 
@@ -432,6 +434,28 @@ class DockerHost:
                 return PathStat(path, True, is_file=not is_dir, executable=bool(mode & 0o111))
             current = posixpath.normpath(posixpath.join(posixpath.dirname(current), link))
         return PathStat(path, exists=False)
+
+    def is_empty_directory(self, container_id: str, path: str) -> bool:
+        """Whether path in the container is an empty directory or missing; reads no more of
+        its archive than two headers."""
+        found = self.stat(container_id, path)
+        if not found.exists:
+            return True
+        if found.is_file:
+            return False
+        response = self.api._get(
+            self.api._url("/containers/{0}/archive", container_id),
+            params={"path": path},
+            stream=True,
+        )
+        try:
+            self.api._raise_for_status(response)
+            chunks = response.iter_content(chunk_size=64 * 1024)
+            with tarfile.open(fileobj=IterReader(chunks), mode="r|") as tar:
+                directory_itself, first_entry = tar.next(), tar.next()
+            return directory_itself is not None and first_entry is None
+        finally:
+            response.close()
 
     def run_to_completion(self, container_id: str, sink: LogSink) -> tuple[int, list[str]]:
         """Start the container, forward its output line by line, return (exit code, last lines)."""

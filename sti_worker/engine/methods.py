@@ -7,9 +7,10 @@ commits it. Inputs are tar members named src/, artifacts/ and build/, placed und
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .docker_host import BUILD_ID_LABEL, DockerHost, LogSink, container_name
 from .errors import BuildFailed, BuildStepFailed, InvalidBuildMethod
@@ -20,6 +21,7 @@ _INPUT_DIRS = ("src", "artifacts", "build")
 _ARTIFACTS_STAGE = "sti-artifacts"
 BUILD_ID_ARG = "STI_BUILD_ID"
 BASE_REPOSITORY_PREFIX = "sti-base-"
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,40 @@ class PrepareSpec:
     entrypoint: Sequence[str] | None = field(default=None)
     owner: tuple[int, int] | None = None  # the image's numeric USER owns the inputs
     user: str | None = None  # the image's USER as written
+    saved_from: SavedArtifacts | None = None  # BuildKit: run save-artifacts inside the build
+
+
+@dataclass(frozen=True)
+class SavedArtifacts:
+    """An earlier image whose save-artifacts a BuildKit build runs in a stage of its own, so the
+    artifacts never leave the engine; its /tmp/artifacts is empty, as the script expects."""
+
+    image: str
+    script: str
+    owner: tuple[int, int] | None = None
+    workdir: str = "/"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "script": self.script,
+            "owner": list(self.owner) if self.owner else None,
+            "workdir": self.workdir,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SavedArtifacts:
+        owner = data.get("owner")
+        return cls(
+            image=str(data["image"]),
+            script=str(data["script"]),
+            owner=(int(owner[0]), int(owner[1])) if owner else None,
+            workdir=str(data.get("workdir") or "/"),
+        )
+
+
+class ArtifactsNotSaved(BuildFailed):
+    """save-artifacts failed inside the build: the build can go on clean."""
 
 
 class BuildMethod(Protocol):
@@ -59,36 +95,44 @@ class DockerfileMethod:
 
     def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
         buildargs = {env_arg(index): value for index, value in enumerate(spec.env.values())}
+        references: dict[str, str] = {}
         if host.builder == "buildkit":
-            # BuildKit's FROM takes a name, not an id: a tag of this build's own pins the
-            # image that check_images inspected
-            base = base_reference(spec.build_id, spec.stage)
-            host.tag(spec.base_image, base)
-            dockerfile = buildkit_dockerfile(spec, base)
+            # BuildKit's FROM takes a name, not an id: tags of this build's own pin the images
+            # that the earlier steps inspected
+            references[spec.base_image] = base_reference(spec.build_id, spec.stage)
+            if spec.saved_from:
+                references[spec.saved_from.image] = base_reference(spec.build_id, "previous")
+            for image, reference in references.items():
+                host.tag(image, reference)
+            dockerfile = buildkit_dockerfile(spec, references)
             buildargs[BUILD_ID_ARG] = spec.build_id
         else:
-            base = None
             dockerfile = legacy_dockerfile(spec)
         context = stream_tar([small_file("Dockerfile", dockerfile.encode()), *spec.inputs])
         try:
             return host.build(context, buildargs=buildargs, sink=sink)
         except BuildStepFailed as error:
-            if _is_prepare(error.command, spec.scripts.prepare):
+            if _is_step(error.command, spec.scripts.prepare):
                 raise prepare_failed(
                     spec.scripts.prepare, error.exit_code, error.details[1:]
                 ) from error
+            if spec.saved_from and _is_step(error.command, spec.saved_from.script):
+                raise ArtifactsNotSaved(
+                    f"{spec.saved_from.script} exited with code {error.exit_code}",
+                    details=error.details[1:],
+                ) from error
             raise
         finally:
-            if base:
-                host.remove_reference(base)
+            for reference in references.values():
+                host.remove_reference(reference)
 
 
-def _is_prepare(command: str, prepare: str) -> bool:
-    """Whether the failed command is the prepare step (and not, say, an ONBUILD trigger).
+def _is_step(command: str, script: str) -> bool:
+    """Whether the failed command is the step running script (and not, say, an ONBUILD trigger).
     The legacy builder names it `["/usr/bin/prepare"]`, BuildKit `[2/3] RUN ["/usr/bin/prepare"]`.
     """
-    quoted = json.dumps([prepare])
-    return command == prepare or command.endswith(quoted)
+    quoted = json.dumps([script])
+    return command == script or command.endswith(quoted)
 
 
 def base_reference(build_id: str, stage: str) -> str:
@@ -122,18 +166,22 @@ def legacy_dockerfile(spec: PrepareSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def buildkit_dockerfile(spec: PrepareSpec, base: str) -> str:
+def buildkit_dockerfile(spec: PrepareSpec, references: Mapping[str, str]) -> str:
     """For BuildKit. Restored artifacts are an input of prepare, not of the image: a stage of
-    their own, mounted (writable, changes discarded) at /tmp/artifacts for the prepare step
-    only, so they are not stored twice. The source is copied before anything specific to this
-    build, so an unchanged source is a cache hit; the build id argument makes prepare run
-    every time."""
+    their own (from the context, or save-artifacts run in the earlier image), mounted
+    (writable, changes discarded) at /tmp/artifacts for the prepare step only, so they are not
+    stored twice. The source is copied before anything specific to this build, so an unchanged
+    source is a cache hit; the build id argument makes prepare run every time."""
     lines = []
     mount = ""
-    if "artifacts" in spec.input_dirs:
+    if spec.saved_from:
+        lines += _save_stage(spec.saved_from, references[spec.saved_from.image])
+        mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},source=/tmp/artifacts,"
+        mount += "target=/tmp/artifacts,rw "
+    elif "artifacts" in spec.input_dirs:
         lines += [f"FROM scratch AS {_ARTIFACTS_STAGE}", f"COPY {_chown(spec)}artifacts /"]
         mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},target=/tmp/artifacts,rw "
-    lines.append(f"FROM {base}")
+    lines.append(f"FROM {references[spec.base_image]}")
     for name in ("src", "build"):
         if name in spec.input_dirs:
             lines.append(f"COPY {_chown(spec)}{name} /tmp/{name}")
@@ -148,6 +196,18 @@ def buildkit_dockerfile(spec: PrepareSpec, base: str) -> str:
         lines.append(f"USER {spec.user}")
     lines += [f"LABEL {BUILD_ID_LABEL}={spec.build_id}", f'CMD ["{spec.scripts.run}"]']
     return "\n".join(lines) + "\n"
+
+
+def _save_stage(saved: SavedArtifacts, reference: str) -> list[str]:
+    """save-artifacts in the earlier image, as the original runs it: its own user, no
+    ENTRYPOINT (RUN has none), /tmp/artifacts there (WORKDIR makes it) and empty."""
+    workdir = saved.workdir if _PLAIN_PATH.match(saved.workdir) else "/"
+    lines = [f"FROM {reference} AS {_ARTIFACTS_STAGE}", "WORKDIR /tmp/artifacts"]
+    lines.append(f"WORKDIR {workdir}")
+    if saved.owner:
+        lines.append(f"USER {saved.owner[0]}:{saved.owner[1]}")
+    lines.append(f'RUN ["{saved.script}"]')
+    return lines
 
 
 def env_arg(index: int) -> str:

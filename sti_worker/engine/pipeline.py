@@ -25,13 +25,20 @@ from .docker_host import (
     translate_error,
 )
 from .errors import InvalidImage, NoSuchBaseImage, NoSuchRuntimeImage, StiError
-from .methods import PrepareSpec, base_reference, method_named
+from .methods import (
+    ArtifactsNotSaved,
+    PrepareSpec,
+    SavedArtifacts,
+    base_reference,
+    method_named,
+)
 from .protocol import (
     ARTIFACTS_DIR,
     BUILD_DIR,
     DEPLOY_SCRIPTS,
     INCREMENTAL_SCRIPTS,
     SAVE_ROLE,
+    ImageScripts,
     Scripts,
     inspect_scripts,
 )
@@ -109,6 +116,7 @@ class BuildState:
     runtime: BaseImage | None = None
     artifacts_container: str | None = None
     artifacts_tar: str | None = None
+    saved_from: SavedArtifacts | None = None
     incremental: bool = False
     stage_image: str | None = None
     image_id: str | None = None
@@ -142,6 +150,7 @@ class BuildState:
         data["replaced_images"] = list(self.replaced_images)
         for name in ("builder", "runtime"):
             data[name] = data[name].to_json() if data[name] is not None else None
+        data["saved_from"] = self.saved_from.to_json() if self.saved_from else None
         return data
 
     @classmethod
@@ -155,6 +164,8 @@ class BuildState:
         for name in ("builder", "runtime"):
             if values.get(name) is not None:
                 values[name] = BaseImage.from_json(values[name])
+        if values.get("saved_from") is not None:
+            values["saved_from"] = SavedArtifacts.from_json(values["saved_from"])
         return cls(**values)
 
 
@@ -216,6 +227,12 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
     save = scripts.scripts.save_artifacts
     if not scripts.has(SAVE_ROLE):
         return state.say(sink, f"Previous image {previous} has no {save}: clean build")
+    if _saves_inside_the_build(docker, request, scripts):
+        config = docker.image_config(previous_id)
+        saved = SavedArtifacts(previous_id, save, _owner(config), config.get("WorkingDir") or "/")
+        state = replace(state, saved_from=saved, incremental=True)
+        sink(f"Saving artifacts from {previous} in a stage of the build")
+        return state.say(sink, f"Incremental build: reusing artifacts saved from {previous}")
     sink(f"Saving artifacts from {previous}")
     container = docker.create_container(
         previous_id,
@@ -245,6 +262,19 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
         state, artifacts_container=container, artifacts_tar=artifacts_tar, incremental=True
     )
     return state.say(sink, f"Incremental build: reusing artifacts saved from {previous}")
+
+
+def _saves_inside_the_build(
+    docker: DockerHost, request: BuildRequest, scripts: ImageScripts
+) -> bool:
+    """A BuildKit build runs an original-layout save-artifacts in a stage of its own, when the
+    earlier image's /tmp/artifacts is empty (images of the legacy builder keep theirs)."""
+    return (
+        request.method == "build"
+        and docker.builder == "buildkit"
+        and scripts.scripts.kind == "sti"
+        and scripts.artifacts_dir_empty
+    )
 
 
 def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
@@ -287,9 +317,21 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
         entrypoint=builder.entrypoint,
         owner=builder.owner,
         user=builder.user,
+        saved_from=state.saved_from,
     )
     sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
-    image = method_named(request.method).prepare_image(docker, spec, sink)
+    method = method_named(request.method)
+    try:
+        image = method.prepare_image(docker, spec, sink)
+    except ArtifactsNotSaved as error:
+        previous = build_tag_for(request.tag) if request.extended else request.tag
+        state = state.say(
+            sink,
+            f"Saving artifacts from {previous} failed: {error.message}; "
+            "doing a clean build instead",
+        )
+        state = replace(state, incremental=False, messages=(*state.messages, *error.details[-5:]))
+        image = method.prepare_image(docker, replace(spec, saved_from=None), sink)
     if request.extended:
         return replace(state, stage_image=image)
     return replace(state, image_id=image)

@@ -77,6 +77,7 @@ class ImageScripts:
     image: str
     scripts: Scripts
     found: Mapping[str, PathStat]
+    artifacts_dir_empty: bool = False  # /tmp/artifacts in the image is empty or missing
 
     def has(self, role: str) -> bool:
         stat = self.found.get(role)
@@ -114,6 +115,7 @@ def inspect_scripts(
             script_role: host.stat(container, scripts.path(script_role))
             for script_role in INCREMENTAL_SCRIPTS
         }
+        empty = host.is_empty_directory(container, ARTIFACTS_DIR) if role == "previous" else False
     finally:
         host.remove_container(container)
-    return ImageScripts(image, scripts, found)
+    return ImageScripts(image, scripts, found, empty)
