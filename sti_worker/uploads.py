@@ -16,8 +16,8 @@ from pathlib import Path
 from .blobstore import BlobStore
 from .engine.archives import archive_kind, extract_tar_stream, extract_zip, retar_tar_stream
 from .engine.errors import InvalidInput, SourceFetchFailed
-from .engine.sources import FetchedSource, SourcePolicy, copy_single_file
-from .engine.tarstreams import IterReader, TarPart
+from .engine.sources import FetchedSource, SourcePolicy, check_file_name, copy_single_file
+from .engine.tarstreams import IterReader, TarPart, empty_directory
 from .upload_refs import PACKED_DIR_PREFIX, UploadRef
 
 
@@ -116,8 +116,7 @@ def _add_single_file(
     policy: SourcePolicy,
 ) -> None:
     name = ref.name
-    if not name or name in (".", "..") or "/" in name or "\x00" in name:
-        raise InvalidInput(f"source file name {name!r} is not a plain file name")
+    check_file_name(name)
     if context_dir:
         raise InvalidInput(f"--context-dir {context_dir!r} does not apply to a single file")
     if size is None or size > policy.limits.max_total_bytes:
@@ -125,9 +124,7 @@ def _add_single_file(
             f"source file {name} is larger than {policy.limits.max_total_bytes} bytes "
             "(STI_SOURCE_MAX_BYTES)"
         )
-    root = tarfile.TarInfo(PACKED_DIR_PREFIX)
-    root.type, root.mode = tarfile.DIRTYPE, 0o755
-    tar.addfile(root)
+    empty_directory(PACKED_DIR_PREFIX)(tar)
     info = tarfile.TarInfo(f"{PACKED_DIR_PREFIX}/{name}")
     info.size, info.mode = size, 0o644
     tar.addfile(info, reader)

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Literal, NoReturn, Protocol
 
 from .errors import InvalidInput, StiError
+from .tarstreams import empty_directory
 
 Read = Callable[[int], bytes]
 EntryKind = Literal["directory", "file", "link"]
@@ -198,32 +199,47 @@ class _Entry:
     link_target: str = ""
 
 
-class _Extraction:
+class _EntryCount:
+    """Entries read and directories they imply, against STI_SOURCE_MAX_FILES."""
+
+    def __init__(self, limits: ExtractLimits) -> None:
+        self._limits = limits
+        self.entries = 0
+        self._implied_directories = 0
+
+    def count_entry(self) -> None:
+        self.entries += 1
+        self._check_file_count()
+
+    def _count_implied(self, directories: int) -> None:
+        self._implied_directories += directories
+        self._check_file_count()
+
+    def _check_file_count(self) -> None:
+        if self.entries + self._implied_directories > self._limits.max_files:
+            raise _too_many_files(self._limits)
+
+
+class _Extraction(_EntryCount):
     """The destination of one archive, with what has been put there so far."""
 
     def __init__(
         self, destination: Path, limits: ExtractLimits, *, links_anywhere: bool = False
     ) -> None:
+        super().__init__(limits)
         self._root = os.path.realpath(destination)
-        self._limits = limits
         self._links_anywhere = links_anywhere
-        self.entries = 0
-        self._implied_directories = 0
         self._total_bytes = 0
 
     def check_declared(self, entries: int, total_bytes: int) -> None:
         """Refuse up front what the archive's own index shows to be too big."""
         if entries > self._limits.max_files:
-            raise self._too_many_files()
+            raise _too_many_files(self._limits)
         if total_bytes > self._limits.max_total_bytes:
             raise InvalidInput(
                 f"the archive would extract to {total_bytes} bytes, more than "
                 f"{self._limits.max_total_bytes} (STI_SOURCE_MAX_BYTES)"
             )
-
-    def count_entry(self) -> None:
-        self.entries += 1
-        self._check_file_count()
 
     def add(self, entry: _Entry, content: Read) -> None:
         if entry.kind == "directory":
@@ -286,8 +302,7 @@ class _Extraction:
             if os.path.islink(parent):
                 raise _through_link(entry.name)
             if not os.path.lexists(parent):
-                self._implied_directories += 1
-                self._check_file_count()
+                self._count_implied(1)
                 os.mkdir(parent, 0o755)
             elif not os.path.isdir(parent):
                 raise InvalidInput(
@@ -309,15 +324,8 @@ class _Extraction:
     def _check_sizes(self, name: str, file_bytes: int, total_bytes: int) -> None:
         _check_sizes(self._limits, name, file_bytes, total_bytes)
 
-    def _check_file_count(self) -> None:
-        if self.entries + self._implied_directories > self._limits.max_files:
-            raise _too_many_files(self._limits)
 
-    def _too_many_files(self) -> InvalidInput:
-        return _too_many_files(self._limits)
-
-
-class _Retar:
+class _Retar(_EntryCount):
     """A destination that is another tar stream: the checks of _Extraction, made against a model
     of the tree (path -> kind) instead of a directory on disk."""
 
@@ -331,8 +339,8 @@ class _Retar:
         prefix: str,
         links_anywhere: bool,
     ) -> None:
+        super().__init__(limits)
         self._out = out
-        self._limits = limits
         self._root = root
         self._context_dir = context_dir
         self._select = "/".join(filter(None, [root, context_dir]))
@@ -340,16 +348,7 @@ class _Retar:
         self._links_anywhere = links_anywhere
         self._tree: dict[str, EntryKind] = {"": "directory"}
         self._total_bytes = 0
-        self._implied_directories = 0
-        self.entries = 0
-        root = tarfile.TarInfo(prefix)
-        root.type, root.mode = tarfile.DIRTYPE, 0o755
-        out.addfile(root)
-
-    def count_entry(self) -> None:
-        self.entries += 1
-        if self.entries + self._implied_directories > self._limits.max_files:
-            raise _too_many_files(self._limits)
+        empty_directory(prefix)(out)
 
     def add(self, entry: _Entry, content: Read) -> None:
         if not entry.path:
@@ -393,9 +392,7 @@ class _Retar:
             raise _through_link(entry.name)
         if parent and kind != "directory":
             raise InvalidInput(f"archive entry {entry.name!r} is below {parent!r}, not a directory")
-        self._implied_directories += len(missing)
-        if self.entries + self._implied_directories > self._limits.max_files:
-            raise _too_many_files(self._limits)
+        self._count_implied(len(missing))
         self._tree.update(dict.fromkeys(missing, "directory"))
 
     def _emit(self, entry: _Entry, content: Read) -> None:

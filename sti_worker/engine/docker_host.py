@@ -562,7 +562,7 @@ class _BuildKitProgress:
     def failure(self, message: str) -> BuildFailed:
         self.close()
         step = self.failed_step
-        details = _tail_message(self._recent.get(step, [])[-_TAIL_LINES:]) if step else []
+        details = _tail_message(self._recent.get(step, [])) if step else []
         exit_code = _EXIT_CODE.search(message)
         if step and exit_code:
             return BuildStepFailed(

@@ -38,7 +38,6 @@ from .protocol import (
     DEPLOY_SCRIPTS,
     INCREMENTAL_SCRIPTS,
     SAVE_ROLE,
-    ImageScripts,
     Scripts,
     inspect_scripts,
 )
@@ -223,12 +222,22 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
     previous_id = docker.image_id(previous) or _pull_previous(docker, previous, sink)
     if previous_id is None:
         return state.say(sink, f"No previous image {previous}: clean build")
-    scripts = inspect_scripts(docker, previous_id, build_id=request.build_id, role="previous")
+    config = docker.image_config(previous_id)
+    buildkit = request.method == "build" and docker.builder == "buildkit"
+    scripts = inspect_scripts(
+        docker,
+        previous_id,
+        build_id=request.build_id,
+        role="previous",
+        config=config,
+        check_artifacts_dir=buildkit,
+    )
     save = scripts.scripts.save_artifacts
     if not scripts.has(SAVE_ROLE):
         return state.say(sink, f"Previous image {previous} has no {save}: clean build")
-    if _saves_inside_the_build(docker, request, scripts):
-        config = docker.image_config(previous_id)
+    if buildkit and scripts.scripts.kind == "sti" and scripts.artifacts_dir_empty:
+        # save-artifacts runs in a stage of the build; an image of the legacy builder keeps
+        # older artifacts in its /tmp/artifacts and goes the container way
         saved = SavedArtifacts(previous_id, save, _owner(config), config.get("WorkingDir") or "/")
         state = replace(state, saved_from=saved, incremental=True)
         sink(f"Saving artifacts from {previous} in a stage of the build")
@@ -262,19 +271,6 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
         state, artifacts_container=container, artifacts_tar=artifacts_tar, incremental=True
     )
     return state.say(sink, f"Incremental build: reusing artifacts saved from {previous}")
-
-
-def _saves_inside_the_build(
-    docker: DockerHost, request: BuildRequest, scripts: ImageScripts
-) -> bool:
-    """A BuildKit build runs an original-layout save-artifacts in a stage of its own, when the
-    earlier image's /tmp/artifacts is empty (images of the legacy builder keep theirs)."""
-    return (
-        request.method == "build"
-        and docker.builder == "buildkit"
-        and scripts.scripts.kind == "sti"
-        and scripts.artifacts_dir_empty
-    )
 
 
 def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:

@@ -104,8 +104,10 @@ def inspect_scripts(
     build_id: str,
     role: str,
     config: Mapping[str, Any] | None = None,
+    check_artifacts_dir: bool = False,
 ) -> ImageScripts:
-    """Find which protocol scripts image has, and where (config: its inspected Config)."""
+    """Find which protocol scripts image has, and where (config: its inspected Config); with
+    check_artifacts_dir, also whether its /tmp/artifacts is empty."""
     scripts = scripts_of(image, host.image_config(image) if config is None else config)
     container = host.create_container(
         image, [scripts.prepare], name=container_name(build_id, role), build_id=build_id
@@ -115,7 +117,7 @@ def inspect_scripts(
             script_role: host.stat(container, scripts.path(script_role))
             for script_role in INCREMENTAL_SCRIPTS
         }
-        empty = host.is_empty_directory(container, ARTIFACTS_DIR) if role == "previous" else False
+        empty = check_artifacts_dir and host.is_empty_directory(container, ARTIFACTS_DIR)
     finally:
         host.remove_container(container)
     return ImageScripts(image, scripts, found, empty)

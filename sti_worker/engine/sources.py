@@ -171,10 +171,15 @@ def _local(source: str, workdir: Path, sink: LogSink, policy: SourcePolicy) -> F
     return FetchedSource(str(target))
 
 
-def copy_single_file(stream: BinaryIO, target: Path, name: str, limits: ExtractLimits) -> None:
-    """Deliver one file (a binary, a .war) as /tmp/src/<name>."""
+def check_file_name(name: str) -> None:
+    """A single-file source keeps its name in /tmp/src: a plain name, nothing more."""
     if not name or name in (".", "..") or "/" in name or "\x00" in name:
         raise InvalidInput(f"source file name {name!r} is not a plain file name")
+
+
+def copy_single_file(stream: BinaryIO, target: Path, name: str, limits: ExtractLimits) -> None:
+    """Deliver one file (a binary, a .war) as /tmp/src/<name>."""
+    check_file_name(name)
     written = 0
     descriptor = os.open(target / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(descriptor, "wb") as out:
