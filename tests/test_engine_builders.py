@@ -4,6 +4,7 @@ artifacts that are not stored twice."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -266,6 +267,34 @@ def test_buildkit_builds_keep_the_build_cache_within_the_limit(
         unlimited.close()
         limited.close()
     assert _build_cache_bytes(api) <= 1024 * 1024
+
+
+def test_a_build_cache_record_the_engine_lost_is_cleared_and_the_build_runs_again(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """Docker 20.10 can delete a layer that a BuildKit cache record still points at; every
+    build reusing that record then fails "failed to prepare …: no such file or directory".
+    Reproduced by deleting the snapshot directory of the record that holds the copied source."""
+    overlay = Path(api.info()["DockerRootDir"]) / "overlay2"
+    if not overlay.is_dir():
+        pytest.skip("needs the engine's overlay2 directory on this machine")
+    marker = f"marker-{uuid.uuid4().hex}"
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / marker).write_text("the same source twice\n")
+    first, _ = build(docker_host, str(source), images["sti-fake"], app_tag, clean=True)
+    assert first.success, first.messages
+    snapshots = {path.parents[2] for path in overlay.glob(f"*/diff/tmp/src/{marker}")}
+    assert snapshots
+    for snapshot in snapshots:
+        shutil.rmtree(snapshot)
+    second, lines = build(docker_host, str(source), images["sti-fake"], app_tag, clean=True)
+    assert second.success, second.messages
+    assert any("build cache is damaged" in line for line in lines)
 
 
 # save-artifacts inside a BuildKit build

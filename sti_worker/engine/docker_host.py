@@ -52,6 +52,11 @@ BUILDERS = ("auto", "buildkit", "legacy")
 _BUILDKIT_TRACE = "moby.buildkit.trace"
 _EXIT_CODE = re.compile(r"exit code: (\d+)")
 # the legacy builder's message when a RUN step exits non-zero
+# BuildKit reusing a cache record whose snapshot the engine has deleted: a child snapshot cannot
+# be prepared, or a step's file system cannot be mounted
+_BROKEN_BUILD_CACHE = re.compile(
+    r"(failed to prepare|error creating overlay mount to) \S+: .*no such file or directory"
+)
 _LEGACY_STEP_FAILED = re.compile(r"The command '(.*)' returned a non-zero code: (\d+)", re.S)
 
 
@@ -292,13 +297,30 @@ class DockerHost:
 
     def build(
         self,
-        context: Iterator[bytes],
+        context: Callable[[], Iterator[bytes]],
         *,
         buildargs: Mapping[str, str],
         sink: LogSink,
     ) -> str:
         """Build a streamed tar context (Dockerfile at its root) with this engine's builder;
-        return the image id. A RUN that exits non-zero raises BuildStepFailed."""
+        return the image id. A RUN that exits non-zero raises BuildStepFailed.
+
+        context is called for each attempt: a BuildKit cache whose records point at layers the
+        engine has deleted fails every build that reuses them (a Docker 20.10 fault, seen after
+        image removals), so such a failure clears the unused cache and builds once more.
+        """
+        try:
+            return self._build_once(context(), buildargs=buildargs, sink=sink)
+        except BuildFailed as error:
+            if self.builder != "buildkit" or not _BROKEN_BUILD_CACHE.search(error.message):
+                raise
+            sink(f"The engine's build cache is damaged ({error.message}): cleared, building again")
+            self.clear_build_cache()
+        return self._build_once(context(), buildargs=buildargs, sink=sink)
+
+    def _build_once(
+        self, context: Iterator[bytes], *, buildargs: Mapping[str, str], sink: LogSink
+    ) -> str:
         if self.builder == "buildkit":
             params = {"version": "2", "pull": False}
             read: Callable[[Iterator[dict[str, Any]], LogSink], str] = _read_buildkit_build
@@ -322,6 +344,13 @@ class DockerHost:
                 return read(events, sink)
         except docker.errors.APIError as error:
             raise BuildFailed(f"docker build failed: {_reason(error)}") from error
+
+    def clear_build_cache(self) -> None:
+        """Remove every BuildKit cache record no running build uses."""
+        try:
+            self.api.prune_builds(all=True)
+        except docker.errors.APIError as error:
+            raise _connection_error(error, "clearing the build cache") from error
 
     def trim_build_cache(self) -> None:
         """Prune BuildKit's cache down to the keep limit: what no build uses and no image

@@ -108,9 +108,9 @@ class DockerfileMethod:
             buildargs[BUILD_ID_ARG] = spec.build_id
         else:
             dockerfile = legacy_dockerfile(spec)
-        context = stream_tar([small_file("Dockerfile", dockerfile.encode()), *spec.inputs])
+        parts = [small_file("Dockerfile", dockerfile.encode()), *spec.inputs]
         try:
-            return host.build(context, buildargs=buildargs, sink=sink)
+            return host.build(lambda: stream_tar(parts), buildargs=buildargs, sink=sink)
         except BuildStepFailed as error:
             if _is_step(error.command, spec.scripts.prepare):
                 raise prepare_failed(
