@@ -20,6 +20,7 @@ from .engine.pipeline import cleanup_build, leftover_build_ids
 from .leases import HostSlots
 from .logs import configure_logging
 from .resources import docker_host, redis_client
+from .state_seal import ForgedState, unseal
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -112,8 +113,9 @@ def _finish_revoked_build(request: Any, terminated: bool, expired: bool, **_: An
         return
     from .tasks import abort_build
 
-    state = request.args[0] if request.args else {}
-    build = state.get("request", {})
+    build = _sealed_request(request.args)
+    if build is None:
+        return
     reason = "expired" if expired else "revoked"
     log.warning("build step " + reason, build_id=build.get("build_id"), step=request.task)
     abort_build.apply_async(
@@ -121,9 +123,18 @@ def _finish_revoked_build(request: Any, terminated: bool, expired: bool, **_: An
     )
 
 
+def _sealed_request(args: Any) -> dict[str, Any] | None:
+    """The request in a step's sealed state; None for a state this host did not write."""
+    try:
+        return dict(unseal(args[0] if args else None)["request"])
+    except (ForgedState, KeyError, TypeError, ValueError):
+        return None
+
+
 def _build_id_of(name: str, task_id: str, args: Any, kwargs: Any, request: Any) -> str | None:
-    if name in _STEP_TASKS and args and isinstance(args[0], dict):
-        return args[0].get("request", {}).get("build_id")
+    if name in _STEP_TASKS:
+        build = _sealed_request(args)
+        return build.get("build_id") if build else None
     if name == "sti.abort":
         return kwargs.get("build_id")
     return task_id

@@ -28,11 +28,12 @@ from .engine.pipeline import (
     run_validate,
     steps_for,
 )
-from .engine.requests import BuildRequest, Result, ValidateRequest
+from .engine.requests import BuildRequest, Result, ValidateRequest, check_build_id, validate_tag
 from .engine.sources import SourcePolicy, register_opener, register_streamer
 from .engine.sources import configure as configure_sources
 from .leases import HostSlots, TagLock
 from .resources import build_log, docker_host, redis_client
+from .state_seal import seal, unseal
 from .upload_refs import SCHEME
 from .uploads import opener, streamer
 
@@ -155,7 +156,7 @@ def build(
         raise self.retry(countdown=_CLAIM_RETRY_S, max_retries=None)
     buildlog.write(f"Build {build_id} claimed by host {settings.host_id}")
     mark_phase(build_id, "claimed")
-    state = BuildState(request=request, host=settings.host_id).to_json()
+    state = seal(BuildState(request=request, host=settings.host_id).to_json())
     steps = [name for name, _ in steps_for(request)]
     signatures = [_host_sig(run_build_step.s(state, step=steps[0]))]
     signatures += [_host_sig(run_build_step.s(step=name)) for name in steps[1:]]
@@ -181,22 +182,22 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> boo
 
 
 @app.task(name="sti.step", bind=True)
-def run_build_step(self: Task, state: dict[str, Any], *, step: str) -> dict[str, Any]:
-    build = BuildState.from_json(state)
+def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str, str]:
+    build = BuildState.from_json(unseal(sealed))
     request = build.request
     structlog.contextvars.bind_contextvars(build_id=request.build_id, step=step)
     if build.failed:
-        return state
+        return sealed
     buildlog = build_log(request.build_id)
     deliveries = _count_delivery(self)
     if deliveries > settings.max_deliveries:
         error = InternalError(
             f"step {step} was delivered {deliveries} times; its worker keeps dying"
         )
-        return build.fail(error, buildlog.write).to_json()
+        return seal(build.fail(error, buildlog.write).to_json())
     cancelled = cancel_requested(redis_client(), request.build_id)
     if cancelled:
-        return build.fail(cancelled, buildlog.write).to_json()
+        return seal(build.fail(cancelled, buildlog.write).to_json())
     mark_phase(request.build_id, step)
     docker = docker_host()
     function = dict(steps_for(request))[step]
@@ -212,12 +213,12 @@ def run_build_step(self: Task, state: dict[str, Any], *, step: str) -> dict[str,
         after = BuildState.from_json({**build.to_json(), "steps": after.to_json()["steps"]})
         after = after.fail(watcher.cancelled, buildlog.write)
     _renew_leases(request)
-    return after.to_json()
+    return seal(after.to_json())
 
 
 @app.task(name="sti.finish", bind=True)
-def finish_build(self: Task, state: dict[str, Any]) -> dict[str, Any]:
-    build = BuildState.from_json(state)
+def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
+    build = BuildState.from_json(unseal(sealed))
     request = build.request
     buildlog = build_log(request.build_id)
     try:
@@ -233,6 +234,8 @@ def finish_build(self: Task, state: dict[str, Any]) -> dict[str, Any]:
 @app.task(name="sti.abort", bind=True)
 def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[str, Any]:
     """The chain broke (hard time limit, revoked step): clean up and record a final result."""
+    check_build_id(build_id)
+    validate_tag(tag)
     error = _failure_of(failed_task[0] if failed_task else None)
     buildlog = build_log(build_id)
     try:

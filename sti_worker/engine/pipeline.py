@@ -42,11 +42,13 @@ from .protocol import (
     inspect_scripts,
 )
 from .requests import (
+    BUILD_ID_PATTERN,
     BuildRequest,
     Result,
     Step,
     ValidateRequest,
     build_tag_for,
+    check_build_id,
     registry_of,
 )
 from .sources import (
@@ -60,14 +62,12 @@ from .tarstreams import empty_directory, file_chunks, prefixed, retargeted
 
 WORKDIR_PREFIX = "sti-"
 _ABORTED_BUILD_GRACE_S = 15
-# build ids are sti-submit's uuid hex or, for tasks sent by other apps, Celery's dashed uuids
-_BUILD_ID = r"([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-_BUILD_CONTAINER = re.compile(rf"^{CONTAINER_NAME_PREFIX}{_BUILD_ID}-[a-z]+(?:-[a-z]+)*$")
-_BUILD_WORKDIR = re.compile(rf"^{WORKDIR_PREFIX}{_BUILD_ID}$")
+_BUILD_CONTAINER = re.compile(rf"^{CONTAINER_NAME_PREFIX}{BUILD_ID_PATTERN}-[a-z]+(?:-[a-z]+)*$")
+_BUILD_WORKDIR = re.compile(rf"^{WORKDIR_PREFIX}{BUILD_ID_PATTERN}$")
 
 
 def workdir_for(build_id: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"{WORKDIR_PREFIX}{build_id}"
+    return Path(tempfile.gettempdir()) / f"{WORKDIR_PREFIX}{check_build_id(build_id)}"
 
 
 @dataclass(frozen=True)

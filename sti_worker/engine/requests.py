@@ -30,8 +30,19 @@ _ENV_ITEM_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")
 _MAX_REF_LENGTH = 255
 
 
+# sti-submit's uuid hex or, for tasks sent by other apps, Celery's dashed uuid: build ids name
+# work dirs, containers and Redis keys, so nothing else is accepted
+BUILD_ID_PATTERN = r"([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+
+
 def new_build_id() -> str:
     return uuid.uuid4().hex
+
+
+def check_build_id(build_id: object) -> str:
+    if not isinstance(build_id, str) or not re.fullmatch(BUILD_ID_PATTERN, build_id):
+        raise InvalidInput(f"build id {build_id!r} is not a lowercase uuid")
+    return build_id
 
 
 def validate_image_ref(ref: str, what: str) -> str:
@@ -139,8 +150,7 @@ class BuildRequest:
                 f"build method {self.method!r} is unknown; use one of: {', '.join(METHODS)}"
             )
         object.__setattr__(self, "env", validate_env(dict(self.env)))
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.build_id):
-            raise InvalidInput(f"build id {self.build_id!r} is invalid")
+        check_build_id(self.build_id)
 
     @property
     def extended(self) -> bool:
@@ -165,6 +175,7 @@ class ValidateRequest:
     build_id: str = field(default_factory=new_build_id)
 
     def __post_init__(self) -> None:
+        check_build_id(self.build_id)
         validate_image_ref(self.build_image, "BUILD_IMAGE")
         if self.runtime_image is not None:
             validate_image_ref(self.runtime_image, "runtime image")
