@@ -18,7 +18,7 @@ from .app import app, settings
 from .blobstore import BlobStore
 from .cancellation import StepWatcher, cancel_requested
 from .engine.archives import ExtractLimits
-from .engine.errors import InternalError, InvalidInput, StiError, TimedOut
+from .engine.errors import InternalError, StiError, TimedOut
 from .engine.pipeline import (
     BuildState,
     cleanup,
@@ -28,7 +28,14 @@ from .engine.pipeline import (
     run_validate,
     steps_for,
 )
-from .engine.requests import BuildRequest, Result, ValidateRequest, check_build_id, validate_tag
+from .engine.requests import (
+    BuildRequest,
+    Result,
+    ValidateRequest,
+    check_build_id,
+    from_task_arguments,
+    validate_tag,
+)
 from .engine.sources import SourcePolicy, register_opener, register_streamer
 from .engine.sources import configure as configure_sources
 from .leases import HostSlots, TagLock
@@ -85,17 +92,11 @@ def _host_sig(sig: Any) -> Any:
 
 
 @app.task(name="sti.validate", bind=True)
-def validate(
-    self: Task, *, build_image: str, incremental: bool = False, runtime_image: str | None = None
-) -> dict[str, Any]:
+def validate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments: build_image, incremental=False, runtime_image=None."""
     build_id = self.request.id
     try:
-        request = ValidateRequest(
-            build_image=build_image,
-            incremental=incremental,
-            runtime_image=runtime_image,
-            build_id=build_id,
-        )
+        request = from_task_arguments(ValidateRequest, args, kwargs, build_id)
     except StiError as error:
         return Result.from_error("validate", build_id, error, host=settings.host_id).to_json()
     build = build_log(build_id)
@@ -106,45 +107,26 @@ def validate(
 
 
 @app.task(name="sti.build", bind=True, max_retries=None)
-def build(
-    self: Task,
-    *,
-    source: str,
-    build_image: str,
-    tag: str,
-    clean: bool = False,
-    env: dict[str, str] | None = None,
-    runtime_image: str | None = None,
-    method: str = "build",
-    ref: str | None = None,
-    context_dir: str | None = None,
-    ignore_submodules: bool = False,
-    push: bool = False,
-    exclude: list[str] | None = None,
-) -> dict[str, Any]:
+def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments: those of BuildRequest but build_id (the task's id); env and exclude
+    may be null."""
     build_id = self.request.id
-    buildlog = build_log(build_id)
     try:
-        request = BuildRequest(
-            source=source,
-            build_image=build_image,
-            tag=tag,
-            clean=clean,
-            env=env or {},
-            runtime_image=runtime_image,
-            method=method,
-            ref=ref,
-            context_dir=context_dir,
-            ignore_submodules=ignore_submodules,
-            push=push,
-            exclude=tuple(exclude or ()),
-            build_id=build_id,
-        )
-    except (StiError, TypeError) as error:
-        problem = error if isinstance(error, StiError) else InvalidInput(str(error))
-        buildlog.write(f"Build refused: {problem.message}")
+        check_build_id(build_id)
+    except StiError as error:
+        return Result.from_error("build", str(build_id), error, host=settings.host_id).to_json()
+    buildlog = build_log(build_id)
+    defaults = {"env": {}, "exclude": []}
+    given = {
+        name: defaults[name] if value is None and name in defaults else value
+        for name, value in kwargs.items()
+    }
+    try:
+        request = from_task_arguments(BuildRequest, args, given, build_id)
+    except StiError as error:
+        buildlog.write(f"Build refused: {error.message}")
         buildlog.end()
-        return Result.from_error("build", build_id, problem, host=settings.host_id).to_json()
+        return Result.from_error("build", build_id, error, host=settings.host_id).to_json()
 
     cancelled = cancel_requested(redis_client(), build_id)
     if cancelled:
@@ -162,7 +144,7 @@ def build(
     signatures += [_host_sig(run_build_step.s(step=name)) for name in steps[1:]]
     signatures.append(_host_sig(finish_build.s()))
     pipeline = chain(*signatures)
-    pipeline.link_error(_host_sig(abort_build.si(build_id=build_id, tag=tag)))
+    pipeline.link_error(_host_sig(abort_build.si(build_id=build_id, tag=request.tag)))
     return self.replace(pipeline)
 
 

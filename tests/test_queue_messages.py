@@ -127,3 +127,92 @@ def test_finish_refuses_a_state_its_host_did_not_seal(
         error = _refusal(attacker, "sti.finish", host_queue(worker.host_id), forged)
         assert error == "ForgedState", forged
     assert api.inspect_image(bystander)["Id"] == bystander
+
+
+# task arguments from other apps: every refusal is a result object
+
+
+def _build_kwargs(images: dict[str, str], app_tag: str, **changes: Any) -> dict[str, Any]:
+    kwargs = {"source": "https://git.example/app.git", "build_image": images["sti-fake"]}
+    return {**kwargs, "tag": app_tag, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"clean": "false"}, "clean must be true or false"),
+        ({"clean": 0}, "clean must be true or false"),
+        ({"push": "yes"}, "push must be true or false"),
+        ({"ignore_submodules": 1}, "ignore_submodules must be true or false"),
+        ({"exclude": "*.log"}, "exclude must be a list of strings"),
+        ({"exclude": ["ok", 7]}, "exclude must be a list of strings"),
+        ({"env": [["A", "b"]]}, "env must be an object"),
+        ({"env": {"A": 1}}, "environment variable A must have a string value"),
+        ({"ref": "main\n"}, "is not a valid git branch, tag or commit"),
+        ({"ref": ["main"]}, "ref must be a string or null"),
+        ({"method": None}, "method must be a string"),
+        ({"tag": 42}, "tag must be a string"),
+        ({"source": {"path": "/"}}, "source must be a string"),
+        ({"colour": "blue"}, "unknown BuildRequest field(s): colour"),
+        ({"build_id": uuid.uuid4().hex}, "build_id is not an argument"),
+        ({"tag": None}, "tag must be a string"),
+    ],
+)
+def test_a_build_with_arguments_of_the_wrong_kind_gets_an_invalid_input_result(
+    attacker: Celery,
+    worker: Worker,
+    images: dict[str, str],
+    app_tag: str,
+    changes: dict[str, Any],
+    named: str,
+) -> None:
+    kwargs = _build_kwargs(images, app_tag, **changes)
+    result = attacker.send_task("sti.build", kwargs=kwargs, queue="sti.builds").get(timeout=60)
+    assert result["schema"] == "sti.result/1"
+    assert result["success"] is False
+    assert result["error"]["code"] == "InvalidInput"
+    assert named in result["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "named"),
+    [
+        ((), {"source": "x", "build_image": "sti-test/sti-fake"}, "needs tag"),
+        (("x", "sti-test/sti-fake", "sti-test/app"), {}, "keyword arguments only"),
+    ],
+)
+def test_a_build_missing_arguments_gets_an_invalid_input_result(
+    attacker: Celery, worker: Worker, args: tuple[Any, ...], kwargs: dict[str, Any], named: str
+) -> None:
+    sent = attacker.send_task("sti.build", args=args, kwargs=kwargs, queue="sti.builds")
+    result = sent.get(timeout=60)
+    assert result["error"]["code"] == "InvalidInput"
+    assert named in result["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"build_image": "sti-test/sti-fake", "incremental": "yes"}, "incremental must be"),
+        ({"build_image": "sti-test/sti-fake", "runtime": "x"}, "unknown ValidateRequest"),
+        ({}, "needs build_image"),
+    ],
+)
+def test_a_validate_with_bad_arguments_gets_an_invalid_input_result(
+    attacker: Celery, worker: Worker, kwargs: dict[str, Any], named: str
+) -> None:
+    result = attacker.send_task("sti.validate", kwargs=kwargs, queue="sti.builds").get(timeout=60)
+    assert result["kind"] == "validate"
+    assert result["error"]["code"] == "InvalidInput"
+    assert named in result["error"]["message"]
+
+
+def test_null_env_and_exclude_mean_none_given(
+    attacker: Celery, worker: Worker, images: dict[str, str], app_tag: str, tmp_path: Path
+) -> None:
+    """A null is "not given" for env and exclude (the defaults), not a refusal."""
+    kwargs = _build_kwargs(images, app_tag, env=None, exclude=None, source=str(tmp_path))
+    result = attacker.send_task("sti.build", kwargs=kwargs, queue="sti.builds").get(timeout=60)
+    # a local path on the worker is refused by the source policy, after the arguments passed
+    assert result["error"]["code"] == "InvalidInput"
+    assert "local" in result["error"]["message"].lower()

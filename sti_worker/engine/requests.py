@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import InvalidBuildMethod, InvalidInput, StiError
@@ -112,7 +112,72 @@ def _from_json(cls: type, data: Mapping[str, Any]) -> Any:
     unknown = set(data) - known
     if unknown:
         raise InvalidInput(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+    required = {
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    }
+    missing = required - set(data)
+    if missing:
+        raise InvalidInput(f"{cls.__name__} needs {', '.join(sorted(missing))}")
     return cls(**data)
+
+
+def from_task_arguments(
+    cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], task_id: str
+) -> Any:
+    """A request from a task message of any Celery app: keyword arguments only, no build_id
+    among them (it is the task's id)."""
+    if args:
+        raise InvalidInput("sti tasks take keyword arguments only")
+    if "build_id" in kwargs:
+        raise InvalidInput("build_id is not an argument: it is the task's id")
+    return _from_json(cls, {**kwargs, "build_id": task_id})
+
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", type(None): "null", dict: "an object"}
+_LISTS = (list, tuple)
+
+
+def _check_types(request: object, expected: Mapping[str, tuple[type, ...]]) -> None:
+    """Each field has its declared JSON type, exactly: the string "false" is not false, and a
+    string is not a list of strings."""
+    for name, allowed in expected.items():
+        value = getattr(request, name)
+        if allowed == _LISTS:
+            if type(value) in _LISTS and all(type(item) is str for item in value):
+                continue
+            raise InvalidInput(f"{name} must be a list of strings, not {_shown(value)}")
+        if type(value) not in allowed:
+            wanted = " or ".join(_TYPE_NAMES[kind] for kind in allowed)
+            raise InvalidInput(f"{name} must be {wanted}, not {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+_STRING, _OPTIONAL = (str,), (str, type(None))
+_BUILD_TYPES = {
+    "source": _STRING,
+    "build_image": _STRING,
+    "tag": _STRING,
+    "clean": (bool,),
+    "env": (dict,),
+    "runtime_image": _OPTIONAL,
+    "method": _STRING,
+    "ref": _OPTIONAL,
+    "context_dir": _OPTIONAL,
+    "ignore_submodules": (bool,),
+    "push": (bool,),
+    "exclude": _LISTS,
+    "build_id": _STRING,
+}
+_VALIDATE_TYPES = {
+    "build_image": _STRING,
+    "incremental": (bool,),
+    "runtime_image": _OPTIONAL,
+    "build_id": _STRING,
+}
 
 
 @dataclass(frozen=True)
@@ -132,7 +197,8 @@ class BuildRequest:
     build_id: str = field(default_factory=new_build_id)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source.strip():
+        _check_types(self, _BUILD_TYPES)
+        if not self.source.strip():
             raise InvalidInput("SOURCE is empty")
         object.__setattr__(self, "exclude", tuple(self.exclude))
         validate_image_ref(self.build_image, "BUILD_IMAGE")
@@ -175,6 +241,7 @@ class ValidateRequest:
     build_id: str = field(default_factory=new_build_id)
 
     def __post_init__(self) -> None:
+        _check_types(self, _VALIDATE_TYPES)
         check_build_id(self.build_id)
         validate_image_ref(self.build_image, "BUILD_IMAGE")
         if self.runtime_image is not None:

@@ -95,7 +95,7 @@ def register_streamer(prefix: str, streamer: Streamer) -> None:
 
 
 def is_git_url(source: str) -> bool:
-    return source.startswith(_GIT_SCHEMES) or bool(_SCP_LIKE.match(source))
+    return source.startswith(_GIT_SCHEMES) or bool(_SCP_LIKE.fullmatch(source))
 
 
 def fetch_source(
@@ -319,7 +319,7 @@ def _host_of(url: str) -> str:
 
 
 def check_git_ref(ref: str) -> None:
-    if not _SAFE_REF.match(ref) or ".." in ref:
+    if not _SAFE_REF.fullmatch(ref) or ".." in ref:
         raise InvalidInput(f"--ref {ref!r} is not a valid git branch, tag or commit")
 
 
@@ -356,7 +356,7 @@ def _clone(
             try:
                 _git(repo, config, "fetch", "--depth", "1", "origin", "--", ref or "HEAD")
             except git.GitCommandError:
-                if not (ref and _COMMIT.match(ref)):
+                if not (ref and _COMMIT.fullmatch(ref)):
                     raise
                 # a server that refuses fetching a commit by id: fetch everything, then find it
                 _git(repo, config, "fetch", "--tags", "origin")
