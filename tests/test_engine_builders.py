@@ -72,6 +72,21 @@ def test_both_builders_give_the_same_image(
 
 
 @BUILDERS
+def test_variables_named_like_the_generated_arguments_change_no_other_value(
+    api: docker.APIClient,
+    builder_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    source: str,
+) -> None:
+    env = {"STI_ENV_1": "one", "FOO": "foo", "STI_ENV_0": "zero", "BAR": "${STI_ENV_0}"}
+    result, _ = build(builder_host, source, images["sti-fake-env"], app_tag, env=env)
+    assert result.success, result.messages
+    assert {name: image_env(api, app_tag)[name] for name in env} == env
+    assert run_and_read(api, app_tag, "/sti-fake")["FOO"] == b"foo"
+
+
+@BUILDERS
 def test_both_builders_keep_the_builders_entrypoint(
     api: docker.APIClient,
     builder_host: DockerHost,

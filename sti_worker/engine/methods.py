@@ -143,11 +143,14 @@ def _env_lines(spec: PrepareSpec) -> list[str]:
     """ENV values arrive byte-exact and can never add instructions: they travel as build
     arguments and are only referenced here, because a Dockerfile cannot carry every value
     literally (a newline ends the instruction). The arguments get names of their own: an ENV
-    the builder image sets would win over an argument of the same name."""
-    lines = []
-    for index, name in enumerate(spec.env):
-        lines += [f"ARG {env_arg(index)}", f'ENV {name}="${{{env_arg(index)}}}"']
-    return lines
+    the builder image sets would win over an argument of the same name. One ENV sets them all:
+    its references are read before any of its assignments, so a variable the user names like
+    an argument (STI_ENV_1) cannot change the value of another."""
+    if not spec.env:
+        return []
+    lines = [f"ARG {env_arg(index)}" for index in range(len(spec.env))]
+    pairs = [f'{name}="${{{env_arg(index)}}}"' for index, name in enumerate(spec.env)]
+    return [*lines, "ENV " + " ".join(pairs)]
 
 
 def _chown(spec: PrepareSpec) -> str:
