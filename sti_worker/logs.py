@@ -50,7 +50,12 @@ def configure_logging(level: str | int = "INFO", fmt: str | None = None) -> None
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=_SHARED_PROCESSORS,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # a stdlib record's exc_info (Celery's errors) as text, not repr()s of objects
+                *([structlog.processors.format_exc_info] if fmt == "json" else []),
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()
