@@ -204,7 +204,7 @@ def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     request = build.request
     buildlog = build_log(request.build_id)
     try:
-        cleanup(docker_host(), build)
+        cleanup(docker_host(), build, buildlog.write)
     finally:
         _release_leases(request.build_id, request.tag)
     result = result_of(build)
@@ -221,7 +221,7 @@ def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[
     error = _failure_of(failed_task[0] if failed_task else None)
     buildlog = build_log(build_id)
     try:
-        cleanup_build(docker_host(), build_id)
+        cleanup_build(docker_host(), build_id, sink=buildlog.write)
     finally:
         _release_leases(build_id, tag)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)

@@ -352,15 +352,19 @@ class DockerHost:
         except docker.errors.APIError as error:
             raise _connection_error(error, "clearing the build cache") from error
 
-    def trim_build_cache(self) -> None:
+    def trim_build_cache(self) -> str | None:
         """Prune BuildKit's cache down to the keep limit: what no build uses and no image
-        shares, least recently used first. Without a limit, or with the legacy builder, nothing."""
+        shares, least recently used first. Without a limit, or with the legacy builder, nothing.
+
+        Housekeeping, not part of any build: a failure (an engine whose cache is damaged cannot
+        size it) is returned as a message, not raised."""
         if self._build_cache_keep is None or self.builder != "buildkit":
-            return
+            return None
         try:
             self.api.prune_builds(keep_storage=self._build_cache_keep)
         except docker.errors.APIError as error:
-            raise _connection_error(error, "pruning the build cache") from error
+            return f"Could not trim the engine's build cache: {_reason(error)}"
+        return None
 
     # containers
 

@@ -452,16 +452,21 @@ def run_step(
     return replace(state, steps=(*state.steps, Step(name, time.monotonic() - started)))
 
 
-def cleanup(docker: DockerHost | None, state: BuildState) -> None:
+def cleanup(docker: DockerHost | None, state: BuildState, sink: LogSink | None = None) -> None:
     """Remove what this build made and did not hand over (containers, temp dir, untagged
     images), and the images its tags named before, unless something still uses them: a rebuild
     would otherwise leave every earlier image behind on the host."""
     untagged = () if state.tagged else (state.image_id, state.stage_image)
     made = [image for image in untagged if image]
-    cleanup_build(docker, state.request.build_id, [*made, *state.replaced_images])
+    cleanup_build(docker, state.request.build_id, [*made, *state.replaced_images], sink)
 
 
-def cleanup_build(docker: DockerHost | None, build_id: str, images: Sequence[str] = ()) -> None:
+def cleanup_build(
+    docker: DockerHost | None,
+    build_id: str,
+    images: Sequence[str] = (),
+    sink: LogSink | None = None,
+) -> None:
     """Cleanup knowing only the build id: what it made is found by container name and label."""
     shutil.rmtree(workdir_for(build_id), ignore_errors=True)
     if docker is None:
@@ -478,7 +483,9 @@ def cleanup_build(docker: DockerHost | None, build_id: str, images: Sequence[str
     while (left := docker.untagged_images_of(build_id)) and time.monotonic() < deadline:
         if not all([docker.remove_image(image) for image in left]):
             time.sleep(0.5)
-    docker.trim_build_cache()
+    problem = docker.trim_build_cache()
+    if problem and sink:
+        sink(problem)
 
 
 def leftover_build_ids(docker: DockerHost) -> set[str]:
@@ -528,7 +535,7 @@ def run_build(docker: DockerHost, request: BuildRequest, sink: LogSink, host: st
         for name, step in steps_for(request):
             state = run_step(name, step, docker, state, sink)
     finally:
-        cleanup(docker, state)
+        cleanup(docker, state, sink)
     return result_of(state)
 
 
