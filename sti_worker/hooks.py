@@ -133,8 +133,7 @@ def _sealed_request(args: Any) -> dict[str, Any] | None:
 
 def _build_id_of(name: str, task_id: str, args: Any, kwargs: Any, request: Any) -> str | None:
     if name in _STEP_TASKS:
-        build = _sealed_request(args)
-        return build.get("build_id") if build else None
+        return None  # in the sealed state: the task binds it once it has checked the seal
     if name == "sti.abort":
         return kwargs.get("build_id")
     return task_id

@@ -202,6 +202,7 @@ def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str
 def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     build = BuildState.from_json(unseal(sealed))
     request = build.request
+    structlog.contextvars.bind_contextvars(build_id=request.build_id)
     buildlog = build_log(request.build_id)
     try:
         cleanup(docker_host(), build, buildlog.write)

@@ -92,40 +92,32 @@ def _forgeries(state: dict[str, Any]) -> list[object]:
     ]
 
 
-def test_a_step_refuses_a_state_its_host_did_not_seal(
+@pytest.mark.parametrize(
+    ("task", "step"), [("sti.step", "fetch_source"), ("sti.step", "build"), ("sti.finish", None)]
+)
+def test_an_internal_task_refuses_a_state_its_host_did_not_seal(
     attacker: Celery,
     worker: Worker,
     api: docker.APIClient,
     images: dict[str, str],
     app_tag: str,
     tmp_path: Path,
+    task: str,
+    step: str | None,
 ) -> None:
+    """A forged state would have a step pack the worker's own files into an image, or the
+    final cleanup remove images the build never made."""
     victim = _victim(tmp_path)
-    state = _forged_state(victim, app_tag, images["sti-fake"])
-    queue = host_queue(worker.host_id)
+    bystander = api.inspect_image(images["sti-fake-no-save"])["Id"]
+    state = _forged_state(victim, app_tag, images["sti-fake"], replaced_images=[bystander])
+    if task == "sti.finish":
+        state["error"] = {"code": "BuildFailed", "message": "forged"}
+    options = {"step": step} if step else {}
     for forged in _forgeries(state):
-        for step in ("fetch_source", "build"):
-            error = _refusal(attacker, "sti.step", queue, forged, step=step)
-            assert error == "ForgedState", (forged, step)
+        error = _refusal(attacker, task, host_queue(worker.host_id), forged, **options)
+        assert error == "ForgedState", forged
     assert api.images(name=app_tag) == []
     assert (victim / "keep.txt").exists()
-
-
-def test_finish_refuses_a_state_its_host_did_not_seal(
-    attacker: Celery,
-    worker: Worker,
-    api: docker.APIClient,
-    images: dict[str, str],
-    app_tag: str,
-    tmp_path: Path,
-) -> None:
-    """A forged final state would have the worker remove images it never made."""
-    bystander = api.inspect_image(images["sti-fake-no-save"])["Id"]
-    state = _forged_state(tmp_path, app_tag, images["sti-fake"], replaced_images=[bystander])
-    state["error"] = {"code": "BuildFailed", "message": "forged"}
-    for forged in _forgeries(state):
-        error = _refusal(attacker, "sti.finish", host_queue(worker.host_id), forged)
-        assert error == "ForgedState", forged
     assert api.inspect_image(bystander)["Id"] == bystander
 
 

@@ -51,12 +51,12 @@ _MAX_LINK_HOPS = 8
 BUILDERS = ("auto", "buildkit", "legacy")
 _BUILDKIT_TRACE = "moby.buildkit.trace"
 _EXIT_CODE = re.compile(r"exit code: (\d+)")
-# the legacy builder's message when a RUN step exits non-zero
 # BuildKit reusing a cache record whose snapshot the engine has deleted: a child snapshot cannot
 # be prepared, or a step's file system cannot be mounted
 _BROKEN_BUILD_CACHE = re.compile(
     r"(failed to prepare|error creating overlay mount to) \S+: .*no such file or directory"
 )
+# the legacy builder's message when a RUN step exits non-zero
 _LEGACY_STEP_FAILED = re.compile(r"The command '(.*)' returned a non-zero code: (\d+)", re.S)
 
 
