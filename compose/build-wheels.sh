@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the wheels compose/Dockerfile installs (sti, its dependencies and flower) on this host,
+# Build the wheels compose/Dockerfile installs (sti with its worker and deploy extras) on this host,
 # into compose/wheels, so that image builds need no package index. Usage: [PYTHON].
 set -euo pipefail
 
@@ -21,7 +21,7 @@ fi
 # in-tree build would leave build/ behind, and stale files there would end up in the wheel.
 SOURCE="$(mktemp -d)"
 trap 'rm -rf "$SOURCE"' EXIT
-PARTS=(pyproject.toml README.md sti_worker sti_submit)
+PARTS=(pyproject.toml README.md sti sti_worker sti_submit)
 if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
     git -C "$ROOT" ls-files -z --cached --others --exclude-standard -- "${PARTS[@]}" |
         (cd "$ROOT" && xargs -0 -r tar -c --ignore-failed-read -f -) | tar -x -C "$SOURCE"
@@ -36,7 +36,7 @@ export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-315532800}"
 rm -rf "$WHEELS"
 mkdir -p "$WHEELS"
 "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$WHEELS" \
-    "$SOURCE" 'flower>=2.0' 2> >(grep -v -e "^WARNING: Location 'file:" >&2)
+    "$SOURCE[worker,deploy]" 2> >(grep -v -e "^WARNING: Location 'file:" >&2)
 # pip chose the dependencies for this Python's exact version; an image's Python may be another
 # 3.11.x (Debian's is 3.11.2) and need more (redis needs async-timeout before 3.11.3): add them.
 for _ in 1 2 3; do
@@ -57,7 +57,7 @@ def norm(name: str) -> str:
 
 
 wheels = {norm(w.name.split("-")[0]): w for w in Path(sys.argv[1]).glob("*.whl")}
-todo, seen, missing = [("sti", frozenset()), ("flower", frozenset())], set(), {}
+todo, seen, missing = [("sti", frozenset({"worker", "deploy"}))], set(), {}
 while todo:
     name, extras = todo.pop()
     if (name, extras) in seen:

@@ -12,15 +12,15 @@ from typing import Any, NoReturn
 
 import click
 
-from sti_worker.engine.errors import ExitCode, InvalidInput, StiError, exit_code_for
-from sti_worker.engine.requests import (
+from sti.errors import ExitCode, InvalidInput, StiError, exit_code_for
+from sti.model import (
     METHODS,
     BuildRequest,
     Result,
     ValidateRequest,
     parse_env_options,
 )
-from sti_worker.settings import DEFAULT_BROKER_URL
+from sti.settings import DEFAULT_BROKER_URL
 
 Options = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -128,9 +128,7 @@ def build(
     )
     sink = _sink(quiet or as_json)
     if local:
-        from sti_submit.local import build_locally
-
-        _finish(build_locally(request, docker_url, sink), as_json)
+        _finish(_local_engine().build_locally(request, docker_url, sink), as_json)
     _finish_queued(
         broker, lambda client: client.submit_build(request), as_json, sink, no_wait, timeout
     )
@@ -159,9 +157,7 @@ def validate(
         )
     )
     if local:
-        from sti_submit.local import validate_locally
-
-        _finish(validate_locally(request, docker_url, _sink(True)), as_json)
+        _finish(_local_engine().validate_locally(request, docker_url, _sink(True)), as_json)
     _finish_queued(
         broker, lambda client: client.submit_validate(request), as_json, _sink(True), False, None
     )
@@ -236,6 +232,20 @@ def _checked(make: Callable[[], Any]) -> Any:
         return make()
     except StiError as error:
         raise click.BadParameter(error.message) from error
+
+
+def _local_engine() -> Any:
+    """The engine, for --local: part of the worker install, absent from a laptop's."""
+    try:
+        from sti_worker import local
+    except ImportError as error:
+        _fail(
+            InvalidInput(
+                f"--local runs the build engine here and needs the worker's packages "
+                f"(pip install 'sti[worker]'): {error}"
+            )
+        )
+    return local
 
 
 def _sink(silent: bool) -> Callable[[str], None]:

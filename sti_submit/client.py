@@ -23,27 +23,22 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.result import AsyncResult
+from celery.states import READY_STATES
 
-from sti_worker import keys
-from sti_worker.blobstore import BlobStore
-from sti_worker.cancellation import request_cancel
-from sti_worker.engine.errors import (
+from sti import keys
+from sti.blobstore import BlobStore
+from sti.cancel_flags import request_cancel
+from sti.errors import (
     BrokerUnreachable,
     Cancelled,
-    InternalError,
     InvalidInput,
     TimedOut,
 )
-from sti_worker.engine.requests import BuildRequest, Result, ValidateRequest
-from sti_worker.settings import (
-    DEFAULT_BROKER_URL,
-    JSON_ONLY,
-    SHARED_QUEUE,
-    upload_expires_s,
-    upload_max_bytes,
-)
+from sti.failures import error_for_failure
+from sti.model import BuildRequest, Result, ValidateRequest
+from sti.settings import DEFAULT_BROKER_URL, upload_expires_s, upload_max_bytes
+from sti.wire import BUILD_TASK, JSON_ONLY, SHARED_QUEUE, VALIDATE_TASK
 
-_READY = ("SUCCESS", "FAILURE", "REVOKED")
 _CANCEL_EXPIRES_S = 24 * 3600
 _FINAL_RESULT_GRACE_S = 60
 _SUBMITTED_EXPIRES_S = 30 * 24 * 3600
@@ -91,7 +86,7 @@ class StiClient:
         kwargs = request.to_json()
         build_id = kwargs.pop("build_id")
         self._claim_id(build_id)
-        self.app.send_task("sti.build", kwargs=kwargs, queue=SHARED_QUEUE, task_id=build_id)
+        self.app.send_task(BUILD_TASK, kwargs=kwargs, queue=SHARED_QUEUE, task_id=build_id)
         return build_id
 
     def _claim_id(self, build_id: str) -> None:
@@ -117,7 +112,7 @@ class StiClient:
         build_id = kwargs.pop("build_id")
         self.check_broker()
         self._claim_id(build_id)
-        self.app.send_task("sti.validate", kwargs=kwargs, queue=SHARED_QUEUE, task_id=build_id)
+        self.app.send_task(VALIDATE_TASK, kwargs=kwargs, queue=SHARED_QUEUE, task_id=build_id)
         return build_id
 
     # watching
@@ -129,7 +124,7 @@ class StiClient:
         """The result object once finished; before that build_id, state and phase."""
         self.check_broker()
         async_result = AsyncResult(build_id, app=self.app)
-        if async_result.state in _READY:
+        if async_result.state in READY_STATES:
             return self._result_of(async_result).to_json()
         info = async_result.info if isinstance(async_result.info, dict) else {}
         return {
@@ -171,7 +166,7 @@ class StiClient:
                     yield line
             if not follow and not entries:
                 return
-            if not entries and self.state(build_id) in _READY:
+            if not entries and self.state(build_id) in READY_STATES:
                 return
 
     def result(self, build_id: str, timeout: float | None = None) -> Result:
@@ -211,7 +206,7 @@ class StiClient:
         """Ask the build to stop; returns the state it was in."""
         self.check_broker()
         state = self.state(build_id)
-        if state in _READY:
+        if state in READY_STATES:
             return state
         request_cancel(self.redis, build_id, code, message, _CANCEL_EXPIRES_S)
         if state == "PENDING":
@@ -221,7 +216,7 @@ class StiClient:
 
     def workers(self) -> list[dict[str, Any]]:
         """Each live host: id, slots (its workers' concurrency) and the builds running on it."""
-        from sti_worker.leases import HostSlots
+        from sti.leases import HostSlots
 
         self.check_broker()
         hosts = []
@@ -243,18 +238,12 @@ class StiClient:
 
     def _result_of(self, async_result: AsyncResult) -> Result:
         build_id = async_result.id
-        kind = "validate" if async_result.name == "sti.validate" else "build"
+        kind = "validate" if async_result.name == VALIDATE_TASK else "build"
         if async_result.state == "SUCCESS" and isinstance(async_result.result, dict):
             return Result.from_json(async_result.result)
         if async_result.state == "REVOKED":
             return Result.from_error(kind, build_id, Cancelled("the build was cancelled"))
-        failure = async_result.result
-        name = type(failure).__name__
-        if name == "TimeLimitExceeded":
-            return Result.from_error(kind, build_id, TimedOut("a build step ran out of time"))
-        return Result.from_error(
-            kind, build_id, InternalError(f"the build failed: {name}: {failure}")
-        )
+        return Result.from_error(kind, build_id, error_for_failure(async_result.result))
 
 
 def _field(fields: dict[Any, Any], name: str) -> str | None:

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sti_worker.blobstore import BlobStore
-from sti_worker.engine.archives import archive_kind
-from sti_worker.engine.errors import InvalidInput
-from sti_worker.engine.ignore import ignore_matcher
-from sti_worker.engine.tarstreams import directory, file_chunks, stream_tar
-from sti_worker.upload_refs import PACKED_DIR_PREFIX, UploadRef
+from sti.archive_kinds import archive_kind
+from sti.blobstore import BlobStore
+from sti.errors import InvalidInput
+from sti.ignore import ignore_matcher
+from sti.tarstreams import directory, file_chunks, stream_tar
+from sti.upload_refs import PACKED_DIR_PREFIX, UploadRef
 
 _GZIP_LEVEL = 1  # sources are mostly text; speed matters more than the last few percent
 _FORMAT = "sti-pack/1"  # part of every fingerprint: a new packing format means new digests

@@ -9,7 +9,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from .settings import JSON_ONLY, SHARED_QUEUE, Settings
+from sti.settings import Settings
+from sti.wire import BUILD_TASK, JSON_ONLY, SHARED_QUEUE, VALIDATE_TASK
 
 settings = Settings.from_env()
 
@@ -29,7 +30,7 @@ app.conf.update(
     result_backend_transport_options={"visibility_timeout": settings.step_time_limit_s + 600},
     task_default_queue=SHARED_QUEUE,
     task_queues=[Queue(SHARED_QUEUE), Queue(settings.host_queue)],
-    task_routes={"sti.build": {"queue": SHARED_QUEUE}, "sti.validate": {"queue": SHARED_QUEUE}},
+    task_routes={BUILD_TASK: {"queue": SHARED_QUEUE}, VALIDATE_TASK: {"queue": SHARED_QUEUE}},
     task_create_missing_queues=True,
     broker_connection_retry_on_startup=True,
     worker_cancel_long_running_tasks_on_connection_loss=True,

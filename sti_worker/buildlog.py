@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import redis
 
-from . import keys
+from sti import keys
 
 
 class BuildLog:

@@ -1,11 +1,10 @@
-"""Cancelling a build: a flag in Redis set by the client, watched while each step runs.
+"""Watching a running step for a cancel flag (sti.cancel_flags).
 
 The watcher also renews the build's leases, so a live build keeps its tag lock and host slot.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -14,28 +13,11 @@ from types import TracebackType
 import redis
 import structlog
 
-from . import keys
-from .engine.errors import Cancelled, StiError, error_class
+from sti.cancel_flags import cancel_requested
+from sti.errors import StiError
 
 _POLL_S = 0.5
 _log = structlog.stdlib.get_logger(__name__)
-
-
-def request_cancel(
-    client: redis.Redis, build_id: str, code: str, message: str, expires_s: int
-) -> None:
-    client.set(
-        keys.cancel_flag(build_id), json.dumps({"code": code, "message": message}), ex=expires_s
-    )
-
-
-def cancel_requested(client: redis.Redis, build_id: str) -> StiError | None:
-    raw = client.get(keys.cancel_flag(build_id))
-    if raw is None:
-        return None
-    data = json.loads(raw)
-    error_type = error_class(data.get("code", Cancelled.code))
-    return error_type(data.get("message") or "the build was cancelled")
 
 
 class StepWatcher:

@@ -14,17 +14,19 @@ from typing import Any
 import structlog
 from celery import signals
 
-from . import keys
-from .app import settings
+from sti import keys
+from sti.leases import HostSlots
+from sti.wire import ABORT_TASK, FINISH_TASK, STEP_TASK
+
+from .app import app, settings
 from .engine.pipeline import cleanup_build, leftover_build_ids
-from .leases import HostSlots
 from .logs import configure_logging
 from .resources import docker_host, redis_client
 from .state_seal import ForgedState, unseal
 
 log = structlog.stdlib.get_logger(__name__)
 
-_STEP_TASKS = ("sti.step", "sti.finish")
+_STEP_TASKS = (STEP_TASK, FINISH_TASK)
 _heartbeat_stop = threading.Event()
 
 
@@ -111,15 +113,15 @@ def _finish_revoked_build(request: Any, terminated: bool, expired: bool, **_: An
     """A revoked or expired step would leave its build unfinished: abort it on this host."""
     if request.task not in _STEP_TASKS:
         return
-    from .tasks import abort_build
-
     build = _sealed_request(request.args)
     if build is None:
         return
     reason = "expired" if expired else "revoked"
     log.warning("build step " + reason, build_id=build.get("build_id"), step=request.task)
-    abort_build.apply_async(
-        kwargs={"build_id": build["build_id"], "tag": build["tag"]}, queue=settings.host_queue
+    app.send_task(
+        ABORT_TASK,
+        kwargs={"build_id": build["build_id"], "tag": build["tag"]},
+        queue=settings.host_queue,
     )
 
 
@@ -134,6 +136,6 @@ def _sealed_request(args: Any) -> dict[str, Any] | None:
 def _build_id_of(name: str, task_id: str, args: Any, kwargs: Any, request: Any) -> str | None:
     if name in _STEP_TASKS:
         return None  # in the sealed state: the task binds it once it has checked the seal
-    if name == "sti.abort":
+    if name == ABORT_TASK:
         return kwargs.get("build_id")
     return task_id

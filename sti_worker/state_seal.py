@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .engine.errors import InternalError, InvalidInput
+from sti.errors import InternalError, InvalidInput
 
 KEY_FILE = ".sti-state-key"
 _KEY_BYTES = 32

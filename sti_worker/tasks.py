@@ -13,12 +13,26 @@ from typing import Any
 import structlog
 from celery import Task, chain
 
-from . import keys
+from sti import keys
+from sti.blobstore import BlobStore
+from sti.cancel_flags import cancel_requested
+from sti.errors import InternalError, StiError
+from sti.failures import error_for_failure
+from sti.leases import HostSlots, TagLock
+from sti.model import (
+    BuildRequest,
+    Result,
+    ValidateRequest,
+    check_build_id,
+    from_task_arguments,
+    validate_tag,
+)
+from sti.upload_refs import SCHEME
+from sti.wire import ABORT_TASK, BUILD_TASK, FINISH_TASK, STEP_TASK, VALIDATE_TASK
+
 from .app import app, settings
-from .blobstore import BlobStore
-from .cancellation import StepWatcher, cancel_requested
+from .cancellation import StepWatcher
 from .engine.archives import ExtractLimits
-from .engine.errors import InternalError, StiError, TimedOut
 from .engine.pipeline import (
     BuildState,
     cleanup,
@@ -28,20 +42,10 @@ from .engine.pipeline import (
     run_validate,
     steps_for,
 )
-from .engine.requests import (
-    BuildRequest,
-    Result,
-    ValidateRequest,
-    check_build_id,
-    from_task_arguments,
-    validate_tag,
-)
 from .engine.sources import SourcePolicy, register_opener, register_streamer
 from .engine.sources import configure as configure_sources
-from .leases import HostSlots, TagLock
 from .resources import build_log, docker_host, redis_client
 from .state_seal import seal, unseal
-from .upload_refs import SCHEME
 from .uploads import opener, streamer
 
 log = structlog.stdlib.get_logger(__name__)
@@ -91,7 +95,7 @@ def _host_sig(sig: Any) -> Any:
     return sig.set(queue=settings.host_queue)
 
 
-@app.task(name="sti.validate", bind=True)
+@app.task(name=VALIDATE_TASK, bind=True)
 def validate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments: build_image, incremental=False, runtime_image=None."""
     build_id = self.request.id
@@ -106,7 +110,7 @@ def validate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         build.end()
 
 
-@app.task(name="sti.build", bind=True, max_retries=None)
+@app.task(name=BUILD_TASK, bind=True, max_retries=None)
 def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments: those of BuildRequest but build_id (the task's id); env and exclude
     may be null."""
@@ -163,7 +167,7 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> boo
     return False
 
 
-@app.task(name="sti.step", bind=True)
+@app.task(name=STEP_TASK, bind=True)
 def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str, str]:
     build = BuildState.from_json(unseal(sealed))
     request = build.request
@@ -198,7 +202,7 @@ def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str
     return seal(after.to_json())
 
 
-@app.task(name="sti.finish", bind=True)
+@app.task(name=FINISH_TASK, bind=True)
 def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     build = BuildState.from_json(unseal(sealed))
     request = build.request
@@ -214,7 +218,7 @@ def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     return result.to_json()
 
 
-@app.task(name="sti.abort", bind=True)
+@app.task(name=ABORT_TASK, bind=True)
 def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[str, Any]:
     """The chain broke (hard time limit, revoked step): clean up and record a final result."""
     check_build_id(build_id)
@@ -235,13 +239,7 @@ def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[
 def _failure_of(task_id: str | None) -> StiError:
     if task_id is None:
         return InternalError("a build step was lost")
-    failure = app.AsyncResult(task_id).result
-    name = type(failure).__name__
-    if name == "TimeLimitExceeded":
-        return TimedOut("a build step ran out of time (STI_STEP_TIME_LIMIT)")
-    if name in ("TaskRevokedError", "Terminated"):
-        return InternalError("a build step was revoked")
-    return InternalError(f"a build step failed: {name}: {failure}")
+    return error_for_failure(app.AsyncResult(task_id).result)
 
 
 def _count_delivery(task: Task) -> int:

@@ -13,12 +13,14 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .blobstore import BlobStore
-from .engine.archives import archive_kind, extract_tar_stream, extract_zip, retar_tar_stream
-from .engine.errors import InvalidInput, SourceFetchFailed
+from sti.archive_kinds import archive_kind
+from sti.blobstore import BlobStore
+from sti.errors import InvalidInput, SourceFetchFailed
+from sti.tarstreams import IterReader, TarPart, empty_directory
+from sti.upload_refs import PACKED_DIR_PREFIX, UploadRef
+
+from .engine.archives import extract_tar_stream, extract_zip, retar_tar_stream
 from .engine.sources import FetchedSource, SourcePolicy, check_file_name, copy_single_file
-from .engine.tarstreams import IterReader, TarPart, empty_directory
-from .upload_refs import PACKED_DIR_PREFIX, UploadRef
 
 
 def opener(store: Callable[[], BlobStore]) -> Callable[..., FetchedSource]:

@@ -17,7 +17,7 @@ from types import FrameType
 
 import click
 
-from .settings import SHARED_QUEUE, host_queue
+from sti.wire import SHARED_QUEUE, host_queue
 
 _COLD_AFTER_S = 30
 
@@ -83,8 +83,9 @@ def main(
 
 
 def _drain_then_stop(child: subprocess.Popen[bytes], node: str, host_id: str, grace: int) -> None:
+    from sti.leases import HostSlots
+
     from .app import app, settings
-    from .leases import HostSlots
     from .resources import redis_client
 
     deadline = time.monotonic() + grace

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sti.model import BuildRequest, Result
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_build
-from sti_worker.engine.requests import BuildRequest, Result
 from tests.dockertools import TRACKER
 
 METHODS = pytest.mark.parametrize("method", ["build", "run"])

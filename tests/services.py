@@ -93,7 +93,7 @@ class Worker:
         self._wait_registered()
 
     def _wait_registered(self) -> None:
-        from sti_worker import keys
+        from sti import keys
 
         client = redis.Redis.from_url(self.broker_url)
         node = f"sti-{self.host_id}-{self.process.pid}@{socket.gethostname()}"  # sti-worker's

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sti_worker.engine.archives import ExtractLimits, archive_kind, extract_tar_stream, extract_zip
-from sti_worker.engine.errors import InvalidInput
+from sti.archive_kinds import archive_kind
+from sti.errors import InvalidInput
+from sti_worker.engine.archives import ExtractLimits, extract_tar_stream, extract_zip
 
 TarMember = tuple[tarfile.TarInfo, bytes | None]
 ZipMember = tuple[zipfile.ZipInfo, bytes]

@@ -24,8 +24,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from sti.model import BuildRequest
 from sti_submit.client import StiClient
-from sti_worker.engine.requests import BuildRequest
 from tests.queue_helpers import make_source
 from tests.services import free_port
 

@@ -8,8 +8,8 @@ import uuid
 import docker
 import pytest
 
+from sti.model import Result
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.engine.requests import Result
 from tests.dockertools import (
     CONTRACT_FIELDS,
     SOURCE_FILES,

@@ -14,11 +14,11 @@ from pathlib import Path
 import docker
 import pytest
 
+from sti.errors import InvalidInput
+from sti.model import BuildRequest, Result
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.engine.errors import InvalidInput
 from sti_worker.engine.methods import BASE_REPOSITORY_PREFIX
 from sti_worker.engine.pipeline import run_build
-from sti_worker.engine.requests import BuildRequest, Result
 from tests.dockertools import (
     TRACKER,
     image_config,

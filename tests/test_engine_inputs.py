@@ -11,11 +11,11 @@ import docker
 import git
 import pytest
 
+from sti.errors import InvalidBuildMethod, InvalidInput
+from sti.model import BuildRequest, parse_env_options
 from sti_worker.engine import sources
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.engine.errors import InvalidBuildMethod, InvalidInput
 from sti_worker.engine.methods import method_named
-from sti_worker.engine.requests import BuildRequest, parse_env_options
 from tests.dockertools import (
     SOURCE_FILES,
     image_env,

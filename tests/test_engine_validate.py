@@ -6,9 +6,9 @@ import uuid
 
 import docker
 
+from sti.model import Result, ValidateRequest
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_validate
-from sti_worker.engine.requests import Result, ValidateRequest
 from tests.dockertools import temporary_image
 from tests.images import PREPARE, RUN, SAVE_ARTIFACTS
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import docker
 import pytest
 
+from sti.errors import InvalidInput
+from sti.model import BuildRequest, Result
 from sti_submit.client import StiClient
 from sti_worker.busybox_images import build_busybox_image
-from sti_worker.engine.errors import InvalidInput
-from sti_worker.engine.requests import BuildRequest, Result
 from tests.images import PREPARE, RUN, SAVE_ARTIFACTS
 from tests.queue_helpers import make_source
 from tests.services import DockerDaemon, RedisServer, Registry, Worker

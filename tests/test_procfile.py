@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sti.model import BuildRequest
 from sti_submit.client import StiClient
-from sti_worker.engine.requests import BuildRequest
 from tests.queue_helpers import make_source
 from tests.services import BIN, free_port
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from sti.errors import InvalidInput
+from sti.model import BuildRequest
 from sti_submit.client import StiClient
-from sti_worker.engine.errors import InvalidInput
-from sti_worker.engine.requests import BuildRequest
 from tests.dockertools import run_and_read
 from tests.queue_helpers import json_result, make_source, sti_submit
 from tests.services import Worker, free_port

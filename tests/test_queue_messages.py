@@ -17,7 +17,7 @@ import docker
 import pytest
 from celery import Celery
 
-from sti_worker.settings import host_queue
+from sti.wire import host_queue
 from tests.services import Worker
 
 

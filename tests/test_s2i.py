@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import docker
 
+from sti.model import ValidateRequest
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_validate
-from sti_worker.engine.requests import ValidateRequest
 from tests.dockertools import image_config, image_files, temporary_image
 from tests.engine_helpers import METHODS, build
 

@@ -15,13 +15,13 @@ import git
 import pytest
 import redis
 
+from sti import keys
+from sti.blobstore import BlobStore
+from sti.errors import InvalidInput
+from sti.model import BuildRequest, Result
 from sti_submit.client import StiClient
-from sti_worker import keys
-from sti_worker.blobstore import BlobStore
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.engine.errors import InvalidInput
 from sti_worker.engine.pipeline import run_build
-from sti_worker.engine.requests import BuildRequest, Result
 from sti_worker.engine.sources import SourcePolicy, check_git_url, configure, current_policy
 from tests.dockertools import image_tree, run_and_read
 from tests.queue_helpers import json_result, make_source, sti_submit

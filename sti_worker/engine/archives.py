@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal, NoReturn, Protocol
 
-from .errors import InvalidInput, StiError
-from .tarstreams import empty_directory
+from sti.errors import InvalidInput, StiError
+from sti.tarstreams import empty_directory
 
 Read = Callable[[int], bytes]
 EntryKind = Literal["directory", "file", "link"]
@@ -40,17 +40,6 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _UNIX = 3  # ZipInfo.create_system of archives whose external_attr holds a Unix mode
 
-_SUFFIXES = (
-    (".tar.gz", "tar.gz"),
-    (".tgz", "tar.gz"),
-    (".tar.bz2", "tar.bz2"),
-    (".tbz2", "tar.bz2"),
-    (".tbz", "tar.bz2"),
-    (".tar.xz", "tar.xz"),
-    (".txz", "tar.xz"),
-    (".tar", "tar"),
-    (".zip", "zip"),
-)
 _EXTENDED_HEADER_TYPES = (
     tarfile.XHDTYPE,
     tarfile.XGLTYPE,
@@ -91,14 +80,6 @@ class ExtractLimits:
     max_total_bytes: int = 2 * 1024**3  # sum of regular-file sizes after extraction
     max_files: int = 100_000  # entries of any kind
     max_file_bytes: int | None = None  # optional per-file cap (None = only the total)
-
-
-def archive_kind(name: str) -> str | None:
-    """'tar', 'tar.gz', 'tar.bz2', 'tar.xz' or 'zip' from a file name or URL path (.tgz = tar.gz,
-    .tbz2/.tbz = tar.bz2, .txz = tar.xz; case-insensitive; ignore ?query and #fragment), else None.
-    """
-    path = re.split(r"[?#]", name, maxsplit=1)[0].lower()
-    return next((kind for suffix, kind in _SUFFIXES if path.endswith(suffix)), None)
 
 
 def extract_tar_stream(

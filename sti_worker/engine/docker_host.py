@@ -22,8 +22,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import CancellableStream, Mount
 
-from .buildkit_trace import TraceDecodeError, decode_trace
-from .errors import (
+from sti.errors import (
     BuildFailed,
     BuildStepFailed,
     CommitContainerFailed,
@@ -36,9 +35,11 @@ from .errors import (
     PushImageFailed,
     StiError,
     TagImageFailed,
-    TimedOut,
 )
-from .tarstreams import IterReader
+from sti.failures import error_for_failure, is_time_limit
+from sti.tarstreams import IterReader
+
+from .buildkit_trace import TraceDecodeError, decode_trace
 
 LogSink = Callable[[str], None]
 
@@ -669,8 +670,8 @@ def translate_error(error: BaseException) -> StiError:
         if inner is not None:  # raised while streaming a request body, e.g. a tar producer
             return translate_error(inner)
         return DockerConnectionFailed(f"lost the connection to the Docker engine: {error}")
-    if type(error).__name__ == "SoftTimeLimitExceeded":  # Celery's, without importing Celery
-        return TimedOut("the build step ran out of time (STI_STEP_TIME_LIMIT)")
+    if is_time_limit(error):  # a step's soft time limit, raised into the running code
+        return error_for_failure(error)
     if isinstance(error, docker.errors.DockerException):
         return DockerConnectionFailed(f"Docker engine error: {_reason(error)}")
     return InternalError(f"unexpected {type(error).__name__}: {error}")

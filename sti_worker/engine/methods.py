@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sti.errors import BuildFailed, BuildStepFailed, InvalidBuildMethod
+from sti.tarstreams import TarPart, small_file, stream_tar
+
 from .docker_host import BUILD_ID_LABEL, DockerHost, LogSink, container_name
-from .errors import BuildFailed, BuildStepFailed, InvalidBuildMethod
 from .protocol import Scripts
-from .tarstreams import TarPart, small_file, stream_tar
 
 _INPUT_DIRS = ("src", "artifacts", "build")
 _ARTIFACTS_STAGE = "sti-artifacts"

@@ -17,6 +17,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sti.errors import InvalidImage, NoSuchBaseImage, NoSuchRuntimeImage, StiError
+from sti.model import (
+    BUILD_ID_PATTERN,
+    BuildRequest,
+    Result,
+    Step,
+    ValidateRequest,
+    build_tag_for,
+    check_build_id,
+    registry_of,
+)
+from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted
+
 from .docker_host import (
     CONTAINER_NAME_PREFIX,
     DockerHost,
@@ -24,7 +37,6 @@ from .docker_host import (
     container_name,
     translate_error,
 )
-from .errors import InvalidImage, NoSuchBaseImage, NoSuchRuntimeImage, StiError
 from .methods import (
     ArtifactsNotSaved,
     PrepareSpec,
@@ -41,16 +53,6 @@ from .protocol import (
     Scripts,
     inspect_scripts,
 )
-from .requests import (
-    BUILD_ID_PATTERN,
-    BuildRequest,
-    Result,
-    Step,
-    ValidateRequest,
-    build_tag_for,
-    check_build_id,
-    registry_of,
-)
 from .sources import (
     FetchedSource,
     checked_context_dir,
@@ -58,7 +60,6 @@ from .sources import (
     fetch_source,
     source_part,
 )
-from .tarstreams import empty_directory, file_chunks, prefixed, retargeted
 
 WORKDIR_PREFIX = "sti-"
 _ABORTED_BUILD_GRACE_S = 15

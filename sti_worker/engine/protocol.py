@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sti.errors import InvalidImage
+
 from .docker_host import DockerHost, PathStat, container_name
-from .errors import InvalidImage
 
 PREPARE_ROLE = "prepare"
 RUN_ROLE = "run"

@@ -23,10 +23,12 @@ import git
 import requests
 import urllib3.exceptions
 
-from .archives import ExtractLimits, archive_kind, extract_tar_stream, extract_zip
-from .errors import InvalidInput, SourceFetchFailed
-from .ignore import ignore_matcher
-from .tarstreams import TarPart, directory
+from sti.archive_kinds import archive_kind
+from sti.errors import InvalidInput, SourceFetchFailed
+from sti.ignore import ignore_matcher
+from sti.tarstreams import TarPart, directory
+
+from .archives import ExtractLimits, extract_tar_stream, extract_zip
 
 LogSink = Callable[[str], None]
 

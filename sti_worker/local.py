@@ -1,6 +1,6 @@
 """Running the engine in this process (--local): no broker, the local Docker engine.
 
-Imported only when --local is used, so the laptop side needs no docker-py otherwise.
+Part of the worker install (`sti[worker]`): sti-submit imports it only for --local.
 """
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+from sti.errors import StiError
+from sti.model import BuildRequest, Result, ValidateRequest
+from sti.settings import Settings
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.engine.errors import StiError
 from sti_worker.engine.pipeline import run_build, run_validate
-from sti_worker.engine.requests import BuildRequest, Result, ValidateRequest
 from sti_worker.engine.sources import SourcePolicy, configure, current_policy
-from sti_worker.settings import Settings
 
 LogSink = Callable[[str], None]
 

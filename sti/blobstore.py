@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 import redis
 
 from . import keys
-from .engine.errors import InvalidInput, SourceFetchFailed
+from .errors import InvalidInput, SourceFetchFailed
 
 CHUNK_BYTES = 1024 * 1024
 _PIPELINE_CHUNKS = 8

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from .blobstore import check_digest
-from .engine.errors import InvalidInput
+from .errors import InvalidInput
 
 SCHEME = "sti+upload://"
 KINDS = ("dir", "archive", "file")

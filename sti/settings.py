@@ -6,6 +6,8 @@ import os
 import socket
 from dataclasses import dataclass
 
+from .wire import host_queue
+
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 
 
@@ -103,19 +105,3 @@ def _registry_auth() -> dict[str, str] | None:
 
 def upload_expires_s() -> int:
     return _int("STI_UPLOAD_EXPIRES", 24 * 3600)
-
-
-# Tasks and results are JSON only, so a foreign Celery app can read them and nothing unpickles.
-JSON_ONLY = {
-    "task_serializer": "json",
-    "result_serializer": "json",
-    "accept_content": ["json"],
-    "result_accept_content": ["json"],
-    "result_extended": True,
-}
-
-SHARED_QUEUE = "sti.builds"
-
-
-def host_queue(host_id: str) -> str:
-    return f"sti.host.{host_id}"
