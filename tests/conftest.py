@@ -24,6 +24,42 @@ from tests.services import RedisServer, Worker
 
 _WORKDIR = re.compile(r"^sti-(?:[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})$")
 
+#: Fixtures that reach a Docker engine (directly, or through a worker or daemon they start).
+DOCKER_FIXTURES = frozenset(
+    {
+        "api",
+        "images",
+        "docker_host",
+        "app_tag",
+        "worker",
+        "builder_host",  # test_engine_builders: a DockerHost per builder
+        "cluster",  # test_multi_host: dockerd daemons, a registry and workers
+        "two_hosts",  # test_queue_hosts: two workers
+        "stack",  # test_compose: docker compose
+        "honcho",  # test_procfile: the Procfile's worker builds with Docker
+    }
+)
+#: Modules whose every test needs Docker, some without asking for a fixture that says so.
+DOCKER_MODULES = frozenset(
+    {
+        "test_cli_local",  # sti-submit --local runs the engine in-process
+        "test_compose",
+        "test_procfile",
+        "test_queue_lifecycle",  # starts its own workers
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a Docker engine `docker`: `pytest -m "not docker"` is the
+    fast tier, which needs only redis-server."""
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rpartition(".")[2] if module else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if name in DOCKER_MODULES or fixtures & DOCKER_FIXTURES:
+            item.add_marker(pytest.mark.docker)
+
 
 @pytest.fixture(scope="session")
 def api() -> Iterator[docker.APIClient]:
