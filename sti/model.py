@@ -39,8 +39,12 @@ def new_build_id() -> str:
     return uuid.uuid4().hex
 
 
+def is_build_id(build_id: object) -> bool:
+    return isinstance(build_id, str) and bool(re.fullmatch(BUILD_ID_PATTERN, build_id))
+
+
 def check_build_id(build_id: object) -> str:
-    if not isinstance(build_id, str) or not re.fullmatch(BUILD_ID_PATTERN, build_id):
+    if not is_build_id(build_id):
         raise InvalidInput(f"build id {build_id!r} is not a lowercase uuid")
     return build_id
 

@@ -13,9 +13,11 @@ from sti.model import BuildRequest, Result, ValidateRequest
 from sti.settings import Settings
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_build, run_validate
-from sti_worker.engine.sources import SourcePolicy, configure, current_policy
+from sti_worker.engine.sources import SourcePolicy, Sources
 
 LogSink = Callable[[str], None]
+# the user's own machine: its paths and file:// git URLs are theirs to use
+_OWN_MACHINE = Sources(SourcePolicy(allow_file_urls=True, allow_local_paths=True))
 
 
 def _docker_host(docker_url: str | None) -> DockerHost:
@@ -28,16 +30,12 @@ def _docker_host(docker_url: str | None) -> DockerHost:
 
 
 def build_locally(request: BuildRequest, docker_url: str | None, sink: LogSink) -> Result:
-    # the user's own machine: file:// git URLs are theirs to use
-    configure(
-        SourcePolicy(allow_file_urls=True, allow_local_paths=True, limits=current_policy().limits)
-    )
     try:
         docker = _docker_host(docker_url)
     except StiError as error:
         return Result.from_error("build", request.build_id, error, host=socket.gethostname())
     try:
-        return run_build(docker, request, sink, socket.gethostname())
+        return run_build(docker, request, sink, socket.gethostname(), sources=_OWN_MACHINE)
     finally:
         docker.close()
 

@@ -1,4 +1,5 @@
-"""Per-process connections of a worker: the Docker engine and Redis, made on first use.
+"""What a worker process works with, made on first use: the Docker engine, Redis, and where
+sources come from (its policy, from the settings, and the opener of uploaded sources).
 
 Celery forks its pool processes; connections made before the fork must not be shared, so each
 process makes its own the first time a task needs one.
@@ -6,13 +7,20 @@ process makes its own the first time a task needs one.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import redis
 
+from sti.blobstore import BlobStore
+from sti.upload_refs import SCHEME
+
 from .app import settings
 from .buildlog import BuildLog
+from .engine.archives import ExtractLimits
 from .engine.docker_host import DockerHost
+from .engine.sources import SourcePolicy, Sources
+from .uploads import opener, streamer
 
 _docker: tuple[int, DockerHost] | None = None
 _redis: tuple[int, redis.Redis] | None = None
@@ -46,4 +54,29 @@ def build_log(build_id: str) -> BuildLog:
         build_id,
         max_lines=settings.log_max_lines,
         expires_s=settings.result_expires_s,
+    )
+
+
+def blob_store() -> BlobStore:
+    return BlobStore(
+        redis_client(), expires_s=settings.upload_expires_s, max_bytes=settings.upload_max_bytes
+    )
+
+
+@functools.cache
+def sources() -> Sources:
+    """This worker's sources: the policy its settings give, and uploads from sti-submit."""
+    return Sources(
+        SourcePolicy(
+            allow_file_urls=settings.allow_file_urls,
+            allow_local_paths=settings.allow_local_sources,
+            allow_internal_urls=settings.allow_internal_urls,
+            limits=ExtractLimits(
+                max_total_bytes=settings.source_max_bytes, max_files=settings.source_max_files
+            ),
+            download_max_bytes=settings.download_max_bytes,
+            download_timeout_s=settings.download_timeout_s,
+        ),
+        openers={SCHEME: opener(blob_store)},
+        streamers={SCHEME: streamer(blob_store)},
     )

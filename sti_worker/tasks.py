@@ -7,6 +7,7 @@ original task id, so AsyncResult(build id) and a caller's own chain get the resu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,6 @@ import structlog
 from celery import Task, chain
 
 from sti import keys
-from sti.blobstore import BlobStore
 from sti.cancel_flags import cancel_requested
 from sti.errors import InternalError, StiError
 from sti.failures import error_for_failure
@@ -25,16 +25,16 @@ from sti.model import (
     ValidateRequest,
     check_build_id,
     from_task_arguments,
+    is_build_id,
     validate_tag,
 )
-from sti.upload_refs import SCHEME
 from sti.wire import ABORT_TASK, BUILD_TASK, FINISH_TASK, STEP_TASK, VALIDATE_TASK
 
 from .app import app, settings
 from .cancellation import StepWatcher
-from .engine.archives import ExtractLimits
 from .engine.pipeline import (
     BuildState,
+    Workbench,
     cleanup,
     cleanup_build,
     result_of,
@@ -42,36 +42,8 @@ from .engine.pipeline import (
     run_validate,
     steps_for,
 )
-from .engine.sources import SourcePolicy, register_opener, register_streamer
-from .engine.sources import configure as configure_sources
-from .resources import build_log, docker_host, redis_client
+from .resources import build_log, docker_host, redis_client, sources
 from .state_seal import seal, unseal
-from .uploads import opener, streamer
-
-log = structlog.stdlib.get_logger(__name__)
-
-configure_sources(
-    SourcePolicy(
-        allow_file_urls=settings.allow_file_urls,
-        allow_local_paths=settings.allow_local_sources,
-        allow_internal_urls=settings.allow_internal_urls,
-        limits=ExtractLimits(
-            max_total_bytes=settings.source_max_bytes, max_files=settings.source_max_files
-        ),
-        download_max_bytes=settings.download_max_bytes,
-        download_timeout_s=settings.download_timeout_s,
-    )
-)
-
-
-def _blob_store() -> BlobStore:
-    return BlobStore(
-        redis_client(), expires_s=settings.upload_expires_s, max_bytes=settings.upload_max_bytes
-    )
-
-
-register_opener(SCHEME, opener(_blob_store))
-register_streamer(SCHEME, streamer(_blob_store))
 
 PROGRESS = "PROGRESS"
 _CLAIM_RETRY_S = 1.0
@@ -95,15 +67,35 @@ def _host_sig(sig: Any) -> Any:
     return sig.set(queue=settings.host_queue)
 
 
+def _ended_early(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The one place a public task turns an error raised before (or instead of) its work into
+    its result object, said in the build's log when the build id is one a log can have."""
+
+    def decorate(task: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(task)
+        def run(self: Task, *args: Any, **kwargs: Any) -> Any:
+            build_id = self.request.id
+            try:
+                return task(self, *args, **kwargs)
+            except StiError as error:
+                if is_build_id(build_id):
+                    buildlog = build_log(build_id)
+                    buildlog.write(f"{kind.capitalize()} ended before it started: {error.message}")
+                    buildlog.end()
+                result = Result.from_error(kind, str(build_id), error, host=settings.host_id)
+                return result.to_json()
+
+        return run
+
+    return decorate
+
+
 @app.task(name=VALIDATE_TASK, bind=True)
+@_ended_early("validate")
 def validate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments: build_image, incremental=False, runtime_image=None."""
-    build_id = self.request.id
-    try:
-        request = from_task_arguments(ValidateRequest, args, kwargs, build_id)
-    except StiError as error:
-        return Result.from_error("validate", build_id, error, host=settings.host_id).to_json()
-    build = build_log(build_id)
+    request = from_task_arguments(ValidateRequest, args, kwargs, self.request.id)
+    build = build_log(request.build_id)
     try:
         return run_validate(docker_host(), request, build.write, settings.host_id).to_json()
     finally:
@@ -111,33 +103,21 @@ def validate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 @app.task(name=BUILD_TASK, bind=True, max_retries=None)
+@_ended_early("build")
 def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments: those of BuildRequest but build_id (the task's id); env and exclude
     may be null."""
-    build_id = self.request.id
-    try:
-        check_build_id(build_id)
-    except StiError as error:
-        return Result.from_error("build", str(build_id), error, host=settings.host_id).to_json()
-    buildlog = build_log(build_id)
     defaults = {"env": {}, "exclude": []}
     given = {
         name: defaults[name] if value is None and name in defaults else value
         for name, value in kwargs.items()
     }
-    try:
-        request = from_task_arguments(BuildRequest, args, given, build_id)
-    except StiError as error:
-        buildlog.write(f"Build refused: {error.message}")
-        buildlog.end()
-        return Result.from_error("build", build_id, error, host=settings.host_id).to_json()
-
+    request = from_task_arguments(BuildRequest, args, given, self.request.id)
+    build_id = request.build_id
     cancelled = cancel_requested(redis_client(), build_id)
     if cancelled:
-        buildlog.write(f"Build {cancelled.code.lower()} before it started: {cancelled.message}")
-        buildlog.end()
-        return Result.from_error("build", build_id, cancelled, host=settings.host_id).to_json()
-
+        raise cancelled
+    buildlog = build_log(build_id)
     if not _claim(self, request, buildlog.write):
         raise self.retry(countdown=_CLAIM_RETRY_S, max_retries=None)
     buildlog.write(f"Build {build_id} claimed by host {settings.host_id}")
@@ -194,7 +174,7 @@ def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str
         abort=lambda: docker.abort(request.build_id),
         renew_every_s=max(settings.lease_s / 4, 1),
     ) as watcher:
-        after = run_step(step, function, docker, build, buildlog.write)
+        after = run_step(step, function, Workbench(docker, sources(), buildlog.write), build)
     if watcher.cancelled is not None:
         after = BuildState.from_json({**build.to_json(), "steps": after.to_json()["steps"]})
         after = after.fail(watcher.cancelled, buildlog.write)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 
 from sti.errors import InvalidBuildMethod, InvalidInput
 from sti.model import BuildRequest, parse_env_options
-from sti_worker.engine import sources
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.methods import method_named
 from tests.dockertools import (
@@ -353,26 +351,7 @@ def _commit(repo: git.Repo, files: dict[str, bytes], message: str) -> str:
 
 
 @pytest.fixture
-def allow_file_urls() -> Iterator[None]:
-    """Allow file:// git URLs while the test runs, as sti-submit --local does.
-
-    Workers may refuse file:// git URLs by policy (sources.SourcePolicy, where the engine has
-    one); these tests are about building git sources, so they allow them.
-    """
-    configure = getattr(sources, "configure", None)
-    if configure is None:
-        yield
-        return
-    previous = sources.current_policy()
-    configure(dataclasses.replace(previous, allow_file_urls=True))
-    try:
-        yield
-    finally:
-        configure(previous)
-
-
-@pytest.fixture
-def git_repo(tmp_path: Path, allow_file_urls: None) -> Iterator[git.Repo]:
+def git_repo(tmp_path: Path) -> Iterator[git.Repo]:
     repo = git.Repo.init(tmp_path / "repo", initial_branch="main")
     yield repo
     repo.close()
@@ -441,7 +420,6 @@ def test_git_source_that_does_not_exist_fails_with_source_fetch_failed(
     images: dict[str, str],
     app_tag: str,
     tmp_path: Path,
-    allow_file_urls: None,
 ) -> None:
     url = f"file://{tmp_path}/no-such-repo"
     result, _ = build(docker_host, url, images["sti-fake"], app_tag)

@@ -7,7 +7,6 @@ import io
 import os
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -22,23 +21,20 @@ from sti.model import BuildRequest, Result
 from sti_submit.client import StiClient
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_build
-from sti_worker.engine.sources import SourcePolicy, check_git_url, configure, current_policy
+from sti_worker.engine.sources import SourcePolicy, Sources, check_git_url
 from tests.dockertools import image_tree, run_and_read
 from tests.queue_helpers import json_result, make_source, sti_submit
 from tests.services import Worker
 
-
-@pytest.fixture
-def file_urls_allowed() -> Iterator[None]:
-    before = current_policy()
-    configure(SourcePolicy(allow_file_urls=True, limits=before.limits))
-    yield
-    configure(before)
+# in-process, as sti-submit --local: the machine's own file:// git URLs are allowed
+FILE_URLS_ALLOWED = SourcePolicy(allow_file_urls=True)
 
 
-def build_here(docker_host: DockerHost, request: BuildRequest) -> Result:
+def build_here(
+    docker_host: DockerHost, request: BuildRequest, policy: SourcePolicy = FILE_URLS_ALLOWED
+) -> Result:
     lines: list[str] = []
-    return run_build(docker_host, request, lines.append, "test")
+    return run_build(docker_host, request, lines.append, "test", sources=Sources(policy))
 
 
 # git
@@ -75,7 +71,6 @@ def test_git_ref_selects_branch_tag_or_commit_and_the_result_names_the_commit(
     images: dict[str, str],
     app_tag: str,
     repo: git.Repo,
-    file_urls_allowed: None,
     ref: str | None,
     expected: str,
 ) -> None:
@@ -98,7 +93,6 @@ def test_git_context_dir_builds_only_that_subdirectory(
     images: dict[str, str],
     app_tag: str,
     repo: git.Repo,
-    file_urls_allowed: None,
 ) -> None:
     url = f"file://{repo.working_tree_dir}"
     request = BuildRequest(url, images["sti-fake"], app_tag, context_dir="web")
@@ -114,7 +108,6 @@ def test_git_submodules_are_fetched_unless_ignored(
     app_tag: str,
     repo: git.Repo,
     tmp_path: Path,
-    file_urls_allowed: None,
     ignore: bool,
 ) -> None:
     library = git.Repo.init(tmp_path / "lib", initial_branch="main")
@@ -162,7 +155,6 @@ def test_refs_that_could_be_read_as_options_are_refused(
     images: dict[str, str],
     app_tag: str,
     repo: git.Repo,
-    file_urls_allowed: None,
     ref: str,
 ) -> None:
     url = f"file://{repo.working_tree_dir}"
@@ -173,13 +165,9 @@ def test_refs_that_could_be_read_as_options_are_refused(
 def test_file_urls_are_refused_unless_the_worker_allows_them(
     docker_host: DockerHost, images: dict[str, str], app_tag: str, repo: git.Repo
 ) -> None:
-    before = current_policy()
-    configure(SourcePolicy(allow_file_urls=False))
-    try:
-        url = f"file://{repo.working_tree_dir}"
-        result = build_here(docker_host, BuildRequest(url, images["sti-fake"], app_tag))
-    finally:
-        configure(before)
+    url = f"file://{repo.working_tree_dir}"
+    request = BuildRequest(url, images["sti-fake"], app_tag)
+    result = build_here(docker_host, request, SourcePolicy(allow_file_urls=False))
     assert result.error_code == "InvalidInput"
     assert "STI_ALLOW_FILE_URLS" in (result.error or {})["message"]
 
@@ -351,14 +339,8 @@ def test_archive_url_above_the_download_cap_is_refused(
 ) -> None:
     base, root = http_server
     (root / "big.tar.gz").write_bytes(_tar_gz({"blob": os.urandom(200_000)}))
-    before = current_policy()
-    configure(SourcePolicy(download_max_bytes=50_000))
-    try:
-        result = build_here(
-            docker_host, BuildRequest(f"{base}/big.tar.gz", images["sti-fake"], app_tag)
-        )
-    finally:
-        configure(before)
+    request = BuildRequest(f"{base}/big.tar.gz", images["sti-fake"], app_tag)
+    result = build_here(docker_host, request, SourcePolicy(download_max_bytes=50_000))
     assert result.error_code == "InvalidInput"
     assert "STI_DOWNLOAD_MAX_BYTES" in (result.error or {})["message"]
 

@@ -55,10 +55,9 @@ from .protocol import (
 )
 from .sources import (
     FetchedSource,
+    Sources,
     checked_context_dir,
     describe,
-    fetch_source,
-    source_part,
 )
 
 WORKDIR_PREFIX = "sti-"
@@ -169,21 +168,31 @@ class BuildState:
         return cls(**values)
 
 
-StepFunction = Callable[[DockerHost, BuildState, LogSink], BuildState]
+@dataclass(frozen=True)
+class Workbench:
+    """What a build's steps work with: the Docker host, where sources come from (both made once
+    per process), and the build's log."""
+
+    docker: DockerHost
+    sources: Sources
+    sink: LogSink
+
+
+StepFunction = Callable[[Workbench, BuildState], BuildState]
 
 
 # steps
 
 
-def fetch_source_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+def fetch_source_step(bench: Workbench, state: BuildState) -> BuildState:
     request = state.request
     workdir = workdir_for(request.build_id)
     shutil.rmtree(workdir, ignore_errors=True)  # left by an earlier delivery of this step
     workdir.mkdir(mode=0o700)
-    fetched = fetch_source(
+    fetched = bench.sources.fetch(
         request.source,
         workdir,
-        sink,
+        bench.sink,
         ref=request.ref,
         context_dir=request.context_dir,
         ignore_submodules=request.ignore_submodules,
@@ -196,37 +205,48 @@ def fetch_source_step(docker: DockerHost, state: BuildState, sink: LogSink) -> B
         revision=fetched.revision,
     )
     if fetched.revision:
-        state = state.say(sink, f"Source {describe(request.source)} at commit {fetched.revision}")
+        state = state.say(
+            bench.sink, f"Source {describe(request.source)} at commit {fetched.revision}"
+        )
     return state
 
 
-def check_images_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
     """Pull what is missing and refuse images that cannot do the build, before any work."""
     request = state.request
     required = INCREMENTAL_SCRIPTS if request.extended else DEPLOY_SCRIPTS
-    builder = _base_image(docker, request.build_image, required, "Base", request.build_id, sink)
+    builder = _base_image(
+        bench.docker, request.build_image, required, "Base", request.build_id, bench.sink
+    )
     state = replace(state, builder=builder)
     if request.runtime_image:
         runtime = _base_image(
-            docker, request.runtime_image, DEPLOY_SCRIPTS, "Runtime", request.build_id, sink
+            bench.docker,
+            request.runtime_image,
+            DEPLOY_SCRIPTS,
+            "Runtime",
+            request.build_id,
+            bench.sink,
         )
         state = replace(state, runtime=runtime)
     return state
 
 
-def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     """Run save-artifacts in the previous image, keeping its output in a stopped container."""
     request = state.request
     if request.clean:
-        return state.say(sink, "Clean build: previous artifacts are not reused")
+        return state.say(bench.sink, "Clean build: previous artifacts are not reused")
     previous = build_tag_for(request.tag) if request.extended else request.tag
-    previous_id = docker.image_id(previous) or _pull_previous(docker, previous, sink)
+    previous_id = bench.docker.image_id(previous) or _pull_previous(
+        bench.docker, previous, bench.sink
+    )
     if previous_id is None:
-        return state.say(sink, f"No previous image {previous}: clean build")
-    config = docker.image_config(previous_id)
-    buildkit = request.method == "build" and docker.builder == "buildkit"
+        return state.say(bench.sink, f"No previous image {previous}: clean build")
+    config = bench.docker.image_config(previous_id)
+    buildkit = request.method == "build" and bench.docker.builder == "buildkit"
     scripts = inspect_scripts(
-        docker,
+        bench.docker,
         previous_id,
         build_id=request.build_id,
         role="previous",
@@ -235,16 +255,16 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
     )
     save = scripts.scripts.save_artifacts
     if not scripts.has(SAVE_ROLE):
-        return state.say(sink, f"Previous image {previous} has no {save}: clean build")
+        return state.say(bench.sink, f"Previous image {previous} has no {save}: clean build")
     if buildkit and scripts.scripts.kind == "sti" and scripts.artifacts_dir_empty:
         # save-artifacts runs in a stage of the build; an image of the legacy builder keeps
         # older artifacts in its /tmp/artifacts and goes the container way
         saved = SavedArtifacts(previous_id, save, _owner(config), config.get("WorkingDir") or "/")
         state = replace(state, saved_from=saved, incremental=True)
-        sink(f"Saving artifacts from {previous} in a stage of the build")
-        return state.say(sink, f"Incremental build: reusing artifacts saved from {previous}")
-    sink(f"Saving artifacts from {previous}")
-    container = docker.create_container(
+        bench.sink(f"Saving artifacts from {previous} in a stage of the build")
+        return state.say(bench.sink, f"Incremental build: reusing artifacts saved from {previous}")
+    bench.sink(f"Saving artifacts from {previous}")
+    container = bench.docker.create_container(
         previous_id,
         [save],
         name=container_name(request.build_id, "artifacts"),
@@ -254,16 +274,18 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
     artifacts_tar = None
     if scripts.scripts.artifacts_on_stdout:
         artifacts_tar = str(workdir_for(request.build_id) / "artifacts.tar")
-        exit_code, last_lines = docker.run_capturing_stdout(container, Path(artifacts_tar), sink)
-        docker.remove_container(container)
+        exit_code, last_lines = bench.docker.run_capturing_stdout(
+            container, Path(artifacts_tar), bench.sink
+        )
+        bench.docker.remove_container(container)
         container = None
     else:
-        exit_code, last_lines = docker.run_to_completion(container, sink)
+        exit_code, last_lines = bench.docker.run_to_completion(container, bench.sink)
     if exit_code != 0:
         if container:
-            docker.remove_container(container)
+            bench.docker.remove_container(container)
         state = state.say(
-            sink,
+            bench.sink,
             f"Saving artifacts from {previous} failed: {save} exited with code "
             f"{exit_code}; doing a clean build instead",
         )
@@ -271,10 +293,10 @@ def save_artifacts_step(docker: DockerHost, state: BuildState, sink: LogSink) ->
     state = replace(
         state, artifacts_container=container, artifacts_tar=artifacts_tar, incremental=True
     )
-    return state.say(sink, f"Incremental build: reusing artifacts saved from {previous}")
+    return state.say(bench.sink, f"Incremental build: reusing artifacts saved from {previous}")
 
 
-def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+def build_step(bench: Workbench, state: BuildState) -> BuildState:
     """Run prepare on the builder image with the source (and artifacts) in place."""
     request = state.request
     builder = state.builder
@@ -286,13 +308,13 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
         stream_from=request.source if state.source_streamed else None,
         context_dir=checked_context_dir(request.context_dir) if request.context_dir else None,
     )
-    inputs = [source_part(fetched)]
+    inputs = [bench.sources.part(fetched)]
     input_dirs = ["src"]
     if state.artifacts_container:
         container = state.artifacts_container
         inputs.append(
             retargeted(
-                lambda: docker.get_archive(container, ARTIFACTS_DIR), "artifacts", "artifacts"
+                lambda: bench.docker.get_archive(container, ARTIFACTS_DIR), "artifacts", "artifacts"
             )
         )
         input_dirs.append("artifacts")
@@ -316,30 +338,30 @@ def build_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSta
         user=builder.user,
         saved_from=state.saved_from,
     )
-    sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
+    bench.sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
     method = method_named(request.method)
     try:
-        image = method.prepare_image(docker, spec, sink)
+        image = method.prepare_image(bench.docker, spec, bench.sink)
     except ArtifactsNotSaved as error:
         previous = build_tag_for(request.tag) if request.extended else request.tag
         state = state.say(
-            sink,
+            bench.sink,
             f"Saving artifacts from {previous} failed: {error.message}; "
             "doing a clean build instead",
         )
         state = replace(state, incremental=False, messages=(*state.messages, *error.details[-5:]))
-        image = method.prepare_image(docker, replace(spec, saved_from=None), sink)
+        image = method.prepare_image(bench.docker, replace(spec, saved_from=None), bench.sink)
     if request.extended:
         return replace(state, stage_image=image)
     return replace(state, image_id=image)
 
 
-def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
     """Extended builds: hand the builder's /tmp/build to the runtime image as its /tmp/src."""
     request = state.request
     runtime = state.runtime
     assert state.stage_image and runtime, "build and check_images run first"
-    extract = docker.create_container(
+    extract = bench.docker.create_container(
         state.stage_image,
         ["/bin/true"],  # never started: it only holds /tmp/build for the copy
         name=container_name(request.build_id, "extract"),
@@ -348,7 +370,9 @@ def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSt
     try:
         spec = PrepareSpec(
             base_image=runtime.id,
-            inputs=[retargeted(lambda: docker.get_archive(extract, BUILD_DIR), "build", "src")],
+            inputs=[
+                retargeted(lambda: bench.docker.get_archive(extract, BUILD_DIR), "build", "src")
+            ],
             input_dirs=["src"],
             env=request.env,
             build_id=request.build_id,
@@ -358,32 +382,32 @@ def deploy_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildSt
             owner=runtime.owner,
             user=runtime.user,
         )
-        sink(f"Deploying the build output into {request.runtime_image}")
-        image = method_named(request.method).prepare_image(docker, spec, sink)
+        bench.sink(f"Deploying the build output into {request.runtime_image}")
+        image = method_named(request.method).prepare_image(bench.docker, spec, bench.sink)
     finally:
-        docker.remove_container(extract)
+        bench.docker.remove_container(extract)
     return replace(state, image_id=image)
 
 
-def tag_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+def tag_step(bench: Workbench, state: BuildState) -> BuildState:
     """Tag only now that everything succeeded; undo a half-done tagging."""
     request = state.request
     assert state.image_id, "build runs first"
     wanted = [(request.tag, state.image_id)]
     if request.extended and state.stage_image:
         wanted.insert(0, (build_tag_for(request.tag), state.stage_image))
-    previous = {tag: docker.image_id(tag) for tag, _ in wanted}
+    previous = {tag: bench.docker.image_id(tag) for tag, _ in wanted}
     done: list[str] = []
     try:
         for tag, image in wanted:
-            docker.tag(image, tag)
+            bench.docker.tag(image, tag)
             done.append(tag)
     except StiError:
         for tag in done:
             if previous[tag]:
-                docker.tag(previous[tag], tag)
+                bench.docker.tag(previous[tag], tag)
             else:
-                docker.untag(tag)
+                bench.docker.untag(tag)
         raise
     replaced = tuple(
         old
@@ -392,7 +416,7 @@ def tag_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState
     )
     state = replace(state, tagged=True, replaced_images=replaced)
     for tag, image in wanted:
-        state = state.say(sink, f"Tagged image {_short(image)} as {tag}")
+        state = state.say(bench.sink, f"Tagged image {_short(image)} as {tag}")
     return state
 
 
@@ -413,14 +437,14 @@ def _pull_previous(docker: DockerHost, previous: str, sink: LogSink) -> str | No
     return docker.image_id(previous)
 
 
-def push_step(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+def push_step(bench: Workbench, state: BuildState) -> BuildState:
     """Push what was tagged, so any host can pull it (and its artifacts) next time."""
     request = state.request
     refs = [build_tag_for(request.tag)] if request.extended else []
     digest = ""
     for ref in [*refs, request.tag]:
-        digest = docker.push(ref, sink)
-        state = state.say(sink, f"Pushed {ref} ({digest})")
+        digest = bench.docker.push(ref, bench.sink)
+        state = state.say(bench.sink, f"Pushed {ref} ({digest})")
     return replace(state, digest=digest)
 
 
@@ -439,17 +463,15 @@ def steps_for(request: BuildRequest) -> list[tuple[str, StepFunction]]:
     return steps
 
 
-def run_step(
-    name: str, step: StepFunction, docker: DockerHost, state: BuildState, sink: LogSink
-) -> BuildState:
+def run_step(name: str, step: StepFunction, bench: Workbench, state: BuildState) -> BuildState:
     """Run one step unless an earlier one failed; a failure is recorded in the state, not raised."""
     if state.failed:
         return state
     started = time.monotonic()
     try:
-        state = step(docker, state, sink)
+        state = step(bench, state)
     except Exception as error:
-        state = state.fail(translate_error(error), sink)
+        state = state.fail(translate_error(error), bench.sink)
     return replace(state, steps=(*state.steps, Step(name, time.monotonic() - started)))
 
 
@@ -529,12 +551,20 @@ def _build_fields(state: BuildState) -> dict[str, Any]:
     }
 
 
-def run_build(docker: DockerHost, request: BuildRequest, sink: LogSink, host: str) -> Result:
-    """Run every step of a build in this process; never raises for build or Docker problems."""
+def run_build(
+    docker: DockerHost,
+    request: BuildRequest,
+    sink: LogSink,
+    host: str,
+    sources: Sources | None = None,
+) -> Result:
+    """Run every step of a build in this process; never raises for build or Docker problems.
+    sources: where sources may come from (default: Sources(), the in-process policy)."""
     state = BuildState(request=request, host=host)
+    bench = Workbench(docker, sources or Sources(), sink)
     try:
         for name, step in steps_for(request):
-            state = run_step(name, step, docker, state, sink)
+            state = run_step(name, step, bench, state)
     finally:
         cleanup(docker, state, sink)
     return result_of(state)

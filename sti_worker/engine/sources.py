@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -70,49 +70,66 @@ class FetchedSource:
 
 Opener = Callable[[str, Path, LogSink, SourcePolicy], FetchedSource]
 Streamer = Callable[[str, str | None, SourcePolicy], TarPart]
-_OPENERS: dict[str, Opener] = {}
-_STREAMERS: dict[str, Streamer] = {}
-_policy = SourcePolicy()
 
 
-def configure(policy: SourcePolicy) -> None:
-    """Set the policy of this process (the worker reads it from its environment)."""
-    global _policy
-    _policy = policy
+@dataclass(frozen=True)
+class Sources:
+    """Where this process takes sources from: its policy, and the openers of the sources only
+    its deployment knows (a source starting with an opener's prefix is fetched by it; e.g. the
+    uploads of sti-submit). A source its opener marks stream_from goes into the build as one
+    stream, by the streamer of the same prefix: streamer(source, context_dir, policy) gives the
+    tar part under src/. The worker builds one at start; in-process use takes the defaults."""
 
+    policy: SourcePolicy = field(default_factory=SourcePolicy)
+    openers: Mapping[str, Opener] = field(default_factory=dict)
+    streamers: Mapping[str, Streamer] = field(default_factory=dict)
 
-def current_policy() -> SourcePolicy:
-    return _policy
+    def fetch(
+        self,
+        source: str,
+        workdir: Path,
+        sink: LogSink,
+        *,
+        ref: str | None = None,
+        context_dir: str | None = None,
+        ignore_submodules: bool = False,
+        exclude: Iterable[str] = (),
+    ) -> FetchedSource:
+        """A directory holding the source to build: inside workdir, or a local one read in
+        place; or a source to stream (stream_from)."""
+        return _fetch(
+            self, source, workdir, sink, ref, context_dir, ignore_submodules, tuple(exclude)
+        )
 
+    def part(self, fetched: FetchedSource) -> TarPart:
+        """The source as tar members under src/, leaving out .stiignore'd files and git
+        metadata."""
+        if fetched.stream_from:
+            prefix = next(p for p in self.streamers if fetched.stream_from.startswith(p))
+            return self.streamers[prefix](fetched.stream_from, fetched.context_dir, self.policy)
+        root = Path(fetched.path)
+        return directory(root, "src", skip=ignore_matcher(root, fetched.exclude))
 
-def register_opener(prefix: str, opener: Opener) -> None:
-    """Let sources starting with prefix be fetched by opener (e.g. uploads from the client)."""
-    _OPENERS[prefix] = opener
-
-
-def register_streamer(prefix: str, streamer: Streamer) -> None:
-    """Let the sources starting with prefix that their opener marks stream_from go into the
-    build as one stream: streamer(source, context_dir, policy) gives the tar part under src/."""
-    _STREAMERS[prefix] = streamer
+    def opener_for(self, source: str) -> Opener | None:
+        return next((o for prefix, o in self.openers.items() if source.startswith(prefix)), None)
 
 
 def is_git_url(source: str) -> bool:
     return source.startswith(_GIT_SCHEMES) or bool(_SCP_LIKE.fullmatch(source))
 
 
-def fetch_source(
+def _fetch(
+    sources: Sources,
     source: str,
     workdir: Path,
     sink: LogSink,
-    *,
-    ref: str | None = None,
-    context_dir: str | None = None,
-    ignore_submodules: bool = False,
-    exclude: Iterable[str] = (),
+    ref: str | None,
+    context_dir: str | None,
+    ignore_submodules: bool,
+    exclude: tuple[str, ...],
 ) -> FetchedSource:
-    """A directory holding the source to build: inside workdir, or a local one read in place."""
-    policy = _policy
-    opener = next((o for prefix, o in _OPENERS.items() if source.startswith(prefix)), None)
+    policy = sources.policy
+    opener = sources.opener_for(source)
     if ref and (opener or not is_git_url(source) or _is_archive_url(source)):
         raise InvalidInput(f"--ref {ref!r} only applies to git sources, not {source!r}")
     if opener:
@@ -125,21 +142,12 @@ def fetch_source(
         fetched = _local(source, workdir, sink, policy)
     if fetched.stream_from:
         selected = checked_context_dir(context_dir) if context_dir else None
-        return replace(fetched, exclude=tuple(exclude), context_dir=selected)
-    fetched = FetchedSource(fetched.path, fetched.revision, tuple(exclude))
+        return replace(fetched, exclude=exclude, context_dir=selected)
+    fetched = FetchedSource(fetched.path, fetched.revision, exclude)
     if context_dir:
         subdirectory = _subdirectory(Path(fetched.path), context_dir)
         return FetchedSource(str(subdirectory), fetched.revision, fetched.exclude)
     return fetched
-
-
-def source_part(fetched: FetchedSource) -> TarPart:
-    """The source as tar members under src/, leaving out .stiignore'd files and git metadata."""
-    if fetched.stream_from:
-        prefix = next(p for p in _STREAMERS if fetched.stream_from.startswith(p))
-        return _STREAMERS[prefix](fetched.stream_from, fetched.context_dir, _policy)
-    root = Path(fetched.path)
-    return directory(root, "src", skip=ignore_matcher(root, fetched.exclude))
 
 
 # local paths

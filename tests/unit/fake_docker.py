@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from sti.errors import TagImageFailed
-from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.docker_host import DockerHost, LogSink
+from sti_worker.engine.pipeline import Workbench
+from sti_worker.engine.sources import Sources
 
 
 @dataclass
@@ -32,6 +34,10 @@ class FakeDocker:
 
     def as_host(self) -> DockerHost:
         return cast(DockerHost, self)
+
+    def bench(self, sink: LogSink = lambda line: None) -> Workbench:
+        """What a step works with: this engine, the in-process sources, sink as the log."""
+        return Workbench(self.as_host(), Sources(), sink)
 
     # set-up helpers (not DockerHost methods, not recorded)
 

@@ -148,7 +148,7 @@ def test_tagging_moves_the_tag_and_notes_the_image_it_replaced() -> None:
     fake.add_image(image("old-app"), "an-earlier-build", APP)
     state = BuildState(request(uuid.uuid4().hex), "host-a", image_id=image("new-app"))
     lines: list[str] = []
-    after = tag_step(fake.as_host(), state, lines.append)
+    after = tag_step(fake.bench(lines.append), state)
     assert fake.references[APP] == image("new-app")
     assert after.tagged and after.replaced_images == (image("old-app"),)
     assert lines == [f"Tagged image new-app as {APP}"]
@@ -157,7 +157,7 @@ def test_tagging_moves_the_tag_and_notes_the_image_it_replaced() -> None:
 def test_a_first_build_replaces_nothing() -> None:
     fake = FakeDocker()
     state = BuildState(request(uuid.uuid4().hex), "host-a", image_id=image("new-app"))
-    after = tag_step(fake.as_host(), state, lambda line: None)
+    after = tag_step(fake.bench(), state)
     assert after.tagged and after.replaced_images == ()
 
 
@@ -169,7 +169,7 @@ def test_an_extended_build_tags_the_builder_result_first_then_the_app() -> None:
         stage_image=image("new-stage"),
         image_id=image("new-app"),
     )
-    tag_step(fake.as_host(), state, lambda line: None)
+    tag_step(fake.bench(), state)
     tagged = [target for call, target in fake.calls if call == "tag"]
     assert tagged == [f"{image('new-stage')} {APP_BUILD}", f"{image('new-app')} {APP}"]
 
@@ -185,7 +185,7 @@ def test_a_failed_tag_puts_back_the_tags_already_moved() -> None:
         image_id=image("new-app"),
     )
     with pytest.raises(TagImageFailed):
-        tag_step(fake.as_host(), state, lambda line: None)
+        tag_step(fake.bench(), state)
     assert fake.references[APP] == image("old-app")
     assert fake.references[APP_BUILD] == image("old-app-build")
     tagged = [target for call, target in fake.calls if call == "tag"]
@@ -205,7 +205,7 @@ def test_a_failed_first_tagging_removes_the_tags_it_made() -> None:
         image_id=image("new-app"),
     )
     with pytest.raises(TagImageFailed):
-        tag_step(fake.as_host(), state, lambda line: None)
+        tag_step(fake.bench(), state)
     assert fake.references == {}
     assert ("untag", APP_BUILD) in fake.calls
 
@@ -223,7 +223,7 @@ def test_a_failed_tag_step_then_cleanup_leaves_the_previous_images_tagged_as_bef
         stage_image=image("new-stage"),
         image_id=image("new-app"),
     )
-    state = run_step("tag", tag_step, fake.as_host(), state, lambda line: None)
+    state = run_step("tag", tag_step, fake.bench(), state)
     assert state.error is not None and state.error["code"] == "TagImageFailed"
     assert not state.tagged
     cleanup(fake.as_host(), state)

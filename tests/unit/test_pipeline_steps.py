@@ -9,11 +9,11 @@ import uuid
 
 from sti.errors import BuildFailed
 from sti.model import BuildRequest, Step
-from sti_worker.engine.docker_host import DockerHost, LogSink
 from sti_worker.engine.methods import SavedArtifacts
 from sti_worker.engine.pipeline import (
     BaseImage,
     BuildState,
+    Workbench,
     result_of,
     run_step,
     save_artifacts_step,
@@ -67,7 +67,7 @@ def test_a_clean_build_saves_no_artifacts_and_asks_the_engine_nothing() -> None:
     fake = FakeDocker()
     lines: list[str] = []
     state = BuildState(BuildRequest(SOURCE, BUILDER, TAG, clean=True), host="host-a")
-    after = save_artifacts_step(fake.as_host(), state, lines.append)
+    after = save_artifacts_step(fake.bench(lines.append), state)
     assert fake.calls == []
     assert not after.incremental and after.artifacts_container is None
     assert after.messages == ("Clean build: previous artifacts are not reused",)
@@ -135,18 +135,18 @@ def test_a_failing_step_is_recorded_in_the_state_and_later_steps_are_skipped() -
     lines: list[str] = []
     ran: list[str] = []
 
-    def failing(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    def failing(bench: Workbench, state: BuildState) -> BuildState:
         ran.append("failing")
         raise BuildFailed("prepare exited 3", details=["last output lines:", "boom"])
 
-    def later(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    def later(bench: Workbench, state: BuildState) -> BuildState:
         ran.append("later")
         return state
 
     fake = FakeDocker()
     state = BuildState(BuildRequest(SOURCE, BUILDER, TAG, build_id=uuid.uuid4().hex), "host-a")
-    state = run_step("build", failing, fake.as_host(), state, lines.append)
-    state = run_step("tag", later, fake.as_host(), state, lines.append)
+    state = run_step("build", failing, fake.bench(lines.append), state)
+    state = run_step("tag", later, fake.bench(lines.append), state)
     assert ran == ["failing"]
     assert state.error == {"code": "BuildFailed", "message": "prepare exited 3"}
     assert state.messages == ("prepare exited 3", "last output lines:", "boom")
@@ -156,11 +156,11 @@ def test_a_failing_step_is_recorded_in_the_state_and_later_steps_are_skipped() -
 
 
 def test_an_unexpected_exception_in_a_step_is_an_internal_error() -> None:
-    def broken(docker: DockerHost, state: BuildState, sink: LogSink) -> BuildState:
+    def broken(bench: Workbench, state: BuildState) -> BuildState:
         raise KeyError("surprise")
 
     state = BuildState(BuildRequest(SOURCE, BUILDER, TAG), "host-a")
-    state = run_step("build", broken, FakeDocker().as_host(), state, lambda line: None)
+    state = run_step("build", broken, FakeDocker().bench(), state)
     assert state.failed and state.error is not None
     assert state.error["code"] == "InternalError"
     assert "KeyError" in state.error["message"]
