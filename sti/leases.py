@@ -6,6 +6,7 @@ A lease expires unless renewed, so a crashed worker never blocks a tag or a host
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 
@@ -42,6 +43,12 @@ return 0
 """
 
 
+def _script(client: redis.Redis, source: str) -> Any:
+    """The script as the server knows it: called by its SHA1 (EVALSHA), its text sent only when
+    the server does not know it yet (the SHA1 is computed here, without a round trip)."""
+    return client.register_script(source)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -61,10 +68,11 @@ class TagLock:
         return self.renew()
 
     def renew(self) -> bool:
-        return bool(self._client.eval(_RENEW_IF_OWNER, 1, self._key, self._owner, self._lease_ms))
+        renew = _script(self._client, _RENEW_IF_OWNER)
+        return bool(renew(keys=[self._key], args=[self._owner, self._lease_ms]))
 
     def release(self) -> None:
-        self._client.eval(_RELEASE_IF_OWNER, 1, self._key, self._owner)
+        _script(self._client, _RELEASE_IF_OWNER)(keys=[self._key], args=[self._owner])
 
     def holder(self) -> str | None:
         value = self._client.get(self._key)
@@ -80,18 +88,13 @@ class HostSlots:
         self._lease_ms = lease_s * 1000
 
     def claim(self, build_id: str) -> bool:
-        return bool(
-            self._client.eval(
-                _CLAIM_SLOT,
-                3,
-                keys.host_running(self.host_id),
-                keys.host_nodes(self.host_id),
-                keys.host_slots(self.host_id),
-                build_id,
-                _now_ms(),
-                self._lease_ms,
-            )
-        )
+        claim = _script(self._client, _CLAIM_SLOT)
+        slot_keys = [
+            keys.host_running(self.host_id),
+            keys.host_nodes(self.host_id),
+            keys.host_slots(self.host_id),
+        ]
+        return bool(claim(keys=slot_keys, args=[build_id, _now_ms(), self._lease_ms]))
 
     def renew(self, build_id: str) -> None:
         self._client.zadd(

@@ -13,7 +13,6 @@ flags, host registry), so it needs neither Docker nor GitPython.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -25,7 +24,7 @@ from celery import Celery
 from celery.result import AsyncResult
 from celery.states import READY_STATES
 
-from sti import keys
+from sti import keys, settings
 from sti.blobstore import BlobStore
 from sti.cancel_flags import request_cancel
 from sti.errors import (
@@ -36,7 +35,6 @@ from sti.errors import (
 )
 from sti.failures import error_for_failure
 from sti.model import BuildRequest, Result, ValidateRequest
-from sti.settings import DEFAULT_BROKER_URL, upload_expires_s, upload_max_bytes
 from sti.wire import BUILD_TASK, JSON_ONLY, SHARED_QUEUE, VALIDATE_TASK
 
 _CANCEL_EXPIRES_S = 24 * 3600
@@ -46,8 +44,8 @@ _SUBMITTED_EXPIRES_S = 30 * 24 * 3600
 
 class StiClient:
     def __init__(self, broker_url: str | None = None, result_backend: str | None = None) -> None:
-        self.broker_url = broker_url or os.environ.get("STI_BROKER_URL") or DEFAULT_BROKER_URL
-        backend = result_backend or os.environ.get("STI_RESULT_BACKEND") or self.broker_url
+        self.broker_url = broker_url or settings.broker_url()
+        backend = result_backend or settings.result_backend(self.broker_url)
         self.app = Celery("sti-client", broker=self.broker_url, backend=backend)
         self.app.conf.update(
             **JSON_ONLY,
@@ -99,7 +97,9 @@ class StiClient:
     ) -> str:
         from sti_submit.upload import upload_source
 
-        store = BlobStore(self.redis, expires_s=upload_expires_s(), max_bytes=upload_max_bytes())
+        store = BlobStore(
+            self.redis, expires_s=settings.upload_expires_s(), max_bytes=settings.upload_max_bytes()
+        )
         uploaded = upload_source(store, path, exclude)
         if say and uploaded.sent:
             say(f"Uploaded {path} ({uploaded.size} bytes) as {uploaded.ref.digest}")

@@ -1,14 +1,13 @@
 """Cross-cutting worker concerns as Celery signal handlers: logging, log context, host
 registration with a heartbeat, and finishing builds whose steps were revoked.
 
-A failing hook is logged and never kills a build.
+A failing hook is logged (Celery's Signal.send catches and logs what a receiver raises) and
+never kills a build.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -30,24 +29,12 @@ _STEP_TASKS = (STEP_TASK, FINISH_TASK)
 _heartbeat_stop = threading.Event()
 
 
-def _never_raises(handler: Callable[..., None]) -> Callable[..., None]:
-    @functools.wraps(handler)
-    def guarded(*args: Any, **kwargs: Any) -> None:
-        try:
-            handler(*args, **kwargs)
-        except Exception:
-            log.exception("worker hook failed", hook=handler.__name__)
-
-    return guarded
-
-
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     configure_logging(loglevel or "INFO")
 
 
 @signals.task_prerun.connect
-@_never_raises
 def _bind_log_context(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any) -> None:
     structlog.contextvars.clear_contextvars()
     build_id = _build_id_of(task.name, task_id, args, kwargs, task.request)
@@ -57,13 +44,11 @@ def _bind_log_context(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any)
 
 
 @signals.task_postrun.connect
-@_never_raises
 def _clear_log_context(**_: Any) -> None:
     structlog.contextvars.clear_contextvars()
 
 
 @signals.worker_ready.connect
-@_never_raises
 def _remove_what_crashed_builds_left(sender: Any, **_: Any) -> None:
     """A worker killed mid-build leaves containers and a work dir that no live lease owns.
 
@@ -82,7 +67,6 @@ def _remove_what_crashed_builds_left(sender: Any, **_: Any) -> None:
 
 
 @signals.worker_ready.connect
-@_never_raises
 def _register_host(sender: Any, **_: Any) -> None:
     node = sender.hostname
     slots = int(sender.controller.concurrency)
@@ -101,14 +85,12 @@ def _register_host(sender: Any, **_: Any) -> None:
 
 
 @signals.worker_shutdown.connect
-@_never_raises
 def _unregister_host(sender: Any, **_: Any) -> None:
     _heartbeat_stop.set()
     HostSlots(redis_client(), settings.host_id, settings.lease_s).unregister_node(sender.hostname)
 
 
 @signals.task_revoked.connect
-@_never_raises
 def _finish_revoked_build(request: Any, terminated: bool, expired: bool, **_: Any) -> None:
     """A revoked or expired step would leave its build unfinished: abort it on this host."""
     if request.task not in _STEP_TASKS:

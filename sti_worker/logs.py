@@ -63,7 +63,3 @@ def configure_logging(level: str | int = "INFO", fmt: str | None = None) -> None
     root.setLevel(level if isinstance(level, int) else level.upper())
     for noisy in ("urllib3", "docker", "git"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
-
-
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)

@@ -17,6 +17,8 @@ from types import FrameType
 
 import click
 
+from sti.settings import DEFAULT_BROKER_URL
+from sti.settings import host_id as default_host_id
 from sti.wire import SHARED_QUEUE, host_queue
 
 _COLD_AFTER_S = 30
@@ -24,9 +26,9 @@ _COLD_AFTER_S = 30
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--concurrency", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--host-id", envvar="STI_HOST_ID", default=socket.gethostname(), show_default=True)
+@click.option("--host-id", envvar="STI_HOST_ID", default=default_host_id, show_default="host name")
 @click.option("--docker-url", envvar="DOCKER_HOST", default=None, help="Docker engine URL.")
-@click.option("--broker", envvar="STI_BROKER_URL", default="redis://localhost:6379/0")
+@click.option("--broker", envvar="STI_BROKER_URL", default=DEFAULT_BROKER_URL)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option(
     "--grace",

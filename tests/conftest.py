@@ -79,7 +79,7 @@ def images(api: docker.APIClient) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def remove_images_the_test_made_images_the_test_made() -> Iterator[None]:
+def remove_images_the_test_made() -> Iterator[None]:
     yield
     TRACKER.cleanup()
 

@@ -263,7 +263,8 @@ def test_workers_lists_the_host_with_its_slots(worker: Worker, broker_url: str) 
     assert done.returncode == 0
     hosts = json_result(done)
     assert {key: hosts[0][key] for key in ("host_id", "slots")} == {"host_id": "host-a", "slots": 2}
-    assert isinstance(hosts[0]["running"], list)
+    assert hosts[0]["running"] == []  # no build of the session is running now
+    assert len(hosts[0]["nodes"]) == 1 and hosts[0]["nodes"][0].startswith("sti-host-a-")
 
 
 def test_unreachable_broker_is_one_clear_line_and_exit_3(tmp_path: Path) -> None:
