@@ -36,7 +36,7 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sti_worker.busybox_images import build_busybox_image  # noqa: E402
+from examples.busybox_images import build_busybox_image  # noqa: E402
 from tests.services import BIN, RedisServer, Worker  # noqa: E402
 
 BUILDER = "sti-bench/builder"

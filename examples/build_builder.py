@@ -15,7 +15,7 @@ REPO_ROOT = HERE.parent
 if str(REPO_ROOT) not in sys.path:  # allow running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from sti_worker.busybox_images import build_busybox_image  # noqa: E402
+from examples.busybox_images import build_busybox_image  # noqa: E402
 
 DEFAULT_TAG = "sti-example/httpd-builder"
 SCRIPTS = ("prepare", "run", "save-artifacts")

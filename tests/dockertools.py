@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from sti_worker.busybox_images import build_busybox_image
+from examples.busybox_images import build_busybox_image
 from sti_worker.engine.docker_host import BUILD_ID_LABEL
 
 

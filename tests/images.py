@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import docker
 
-from sti_worker.busybox_images import build_busybox_image
+from examples.busybox_images import build_busybox_image
 
 # Like the busybox base image the Go sti test images were built on.
 _CMD_SH = 'CMD ["/bin/sh"]'

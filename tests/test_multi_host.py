@@ -16,10 +16,10 @@ from pathlib import Path
 import docker
 import pytest
 
+from examples.busybox_images import build_busybox_image
 from sti.errors import InvalidInput
 from sti.model import BuildRequest, Result
 from sti_submit.client import StiClient
-from sti_worker.busybox_images import build_busybox_image
 from tests.images import PREPARE, RUN, SAVE_ARTIFACTS
 from tests.queue_helpers import make_source
 from tests.services import DockerDaemon, RedisServer, Registry, Worker

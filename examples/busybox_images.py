@@ -1,6 +1,7 @@
 """Build tiny offline images FROM scratch with the host's static busybox binary.
 
-Used by the test fixtures and the examples: no registry, no network, only docker-py.
+Used by the examples, the test fixtures and the bench (not part of the installed package): no
+registry, no network, only docker-py.
 """
 
 from __future__ import annotations
