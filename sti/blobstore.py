@@ -19,11 +19,11 @@ from .errors import InvalidInput, SourceFetchFailed
 
 CHUNK_BYTES = 1024 * 1024
 _PIPELINE_CHUNKS = 8
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def check_digest(digest: str) -> str:
-    if not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise InvalidInput(f"{digest!r} is not a sha256:<64 hex> digest")
     return digest
 

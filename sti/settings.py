@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 
@@ -50,11 +51,11 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        broker = os.environ.get("STI_BROKER_URL") or DEFAULT_BROKER_URL
+        broker = broker_url()
         return cls(
             broker_url=broker,
-            result_backend=os.environ.get("STI_RESULT_BACKEND") or broker,
-            host_id=os.environ.get("STI_HOST_ID") or socket.gethostname(),
+            result_backend=result_backend(broker),
+            host_id=host_id(),
             docker_url=os.environ.get("DOCKER_HOST") or None,
             step_time_limit_s=_int("STI_STEP_TIME_LIMIT", 3600),
             result_expires_s=_int("STI_RESULT_EXPIRES", 7 * 24 * 3600),
@@ -76,18 +77,31 @@ class Settings:
         )
 
 
+def broker_url() -> str:
+    return os.environ.get("STI_BROKER_URL") or DEFAULT_BROKER_URL
+
+
+def result_backend(broker: str) -> str:
+    return os.environ.get("STI_RESULT_BACKEND") or broker
+
+
+def host_id() -> str:
+    return os.environ.get("STI_HOST_ID") or socket.gethostname()
+
+
+_SIZE = re.compile(r"([0-9]+)([kmgt]?)(?:i?b)?")
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def byte_size(name: str, default: int) -> int:
     """A size in bytes, with an optional binary unit: 512M, 2G, 2GiB."""
-    value = os.environ.get(name, "").strip().lower().removesuffix("ib").removesuffix("b")
+    value = os.environ.get(name, "").strip().lower()
     if not value:
         return default
-    number, unit = (value[:-1], value[-1]) if value[-1] in "kmgt" else (value, "")
-    if not number.isdigit():
+    size = _SIZE.fullmatch(value)
+    if size is None:
         raise ValueError(f"{name}={os.environ[name]!r} is not a size such as 512M or 2G")
-    return int(number) * _UNITS[unit]
+    return int(size.group(1)) * _UNITS[size.group(2)]
 
 
 def upload_max_bytes() -> int:

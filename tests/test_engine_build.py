@@ -447,3 +447,11 @@ def test_a_rebuild_removes_the_image_its_tag_named_before_unless_in_use(
     finally:
         api.remove_container(in_use, force=True)
         api.remove_image(second.image_id, force=True)
+    users_tag = f"{app_tag}-kept:v1"
+    api.tag(third.image_id, users_tag)
+    try:
+        fourth, _ = build(docker_host, source, images["sti-fake"], app_tag, method=method)
+        assert fourth.success
+        assert api.inspect_image(users_tag)["Id"] == third.image_id  # the user's own tag stays
+    finally:
+        api.remove_image(users_tag, force=True)

@@ -264,8 +264,14 @@ class DockerHost:
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image sti made or replaced; one that is still tagged elsewhere or used by a
-        container is left alone. False if it is still there."""
+        container is left alone. False if it is still there.
+
+        The engine itself refuses only an image of two or more tags: one of exactly one tag (a
+        user's `docker tag app app:v1` of the image a rebuild replaced) it would delete, tag
+        and all, so the tags are looked at first."""
         try:
+            if self.api.inspect_image(image_id).get("RepoTags"):
+                return False
             self.api.remove_image(image_id)
         except docker.errors.APIError as error:
             if error.status_code == 404:
