@@ -12,6 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import InvalidBuildMethod, InvalidInput, StiError
+from .redaction import redact
 
 RESULT_SCHEMA = "sti.result/1"
 METHODS = ("build", "run")
@@ -28,6 +29,8 @@ _IMAGE_REF = re.compile(
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_ITEM_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")
 _MAX_REF_LENGTH = 255
+ENV_MAX_VARIABLES = 256
+ENV_MAX_BYTES = 128 * 1024
 
 
 # sti-submit's uuid hex or, for tasks sent by other apps, Celery's dashed uuid: build ids name
@@ -81,6 +84,18 @@ def build_tag_for(tag: str) -> str:
 
 
 def validate_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Names a shell accepts, string values without NUL, and at most ENV_MAX_VARIABLES
+    variables of ENV_MAX_BYTES in all (they travel to the engine in a build's request line)."""
+    if len(env) > ENV_MAX_VARIABLES:
+        raise InvalidInput(
+            f"{len(env)} environment variables given; at most {ENV_MAX_VARIABLES} are allowed"
+        )
+    size = sum(len(str(name).encode()) + len(str(value).encode()) for name, value in env.items())
+    if size > ENV_MAX_BYTES:
+        raise InvalidInput(
+            f"the environment variables given take {size} bytes; at most {ENV_MAX_BYTES} "
+            "(names and values together) are allowed"
+        )
     checked: dict[str, str] = {}
     for name, value in env.items():
         if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
@@ -288,6 +303,13 @@ class Result:
     duration_s: float = 0.0
     steps: tuple[Step, ...] = ()
     schema: str = RESULT_SCHEMA
+
+    def __post_init__(self) -> None:
+        # a result is shown and stored: never with the credentials of a source URL in it
+        object.__setattr__(self, "messages", tuple(redact(line) for line in self.messages))
+        if self.error:
+            error = {name: redact(str(value)) for name, value in self.error.items()}
+            object.__setattr__(self, "error", error)
 
     @property
     def error_code(self) -> str | None:

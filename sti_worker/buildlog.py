@@ -8,6 +8,7 @@ from __future__ import annotations
 import redis
 
 from sti import keys
+from sti.redaction import redact
 
 
 class BuildLog:
@@ -21,7 +22,9 @@ class BuildLog:
 
     def write(self, line: str) -> None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.xadd(self._key, {keys.LINE_FIELD: line}, maxlen=self._max_lines, approximate=True)
+        pipe.xadd(
+            self._key, {keys.LINE_FIELD: redact(line)}, maxlen=self._max_lines, approximate=True
+        )
         pipe.expire(self._key, self._expires_s)
         pipe.execute()
 

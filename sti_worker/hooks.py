@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import celery.app.trace
 import structlog
 from celery import signals
 
@@ -32,6 +33,10 @@ _heartbeat_stop = threading.Event()
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     configure_logging(loglevel or "INFO")
+    # Celery's "Task ... succeeded" line prints the task's return value: for a step, the whole
+    # (sealed) build state, request included. The line is kept; the value is the result's, not
+    # the log's. Celery reads this format from its module each time it logs.
+    celery.app.trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
 
 @signals.task_prerun.connect

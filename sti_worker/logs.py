@@ -12,12 +12,23 @@ import sys
 
 import structlog
 
+from sti.redaction import redact
+
 _SHARED_PROCESSORS: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+def _redact_credentials(
+    logger: object, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Every text of a log line (the event, the fields, a traceback) without URL credentials."""
+    return {
+        name: redact(value) if isinstance(value, str) else value for name, value in event.items()
+    }
 
 
 def log_format(stream: object = sys.stderr) -> str:
@@ -54,6 +65,7 @@ def configure_logging(level: str | int = "INFO", fmt: str | None = None) -> None
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 # a stdlib record's exc_info (Celery's errors) as text, not repr()s of objects
                 *([structlog.processors.format_exc_info] if fmt == "json" else []),
+                _redact_credentials,
                 renderer,
             ],
         )

@@ -148,6 +148,8 @@ def _build_kwargs(images: dict[str, str], app_tag: str, **changes: Any) -> dict[
         ({"colour": "blue"}, "unknown BuildRequest field(s): colour"),
         ({"build_id": uuid.uuid4().hex}, "build_id is not an argument"),
         ({"tag": None}, "tag must be a string"),
+        ({"env": {"BIG": "x" * 10_000_000}}, "at most 131072"),
+        ({"env": {f"V{n}": "x" for n in range(2000)}}, "at most 256 are allowed"),
     ],
 )
 def test_a_build_with_arguments_of_the_wrong_kind_gets_an_invalid_input_result(

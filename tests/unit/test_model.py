@@ -12,12 +12,15 @@ import pytest
 
 from sti.errors import InvalidBuildMethod, InvalidInput
 from sti.model import (
+    ENV_MAX_BYTES,
+    ENV_MAX_VARIABLES,
     BuildRequest,
     Result,
     Step,
     ValidateRequest,
     check_build_id,
     from_task_arguments,
+    validate_env,
 )
 
 
@@ -245,3 +248,12 @@ def test_lowercase_uuids_with_or_without_dashes_are_build_ids(build_id: str) -> 
 def test_anything_else_is_refused_as_a_build_id(build_id: object) -> None:
     with pytest.raises(InvalidInput, match="is not a lowercase uuid"):
         check_build_id(build_id)
+
+
+def test_environment_variables_are_limited_in_number_and_size() -> None:
+    assert len(validate_env({f"V{n}": "x" for n in range(ENV_MAX_VARIABLES)})) == ENV_MAX_VARIABLES
+    with pytest.raises(InvalidInput, match="at most 256 are allowed"):
+        validate_env({f"V{n}": "x" for n in range(ENV_MAX_VARIABLES + 1)})
+    assert validate_env({"BIG": "x" * (ENV_MAX_BYTES - 3)})
+    with pytest.raises(InvalidInput, match="at most 131072"):
+        validate_env({"BIG": "x" * (ENV_MAX_BYTES - 2)})
