@@ -32,6 +32,7 @@ from sti.wire import ABORT_TASK, BUILD_TASK, FINISH_TASK, STEP_TASK, VALIDATE_TA
 
 from .app import app, settings
 from .cancellation import StepWatcher
+from .engine.docker_host import DockerHost
 from .engine.pipeline import (
     BuildState,
     Workbench,
@@ -165,7 +166,10 @@ def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str
     if cancelled:
         return seal(build.fail(cancelled, buildlog.write).to_json())
     mark_phase(request.build_id, step)
-    docker = docker_host()
+    try:
+        docker = docker_host()
+    except StiError as error:  # the engine is unreachable: the build ends with that error
+        return seal(build.fail(error, buildlog.write).to_json())
     function = dict(steps_for(request))[step]
     with StepWatcher(
         redis_client(),
@@ -189,7 +193,7 @@ def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     structlog.contextvars.bind_contextvars(build_id=request.build_id)
     buildlog = build_log(request.build_id)
     try:
-        cleanup(docker_host(), build, buildlog.write)
+        cleanup(_reachable_docker(buildlog.write), build, buildlog.write)
     finally:
         _release_leases(request.build_id, request.tag)
     result = result_of(build)
@@ -206,7 +210,7 @@ def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[
     error = _failure_of(failed_task[0] if failed_task else None)
     buildlog = build_log(build_id)
     try:
-        cleanup_build(docker_host(), build_id, sink=buildlog.write)
+        cleanup_build(_reachable_docker(buildlog.write), build_id, sink=buildlog.write)
     finally:
         _release_leases(build_id, tag)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)
@@ -220,6 +224,16 @@ def _failure_of(task_id: str | None) -> StiError:
     if task_id is None:
         return InternalError("a build step was lost")
     return error_for_failure(app.AsyncResult(task_id).result)
+
+
+def _reachable_docker(say: Callable[[str], None]) -> DockerHost | None:
+    """The engine, for cleaning up; None (the work dir is still removed) when it is
+    unreachable, so a build whose engine went away still gets its final result."""
+    try:
+        return docker_host()
+    except StiError as error:
+        say(f"Could not clean up on the Docker engine: {error.message}")
+        return None
 
 
 def _count_delivery(task: Task) -> int:
