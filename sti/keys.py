@@ -38,6 +38,14 @@ def deliveries(task_id: str, retries: int) -> str:
     return f"{PREFIX}deliveries:{task_id}:{retries}"
 
 
+def step_running(task_id: str) -> str:
+    return f"{PREFIX}step:{task_id}:running"
+
+
+def step_output(task_id: str) -> str:
+    return f"{PREFIX}step:{task_id}:output"
+
+
 def blob_meta(digest: str) -> str:
     return f"{PREFIX}blob:{digest}:meta"
 

@@ -6,6 +6,7 @@ A lease expires unless renewed, so a crashed worker never blocks a tag or a host
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -132,3 +133,41 @@ class HostSlots:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+class StepOnce:
+    """A build step's task runs once at a time and takes effect once.
+
+    A broker outage makes Celery restore a running step's message, so the step can be delivered
+    again while it still runs, or after it finished. The first execution holds a lease (renewed
+    while it runs, so a dead worker's expires); a copy that finds it held waits; a copy that
+    finds the step's output returns that output instead of running the step again."""
+
+    def __init__(self, client: redis.Redis, task_id: str, lease_s: int) -> None:
+        self._client = client
+        self._running = keys.step_running(task_id)
+        self._output = keys.step_output(task_id)
+        self._owner = uuid.uuid4().hex
+        self._lease_ms = lease_s * 1000
+
+    def output(self) -> str | None:
+        """The output of an execution that finished, if one did."""
+        value = self._client.get(self._output)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def begin(self) -> bool:
+        """Take the step's lease; False while another execution holds it."""
+        return bool(self._client.set(self._running, self._owner, nx=True, px=self._lease_ms))
+
+    def renew(self) -> None:
+        _script(self._client, _RENEW_IF_OWNER)(
+            keys=[self._running], args=[self._owner, self._lease_ms]
+        )
+
+    def end(self, output: str, expires_s: int) -> None:
+        """Record the output for later copies, then let the lease go."""
+        self._client.set(self._output, output, ex=expires_s)
+        self.release()
+
+    def release(self) -> None:
+        _script(self._client, _RELEASE_IF_OWNER)(keys=[self._running], args=[self._owner])

@@ -33,7 +33,21 @@ app.conf.update(
     task_routes={BUILD_TASK: {"queue": SHARED_QUEUE}, VALIDATE_TASK: {"queue": SHARED_QUEUE}},
     task_create_missing_queues=True,
     broker_connection_retry_on_startup=True,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # A broker outage: a running step goes on (its build needs only the Docker engine) and its
+    # message, restored by kombu, is delivered again; StepOnce (tasks.py) makes that copy wait
+    # and return the step's output instead of running it twice. Cancelling it instead made
+    # Celery announce the step revoked, which ended the build.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
+    # ...and what the step then writes (its result, the next step's message) waits for the
+    # broker to be back instead of failing the build.
+    result_backend_always_retry=True,
+    result_backend_max_retries=40,
+    task_publish_retry_policy={
+        "max_retries": 60,
+        "interval_start": 0.5,
+        "interval_step": 0.5,
+        "interval_max": 3,
+    },
     worker_hijack_root_logger=False,
     worker_send_task_events=True,
     task_send_sent_event=True,

@@ -10,6 +10,8 @@ import redis
 from sti import keys
 from sti.redaction import redact
 
+_PENDING_MAX = 1000
+
 
 class BuildLog:
     def __init__(
@@ -19,18 +21,29 @@ class BuildLog:
         self._key = keys.log_stream(build_id)
         self._max_lines = max_lines
         self._expires_s = expires_s
+        self._pending: list[str] = []
 
     def write(self, line: str) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xadd(
-            self._key, {keys.LINE_FIELD: redact(line)}, maxlen=self._max_lines, approximate=True
-        )
-        pipe.expire(self._key, self._expires_s)
-        pipe.execute()
+        """Append a line. While Redis is unreachable lines wait here (the newest _PENDING_MAX)
+        and go out with the next write that reaches it: a broker outage never fails the build
+        that prints."""
+        self._pending.append({keys.LINE_FIELD: redact(line)})
+        self._flush()
 
     def end(self) -> None:
-        """Mark the log complete: followers stop here."""
+        """Mark the log complete: followers stop here (or when the build's state is final, if
+        Redis was away at the time)."""
+        self._pending.append({keys.END_FIELD: "1"})
+        self._flush()
+
+    def _flush(self) -> None:
+        del self._pending[:-_PENDING_MAX]
         pipe = self._client.pipeline(transaction=False)
-        pipe.xadd(self._key, {keys.END_FIELD: "1"}, maxlen=self._max_lines, approximate=True)
+        for fields in self._pending:
+            pipe.xadd(self._key, fields, maxlen=self._max_lines, approximate=True)
         pipe.expire(self._key, self._expires_s)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return
+        self._pending.clear()

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from sti.blobstore import BlobStore
 from sti.upload_refs import SCHEME
@@ -23,6 +26,19 @@ from .engine.sources import SourcePolicy, Sources
 from .uploads import opener, streamer
 
 _docker: tuple[int, DockerHost] | None = None
+
+
+def _redis_options() -> dict[str, Any]:
+    """A broker that restarts or goes away for a minute: every command is tried again (up to
+    about 90 s, backing off to 5 s), and a dead address fails fast instead of hanging."""
+    return {
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "retry": Retry(ExponentialBackoff(cap=5, base=0.25), retries=20),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+    }
+
+
 _redis: tuple[int, redis.Redis] | None = None
 
 
@@ -44,7 +60,7 @@ def docker_host() -> DockerHost:
 def redis_client() -> redis.Redis:
     global _redis
     if _redis is None or _redis[0] != os.getpid():
-        _redis = (os.getpid(), redis.Redis.from_url(settings.broker_url))
+        _redis = (os.getpid(), redis.Redis.from_url(settings.broker_url, **_redis_options()))
     return _redis[1]
 
 

@@ -8,6 +8,7 @@ original task id, so AsyncResult(build id) and a caller's own chain get the resu
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from sti import keys
 from sti.cancel_flags import cancel_requested
 from sti.errors import InternalError, StiError
 from sti.failures import error_for_failure
-from sti.leases import HostSlots, TagLock
+from sti.leases import HostSlots, StepOnce, TagLock
 from sti.model import (
     BuildRequest,
     Result,
@@ -48,6 +49,7 @@ from .state_seal import seal, unseal
 
 PROGRESS = "PROGRESS"
 _CLAIM_RETRY_S = 1.0
+_STEP_BUSY_RETRY_S = 5.0
 
 
 def _tag_lock(tag: str, build_id: str) -> TagLock:
@@ -155,8 +157,31 @@ def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str
     structlog.contextvars.bind_contextvars(build_id=request.build_id, step=step)
     if build.failed:
         return sealed
+    return _once(self, lambda once: _run_step(self, build, step, once))
+
+
+def _once(task: Task, work: Callable[[StepOnce], dict[str, Any]]) -> dict[str, Any]:
+    """Run work once for this task id (see StepOnce): a copy delivered again while it runs
+    waits, a copy delivered after it ran returns its output."""
+    once = StepOnce(redis_client(), task.request.id, settings.lease_s)
+    earlier = once.output()
+    if earlier is not None:
+        return dict(json.loads(earlier))
+    if not once.begin():
+        raise task.retry(countdown=_STEP_BUSY_RETRY_S, max_retries=None)
+    try:
+        output = work(once)
+    except BaseException:
+        once.release()
+        raise
+    once.end(json.dumps(output), settings.result_expires_s)
+    return output
+
+
+def _run_step(task: Task, build: BuildState, step: str, once: StepOnce) -> dict[str, Any]:
+    request = build.request
     buildlog = build_log(request.build_id)
-    deliveries = _count_delivery(self)
+    deliveries = _count_delivery(task)
     if deliveries > settings.max_deliveries:
         error = InternalError(
             f"step {step} was delivered {deliveries} times; its worker keeps dying"
@@ -174,7 +199,7 @@ def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str
     with StepWatcher(
         redis_client(),
         request.build_id,
-        renew=lambda: _renew_leases(request),
+        renew=lambda: (_renew_leases(request), once.renew()),
         abort=lambda: docker.abort(request.build_id),
         renew_every_s=max(settings.lease_s / 4, 1),
     ) as watcher:
@@ -189,8 +214,12 @@ def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str
 @app.task(name=FINISH_TASK, bind=True)
 def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     build = BuildState.from_json(unseal(sealed))
+    structlog.contextvars.bind_contextvars(build_id=build.request.build_id)
+    return _once(self, lambda once: _finish(build))
+
+
+def _finish(build: BuildState) -> dict[str, Any]:
     request = build.request
-    structlog.contextvars.bind_contextvars(build_id=request.build_id)
     buildlog = build_log(request.build_id)
     try:
         cleanup(_reachable_docker(buildlog.write), build, buildlog.write)

@@ -68,6 +68,11 @@ def main(
         "--loglevel",
         loglevel,
         "-E",
+        # sti's workers coordinate through Redis keys, not worker-to-worker messages; gossip's
+        # restart after a broker outage fails in kombu (AttributeError on a closed connection)
+        # and mingle costs a second at every start
+        "--without-gossip",
+        "--without-mingle",
     ]
     child = subprocess.Popen(command, env=env)
     stopping = threading.Event()

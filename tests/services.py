@@ -23,8 +23,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    """A redis-server on a free port of 127.0.0.1; with appendonly, it keeps its data across
+    restart() (the same port, the same directory), as a production broker does."""
+
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
         self.port = free_port()
+        self.workdir = workdir
+        self.appendonly = appendonly
+        self._start()
+
+    def _start(self) -> None:
         self.process = subprocess.Popen(
             [
                 "redis-server",
@@ -35,9 +43,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.appendonly else "no",
                 "--dir",
-                str(workdir),
+                str(self.workdir),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -53,6 +61,12 @@ class RedisServer:
                     raise
                 time.sleep(0.05)
         client.close()
+
+    def restart(self, down_s: float) -> None:
+        """Stop the server, stay down down_s seconds, start it again on the same port."""
+        self.stop()
+        time.sleep(down_s)
+        self._start()
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
