@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -35,6 +36,7 @@ class Settings:
     allow_file_urls: bool
     allow_local_sources: bool
     allow_internal_urls: bool
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     source_max_bytes: int
     source_max_files: int
     download_max_bytes: int
@@ -65,6 +67,7 @@ class Settings:
             allow_file_urls=_flag("STI_ALLOW_FILE_URLS"),
             allow_local_sources=_flag("STI_ALLOW_LOCAL_SOURCES"),
             allow_internal_urls=_flag("STI_ALLOW_INTERNAL_URLS"),
+            allowed_networks=networks("STI_ALLOWED_NETWORKS"),
             source_max_bytes=_int("STI_SOURCE_MAX_BYTES", 2 * 1024**3),
             source_max_files=_int("STI_SOURCE_MAX_FILES", 100_000),
             download_max_bytes=_int("STI_DOWNLOAD_MAX_BYTES", 1024**3),
@@ -75,6 +78,18 @@ class Settings:
             builder=os.environ.get("STI_BUILDER") or "auto",
             build_cache_keep_bytes=byte_size("STI_BUILD_CACHE_KEEP", 2 * 1024**3),
         )
+
+
+def networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma list of networks (10.20.0.0/16,fd00:1::/64, or single addresses)."""
+    found = []
+    for item in os.environ.get(name, "").split(","):
+        if item.strip():
+            try:
+                found.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError as error:
+                raise ValueError(f"{name}: {item.strip()!r} is not a network: {error}") from error
+    return tuple(found)
 
 
 def broker_url() -> str:

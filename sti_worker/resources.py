@@ -87,6 +87,7 @@ def sources() -> Sources:
             allow_file_urls=settings.allow_file_urls,
             allow_local_paths=settings.allow_local_sources,
             allow_internal_urls=settings.allow_internal_urls,
+            allowed_networks=settings.allowed_networks,
             limits=ExtractLimits(
                 max_total_bytes=settings.source_max_bytes, max_files=settings.source_max_files
             ),

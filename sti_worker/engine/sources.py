@@ -31,6 +31,8 @@ from sti.tarstreams import TarPart, directory
 from .archives import ExtractLimits, extract_tar_stream, extract_zip
 
 LogSink = Callable[[str], None]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _GIT_SCHEMES = ("git://", "https://", "http://", "ssh://", "file://")
 _SCP_LIKE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9.-]*:(?!//)\S+$")
@@ -48,9 +50,13 @@ class SourcePolicy:
     allow_file_urls: bool = False
     # a path on the machine running the build: natural in-process, a leak on a shared worker
     allow_local_paths: bool = True
-    # URLs resolving to loopback, private or link-local addresses: a shared worker must not be
-    # made to fetch from its own network (cloud metadata, internal services) into an image
+    # URLs resolving to any address that is not global (loopback, private, link-local, shared
+    # 100.64/10, documentation, multicast, ...): a shared worker must not be made to fetch from
+    # its own network (cloud metadata, internal services) into an image
     allow_internal_urls: bool = True
+    # networks allowed even so (a build farm's own git server), never the rest of the internal
+    # ranges (STI_ALLOWED_NETWORKS)
+    allowed_networks: tuple[IPNetwork, ...] = ()
     limits: ExtractLimits = field(default_factory=ExtractLimits)
     download_max_bytes: int = 1024**3
     download_timeout_s: float = 60.0
@@ -305,7 +311,8 @@ def check_git_url(url: str, policy: SourcePolicy) -> None:
 
 
 def check_url_host(url: str, policy: SourcePolicy) -> None:
-    """Refuse a URL whose host resolves to an internal address, unless the policy allows it."""
+    """Refuse a URL whose host resolves to an address that is not global (see SourcePolicy),
+    unless it is in an allowed network or the policy allows internal addresses."""
     if policy.allow_internal_urls:
         return
     host = _host_of(url)
@@ -315,11 +322,42 @@ def check_url_host(url: str, policy: SourcePolicy) -> None:
         raise SourceFetchFailed(f"cannot resolve the host of {describe(url)}: {error}") from error
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
-        if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified:
+        if not is_reachable_address(ip, policy.allowed_networks):
             raise InvalidInput(
                 f"{describe(url)} is refused: {host} is an internal address ({ip}) "
-                "(STI_ALLOW_INTERNAL_URLS)"
+                "(STI_ALLOWED_NETWORKS lists networks a worker may fetch from; "
+                "STI_ALLOW_INTERNAL_URLS allows every address)"
             )
+
+
+def is_reachable_address(ip: IPAddress, allowed: Iterable[IPNetwork] = ()) -> bool:
+    """Whether a worker may fetch from ip: a global address, or one in an allowed network.
+    An IPv6 address carrying an IPv4 one (mapped, NAT64 64:ff9b::/96, 6to4, Teredo) is judged
+    by every address it carries, so ::ffff:127.0.0.1 is loopback."""
+    allowed = tuple(allowed)
+    for candidate in _addresses_in(ip):
+        if any(candidate.version == net.version and candidate in net for net in allowed):
+            continue
+        if not candidate.is_global or candidate.is_multicast:
+            return False
+    return True
+
+
+def _addresses_in(ip: IPAddress) -> list[IPAddress]:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return [ip.ipv4_mapped]  # the same address, written as IPv6
+    found: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64:
+            found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour:
+            found.append(ip.sixtofour)
+        if ip.teredo:
+            found.extend(ip.teredo)
+    return found
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def _host_of(url: str) -> str:
