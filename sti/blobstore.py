@@ -100,15 +100,23 @@ class BlobStore:
         pipe.execute()
 
     def read(self, digest: str) -> Iterator[bytes]:
-        """The blob's bytes; raises SourceFetchFailed at the end if they do not match digest."""
+        """The blob's bytes; raises SourceFetchFailed at the end if they do not match digest, and
+        InvalidInput as soon as it is larger than max_bytes (the worker's STI_UPLOAD_MAX_BYTES
+        holds whatever the client checked)."""
         meta = self._client.hgetall(keys.blob_meta(check_digest(digest)))
         if not meta:
             raise SourceFetchFailed(f"uploaded source {digest} is not in the store (expired?)")
+        if int(meta.get(b"size", 0)) > self.max_bytes:
+            raise InvalidInput(self.too_large_message(int(meta[b"size"])))
         hasher = hashlib.sha256()
+        size = 0
         for index in range(int(meta[b"chunks"])):
             chunk = self._client.get(keys.blob_chunk(digest, index))
             if chunk is None:
                 raise SourceFetchFailed(f"uploaded source {digest} is incomplete (expired?)")
+            size += len(chunk)
+            if size > self.max_bytes:  # whatever its record says: anyone on Redis can write one
+                raise InvalidInput(self.too_large_message(size))
             hasher.update(chunk)
             yield chunk
         if f"sha256:{hasher.hexdigest()}" != digest:

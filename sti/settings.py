@@ -68,9 +68,9 @@ class Settings:
             allow_local_sources=_flag("STI_ALLOW_LOCAL_SOURCES"),
             allow_internal_urls=_flag("STI_ALLOW_INTERNAL_URLS"),
             allowed_networks=networks("STI_ALLOWED_NETWORKS"),
-            source_max_bytes=_int("STI_SOURCE_MAX_BYTES", 2 * 1024**3),
+            source_max_bytes=byte_size("STI_SOURCE_MAX_BYTES", 2 * 1024**3),
             source_max_files=_int("STI_SOURCE_MAX_FILES", 100_000),
-            download_max_bytes=_int("STI_DOWNLOAD_MAX_BYTES", 1024**3),
+            download_max_bytes=byte_size("STI_DOWNLOAD_MAX_BYTES", 1024**3),
             download_timeout_s=_int("STI_DOWNLOAD_TIMEOUT", 60),
             upload_max_bytes=upload_max_bytes(),
             upload_expires_s=upload_expires_s(),
@@ -121,7 +121,7 @@ def byte_size(name: str, default: int) -> int:
 
 def upload_max_bytes() -> int:
     """The cap of one uploaded source (compressed); the client checks it before uploading."""
-    return _int("STI_UPLOAD_MAX_BYTES", 1024**3)
+    return byte_size("STI_UPLOAD_MAX_BYTES", 1024**3)
 
 
 def _registry_auth() -> dict[str, str] | None:

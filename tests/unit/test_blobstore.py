@@ -170,3 +170,25 @@ def test_a_digest_is_returned_as_given() -> None:
 def test_rechunk_cuts_any_pieces_into_equal_ones() -> None:
     assert list(rechunk([b"ab", b"", b"cdefg", b"h"], size=3)) == [b"abc", b"def", b"gh"]
     assert list(rechunk([], size=3)) == []
+
+
+def test_the_reader_holds_its_own_cap_whatever_the_uploader_checked(
+    redis_client: redis.Redis, store: BlobStore
+) -> None:
+    digest, size = store.put([unique(2 * CHUNK_BYTES)])
+    worker = BlobStore(redis_client, expires_s=EXPIRES_S, max_bytes=CHUNK_BYTES)
+    with pytest.raises(InvalidInput, match="STI_UPLOAD_MAX_BYTES"):
+        next(worker.read(digest))
+    assert size > worker.max_bytes
+
+
+def test_a_record_that_understates_the_size_does_not_get_past_the_cap(
+    redis_client: redis.Redis, store: BlobStore
+) -> None:
+    digest, _ = store.put([unique(2 * CHUNK_BYTES)])
+    redis_client.hset(keys.blob_meta(digest), "size", 10)  # written by anyone on Redis
+    worker = BlobStore(redis_client, expires_s=EXPIRES_S, max_bytes=CHUNK_BYTES + 100)
+    reader = worker.read(digest)
+    assert len(next(reader)) == CHUNK_BYTES
+    with pytest.raises(InvalidInput, match="STI_UPLOAD_MAX_BYTES"):
+        list(reader)
