@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 import redis
 
@@ -44,12 +43,6 @@ return 0
 """
 
 
-def _script(client: redis.Redis, source: str) -> Any:
-    """The script as the server knows it: called by its SHA1 (EVALSHA), its text sent only when
-    the server does not know it yet (the SHA1 is computed here, without a round trip)."""
-    return client.register_script(source)
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -62,6 +55,9 @@ class TagLock:
         self._key = keys.tag_lock(tag)
         self._owner = owner
         self._lease_ms = lease_s * 1000
+        # called by SHA1 (EVALSHA); the text goes to the server only the first time
+        self._renew_if_owner = client.register_script(_RENEW_IF_OWNER)
+        self._release_if_owner = client.register_script(_RELEASE_IF_OWNER)
 
     def acquire(self) -> bool:
         if self._client.set(self._key, self._owner, nx=True, px=self._lease_ms):
@@ -69,11 +65,10 @@ class TagLock:
         return self.renew()
 
     def renew(self) -> bool:
-        renew = _script(self._client, _RENEW_IF_OWNER)
-        return bool(renew(keys=[self._key], args=[self._owner, self._lease_ms]))
+        return bool(self._renew_if_owner(keys=[self._key], args=[self._owner, self._lease_ms]))
 
     def release(self) -> None:
-        _script(self._client, _RELEASE_IF_OWNER)(keys=[self._key], args=[self._owner])
+        self._release_if_owner(keys=[self._key], args=[self._owner])
 
     def holder(self) -> str | None:
         value = self._client.get(self._key)
@@ -87,15 +82,15 @@ class HostSlots:
         self._client = client
         self.host_id = host_id
         self._lease_ms = lease_s * 1000
+        self._claim_slot = client.register_script(_CLAIM_SLOT)
 
     def claim(self, build_id: str) -> bool:
-        claim = _script(self._client, _CLAIM_SLOT)
         slot_keys = [
             keys.host_running(self.host_id),
             keys.host_nodes(self.host_id),
             keys.host_slots(self.host_id),
         ]
-        return bool(claim(keys=slot_keys, args=[build_id, _now_ms(), self._lease_ms]))
+        return bool(self._claim_slot(keys=slot_keys, args=[build_id, _now_ms(), self._lease_ms]))
 
     def renew(self, build_id: str) -> None:
         self._client.zadd(
@@ -149,6 +144,8 @@ class StepOnce:
         self._output = keys.step_output(task_id)
         self._owner = uuid.uuid4().hex
         self._lease_ms = lease_s * 1000
+        self._renew_if_owner = client.register_script(_RENEW_IF_OWNER)
+        self._release_if_owner = client.register_script(_RELEASE_IF_OWNER)
 
     def output(self) -> str | None:
         """The output of an execution that finished, if one did."""
@@ -160,9 +157,7 @@ class StepOnce:
         return bool(self._client.set(self._running, self._owner, nx=True, px=self._lease_ms))
 
     def renew(self) -> None:
-        _script(self._client, _RENEW_IF_OWNER)(
-            keys=[self._running], args=[self._owner, self._lease_ms]
-        )
+        self._renew_if_owner(keys=[self._running], args=[self._owner, self._lease_ms])
 
     def end(self, output: str, expires_s: int) -> None:
         """Record the output for later copies, then let the lease go."""
@@ -170,4 +165,4 @@ class StepOnce:
         self.release()
 
     def release(self) -> None:
-        _script(self._client, _RELEASE_IF_OWNER)(keys=[self._running], args=[self._owner])
+        self._release_if_owner(keys=[self._running], args=[self._owner])

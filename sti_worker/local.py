@@ -30,22 +30,33 @@ def _docker_host(docker_url: str | None) -> DockerHost:
 
 
 def build_locally(request: BuildRequest, docker_url: str | None, sink: LogSink) -> Result:
-    try:
-        docker = _docker_host(docker_url)
-    except StiError as error:
-        return Result.from_error("build", request.build_id, error, host=socket.gethostname())
-    try:
-        return run_build(docker, request, sink, socket.gethostname(), sources=_OWN_MACHINE)
-    finally:
-        docker.close()
+    return _on_the_engine(
+        "build",
+        request.build_id,
+        docker_url,
+        lambda docker, host: run_build(docker, request, sink, host, sources=_OWN_MACHINE),
+    )
 
 
 def validate_locally(request: ValidateRequest, docker_url: str | None, sink: LogSink) -> Result:
+    return _on_the_engine(
+        "validate",
+        request.build_id,
+        docker_url,
+        lambda docker, host: run_validate(docker, request, sink, host),
+    )
+
+
+def _on_the_engine(
+    kind: str, build_id: str, docker_url: str | None, run: Callable[[DockerHost, str], Result]
+) -> Result:
+    """run on this machine's engine; an engine it cannot reach is the result's error."""
+    host = socket.gethostname()
     try:
         docker = _docker_host(docker_url)
     except StiError as error:
-        return Result.from_error("validate", request.build_id, error, host=socket.gethostname())
+        return Result.from_error(kind, build_id, error, host=host)
     try:
-        return run_validate(docker, request, sink, socket.gethostname())
+        return run(docker, host)
     finally:
         docker.close()

@@ -98,9 +98,10 @@ def _ended_early(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
 def validate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments: build_image, incremental=False, runtime_image=None."""
     request = from_task_arguments(ValidateRequest, args, kwargs, self.request.id)
+    docker = docker_host()  # before the log: an unreachable engine ends the log once, above
     build = build_log(request.build_id)
     try:
-        return run_validate(docker_host(), request, build.write, settings.host_id).to_json()
+        return run_validate(docker, request, build.write, settings.host_id).to_json()
     finally:
         build.end()
 

@@ -11,6 +11,8 @@ import pytest
 from tests.queue_helpers import json_result, sti_submit
 from tests.services import RedisServer, Worker
 
+pytestmark = pytest.mark.slow
+
 
 def test_a_worker_refuses_an_upload_above_its_own_cap(
     redis_server: RedisServer, images: dict[str, str], app_tag: str, tmp_path: Path
@@ -31,6 +33,3 @@ def test_a_worker_refuses_an_upload_above_its_own_cap(
         assert done.returncode == 2
     finally:
         worker.stop()
-
-
-pytestmark = pytest.mark.slow
