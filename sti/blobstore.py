@@ -11,11 +11,13 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-
-import redis
+from typing import TYPE_CHECKING
 
 from . import keys
 from .errors import InvalidInput, SourceFetchFailed
+
+if TYPE_CHECKING:
+    from .redis_wire import RedisClient
 
 CHUNK_BYTES = 1024 * 1024
 _PIPELINE_CHUNKS = 8
@@ -41,7 +43,7 @@ def rechunk(chunks: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]
 
 
 class BlobStore:
-    def __init__(self, client: redis.Redis, *, expires_s: int, max_bytes: int) -> None:
+    def __init__(self, client: RedisClient, *, expires_s: int, max_bytes: int) -> None:
         self._client = client
         self._expires_s = expires_s
         self.max_bytes = max_bytes

@@ -5,22 +5,24 @@ deadline)."""
 from __future__ import annotations
 
 import json
-
-import redis
+from typing import TYPE_CHECKING
 
 from . import keys
 from .errors import Cancelled, StiError, error_class
 
+if TYPE_CHECKING:
+    from .redis_wire import RedisClient
+
 
 def request_cancel(
-    client: redis.Redis, build_id: str, code: str, message: str, expires_s: int
+    client: RedisClient, build_id: str, code: str, message: str, expires_s: int
 ) -> None:
     client.set(
         keys.cancel_flag(build_id), json.dumps({"code": code, "message": message}), ex=expires_s
     )
 
 
-def cancel_requested(client: redis.Redis, build_id: str) -> StiError | None:
+def cancel_requested(client: RedisClient, build_id: str) -> StiError | None:
     raw = client.get(keys.cancel_flag(build_id))
     if raw is None:
         return None

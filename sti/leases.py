@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import time
 import uuid
-
-import redis
+from typing import TYPE_CHECKING
 
 from . import keys
+
+if TYPE_CHECKING:
+    from .redis_wire import RedisClient
 
 _RENEW_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -50,7 +52,7 @@ def _now_ms() -> int:
 class TagLock:
     """At most one build of an APP_IMAGE_TAG at a time, across every host."""
 
-    def __init__(self, client: redis.Redis, tag: str, owner: str, lease_s: int) -> None:
+    def __init__(self, client: RedisClient, tag: str, owner: str, lease_s: int) -> None:
         self._client = client
         self._key = keys.tag_lock(tag)
         self._owner = owner
@@ -78,7 +80,7 @@ class TagLock:
 class HostSlots:
     """Builds running on one Docker host, at most as many as its live workers have slots."""
 
-    def __init__(self, client: redis.Redis, host_id: str, lease_s: int) -> None:
+    def __init__(self, client: RedisClient, host_id: str, lease_s: int) -> None:
         self._client = client
         self.host_id = host_id
         self._lease_ms = lease_s * 1000
@@ -138,7 +140,7 @@ class StepOnce:
     while it runs, so a dead worker's expires); a copy that finds it held waits; a copy that
     finds the step's output returns that output instead of running the step again."""
 
-    def __init__(self, client: redis.Redis, task_id: str, lease_s: int) -> None:
+    def __init__(self, client: RedisClient, task_id: str, lease_s: int) -> None:
         self._client = client
         self._running = keys.step_running(task_id)
         self._output = keys.step_output(task_id)

@@ -1,7 +1,8 @@
 """The Python API of sti: submit builds and validations, wait, follow logs, cancel, list hosts.
 
-Talks to the workers only through Celery (task names, JSON) and Redis (log streams, cancel
-flags, host registry), so it needs neither Docker nor GitPython.
+Talks to the workers only through Redis: task messages in Celery's protocol on the queue, the
+result backend's records, log streams, cancel flags, the host registry. It imports neither Celery
+nor redis-py (sti.redis_wire, sti.celery_protocol), so a submit starts in a few milliseconds.
 
     client = StiClient("redis://build-queue:6379/0")
     request = BuildRequest("https://git.example/app.git", "acme/builder", "acme/app")
@@ -19,59 +20,36 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import redis
-from celery import Celery
-from celery.result import AsyncResult
-from celery.states import READY_STATES
-
 from sti import keys, settings
 from sti.blobstore import BlobStore
 from sti.cancel_flags import request_cancel
-from sti.errors import (
-    BrokerUnreachable,
-    Cancelled,
-    InvalidInput,
-    TimedOut,
-)
+from sti.celery_protocol import READY_STATES, result_key, task_message, task_state
+from sti.errors import Cancelled, InvalidInput, TimedOut
 from sti.failures import error_for_failure
 from sti.model import BuildRequest, Result, ValidateRequest
-from sti.wire import BUILD_TASK, JSON_ONLY, SHARED_QUEUE, VALIDATE_TASK
+from sti.redis_wire import LiteRedis
+from sti.wire import BUILD_TASK, SHARED_QUEUE, VALIDATE_TASK
 
 _CANCEL_EXPIRES_S = 24 * 3600
 _FINAL_RESULT_GRACE_S = 60
 _SUBMITTED_EXPIRES_S = 30 * 24 * 3600
+_RESULT_POLL_S = (0.02, 0.2)  # first and longest pause between reads of a result not yet stored
 
 
 class StiClient:
     def __init__(self, broker_url: str | None = None, result_backend: str | None = None) -> None:
         self.broker_url = broker_url or settings.broker_url()
         backend = result_backend or settings.result_backend(self.broker_url)
-        self.app = Celery("sti-client", broker=self.broker_url, backend=backend)
-        self.app.conf.update(
-            **JSON_ONLY,
-            broker_connection_retry_on_startup=False,
-            broker_connection_max_retries=1,
-            task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2},
-            redis_socket_connect_timeout=3,
-            redis_socket_timeout=30,
-            broker_transport_options={"socket_connect_timeout": 3},
-        )
-        self.redis = redis.Redis.from_url(
-            self.broker_url, socket_connect_timeout=3, socket_timeout=30
-        )
+        self.redis = LiteRedis(self.broker_url)
+        self.results = self.redis if backend == self.broker_url else LiteRedis(backend)
 
     def close(self) -> None:
         self.redis.close()
-        self.app.close()
+        self.results.close()
 
     def check_broker(self) -> None:
         """Raise BrokerUnreachable, naming the URL, unless the broker answers."""
-        try:
-            self.redis.ping()
-        except (redis.RedisError, OSError) as error:
-            raise BrokerUnreachable(
-                f"cannot reach the broker at {_safe_url(self.broker_url)}: {error}"
-            ) from error
+        self.redis.ping()
 
     # submitting
 
@@ -84,7 +62,7 @@ class StiClient:
         kwargs = request.to_json()
         build_id = kwargs.pop("build_id")
         self._claim_id(build_id)
-        self.app.send_task(BUILD_TASK, kwargs=kwargs, queue=SHARED_QUEUE, task_id=build_id)
+        self.redis.lpush(SHARED_QUEUE, task_message(BUILD_TASK, build_id, kwargs, SHARED_QUEUE))
         return build_id
 
     def _claim_id(self, build_id: str) -> None:
@@ -112,25 +90,29 @@ class StiClient:
         build_id = kwargs.pop("build_id")
         self.check_broker()
         self._claim_id(build_id)
-        self.app.send_task(VALIDATE_TASK, kwargs=kwargs, queue=SHARED_QUEUE, task_id=build_id)
+        message = task_message(VALIDATE_TASK, build_id, kwargs, SHARED_QUEUE)
+        self.redis.lpush(SHARED_QUEUE, message)
         return build_id
 
     # watching
 
     def state(self, build_id: str) -> str:
-        return str(AsyncResult(build_id, app=self.app).state)
+        return str(self._task_state(build_id)["status"])
+
+    def _task_state(self, build_id: str) -> dict[str, Any]:
+        return task_state(self.results.get(result_key(build_id)))
 
     def status(self, build_id: str) -> dict[str, Any]:
         """The result object once finished; before that build_id, state and phase."""
         self.check_broker()
-        async_result = AsyncResult(build_id, app=self.app)
-        if async_result.state in READY_STATES:
-            return self._result_of(async_result).to_json()
-        info = async_result.info if isinstance(async_result.info, dict) else {}
+        stored = self._task_state(build_id)
+        if stored["status"] in READY_STATES:
+            return self._result_of(build_id, stored).to_json()
+        info = stored["result"] if isinstance(stored["result"], dict) else {}
         return {
             "build_id": build_id,
-            "state": async_result.state,
-            "phase": info.get("phase", _phase_for(async_result.state)),
+            "state": stored["status"],
+            "phase": info.get("phase", _phase_for(stored["status"])),
             "host": info.get("host"),
         }
 
@@ -170,9 +152,15 @@ class StiClient:
                 return
 
     def result(self, build_id: str, timeout: float | None = None) -> Result:
-        async_result = AsyncResult(build_id, app=self.app)
-        async_result.get(timeout=timeout, propagate=False, interval=0.2)
-        return self._result_of(async_result)
+        """The finished build's result object, waiting for it; past timeout, TimedOut."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause, longest = _RESULT_POLL_S
+        while (stored := self._task_state(build_id))["status"] not in READY_STATES:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimedOut(f"no result for {build_id} within {timeout:g}s")
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
+        return self._result_of(build_id, stored)
 
     def wait(
         self,
@@ -208,10 +196,8 @@ class StiClient:
         state = self.state(build_id)
         if state in READY_STATES:
             return state
+        # a worker that has not claimed it yet ends it at once when it does
         request_cancel(self.redis, build_id, code, message, _CANCEL_EXPIRES_S)
-        if state == "PENDING":
-            # not claimed yet: a worker that receives it drops it
-            self.app.control.revoke(build_id)
         return state
 
     def workers(self) -> list[dict[str, Any]]:
@@ -236,14 +222,13 @@ class StiClient:
             )
         return hosts
 
-    def _result_of(self, async_result: AsyncResult) -> Result:
-        build_id = async_result.id
-        kind = "validate" if async_result.name == VALIDATE_TASK else "build"
-        if async_result.state == "SUCCESS" and isinstance(async_result.result, dict):
-            return Result.from_json(async_result.result)
-        if async_result.state == "REVOKED":
+    def _result_of(self, build_id: str, stored: dict[str, Any]) -> Result:
+        kind = "validate" if stored.get("name") == VALIDATE_TASK else "build"
+        if stored["status"] == "SUCCESS" and isinstance(stored["result"], dict):
+            return Result.from_json(stored["result"])
+        if stored["status"] == "REVOKED":
             return Result.from_error(kind, build_id, Cancelled("the build was cancelled"))
-        return Result.from_error(kind, build_id, error_for_failure(async_result.result))
+        return Result.from_error(kind, build_id, error_for_failure(stored["result"]))
 
 
 def _field(fields: dict[Any, Any], name: str) -> str | None:
@@ -255,10 +240,3 @@ def _field(fields: dict[Any, Any], name: str) -> str | None:
 
 def _phase_for(state: str) -> str:
     return {"PENDING": "queued", "STARTED": "claimed", "RETRY": "waiting"}.get(state, state.lower())
-
-
-def _safe_url(url: str) -> str:
-    """The URL without a password, for messages."""
-    from kombu.utils.url import maybe_sanitize_url
-
-    return str(maybe_sanitize_url(url))

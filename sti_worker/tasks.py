@@ -43,11 +43,13 @@ from .engine.pipeline import (
     run_step,
     run_validate,
     steps_for,
+    trim_build_cache,
 )
 from .resources import build_log, docker_host, redis_client, sources
 from .state_seal import seal, unseal
 
 PROGRESS = "PROGRESS"
+_log = structlog.stdlib.get_logger(__name__)
 _CLAIM_RETRY_S = 1.0
 _STEP_BUSY_RETRY_S = 5.0
 
@@ -212,7 +214,15 @@ def _run_step(task: Task, build: BuildState, step: str, once: StepOnce) -> dict[
     return seal(after.to_json())
 
 
-@app.task(name=FINISH_TASK, bind=True)
+class _TrimsAfterItsResult(Task):
+    """A task whose result is stored, and seen by the client, before the engine's build cache
+    is trimmed: Celery calls on_success after storing it."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        trim_build_cache(_reachable_docker(_log.warning), _log.warning)
+
+
+@app.task(name=FINISH_TASK, bind=True, base=_TrimsAfterItsResult)
 def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     build = BuildState.from_json(unseal(sealed))
     structlog.contextvars.bind_contextvars(build_id=build.request.build_id)
@@ -223,7 +233,7 @@ def _finish(build: BuildState) -> dict[str, Any]:
     request = build.request
     buildlog = build_log(request.build_id)
     try:
-        cleanup(_reachable_docker(buildlog.write), build, buildlog.write)
+        cleanup(_reachable_docker(buildlog.write), build)
     finally:
         _release_leases(request.build_id, request.tag)
     result = result_of(build)
@@ -239,8 +249,10 @@ def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[
     validate_tag(tag)
     error = _failure_of(failed_task[0] if failed_task else None)
     buildlog = build_log(build_id)
+    docker = _reachable_docker(buildlog.write)
     try:
-        cleanup_build(_reachable_docker(buildlog.write), build_id, sink=buildlog.write)
+        cleanup_build(docker, build_id)
+        trim_build_cache(docker, buildlog.write)
     finally:
         _release_leases(build_id, tag)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from celery import Celery
 
 from sti.errors import InvalidInput
 from sti.model import BuildRequest
@@ -311,10 +312,12 @@ def test_logs_of_an_unknown_build_is_a_clear_error(worker: Worker, broker_url: s
 
 
 def test_a_task_naming_a_path_on_the_worker_is_refused(
-    worker: Worker, client: StiClient, images: dict[str, str], app_tag: str
+    worker: Worker, broker_url: str, images: dict[str, str], app_tag: str
 ) -> None:
     """Only uploads reach a worker's disk: a raw path would build the worker's own files."""
     kwargs = {"source": "/etc", "build_image": images["sti-fake"], "tag": app_tag}
-    result = client.app.send_task("sti.build", kwargs=kwargs, queue="sti.builds").get(timeout=60)
+    app = Celery("sender", broker=broker_url, backend=broker_url)
+    result = app.send_task("sti.build", kwargs=kwargs, queue="sti.builds").get(timeout=60)
+    app.close()
     assert result["error"]["code"] == "InvalidInput"
     assert "STI_ALLOW_LOCAL_SOURCES" in result["error"]["message"]

@@ -11,11 +11,11 @@ import posixpath
 import re
 import tarfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -104,6 +104,10 @@ class OutputTail:
         del self.lines[: -self._keep]
 
 
+Answer = TypeVar("Answer")
+_IMAGE_FACTS_KEPT = 512
+
+
 class DockerHost:
     """A Docker engine reached through docker-py's low-level API client."""
 
@@ -126,6 +130,7 @@ class DockerHost:
         self._registry_auth = dict(registry_auth) if registry_auth else None
         self._streams: set[CancellableStream] = set()
         self._streams_lock = threading.Lock()
+        self._image_facts: dict[Hashable, Any] = {}
         self.url = url or "the local Docker engine (DOCKER_HOST or /var/run/docker.sock)"
         try:
             if url:
@@ -256,6 +261,18 @@ class DockerHost:
         except docker.errors.APIError as error:
             if error.status_code != 404:
                 raise _connection_error(error, f"removing the reference {ref}") from error
+
+    def image_fact(self, image_id: str, question: Hashable, answer: Callable[[], Answer]) -> Answer:
+        """What answer() finds out about an image, found once per image id in this process: an
+        image id is the hash of the image's content, so what its files say cannot change."""
+        if not image_id.startswith("sha256:"):
+            return answer()
+        key = (image_id, question)
+        if key not in self._image_facts:
+            if len(self._image_facts) >= _IMAGE_FACTS_KEPT:
+                del self._image_facts[next(iter(self._image_facts))]
+            self._image_facts[key] = answer()
+        return self._image_facts[key]  # type: ignore[no-any-return]
 
     def references_in(self, repository: str) -> list[str]:
         """Every repository:tag reference in one repository."""

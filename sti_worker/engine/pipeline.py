@@ -475,20 +475,19 @@ def run_step(name: str, step: StepFunction, bench: Workbench, state: BuildState)
     return replace(state, steps=(*state.steps, Step(name, time.monotonic() - started)))
 
 
-def cleanup(docker: DockerHost | None, state: BuildState, sink: LogSink | None = None) -> None:
+def cleanup(docker: DockerHost | None, state: BuildState) -> None:
     """Remove what this build made and did not hand over (containers, temp dir, untagged
     images), and the images its tags named before, unless something still uses them: a rebuild
     would otherwise leave every earlier image behind on the host."""
     untagged = () if state.tagged else (state.image_id, state.stage_image)
     made = [image for image in untagged if image]
-    cleanup_build(docker, state.request.build_id, [*made, *state.replaced_images], sink)
+    cleanup_build(docker, state.request.build_id, [*made, *state.replaced_images])
 
 
 def cleanup_build(
     docker: DockerHost | None,
     build_id: str,
     images: Sequence[str] = (),
-    sink: LogSink | None = None,
 ) -> None:
     """Cleanup knowing only the build id: what it made is found by container name and label."""
     shutil.rmtree(workdir_for(build_id), ignore_errors=True)
@@ -506,8 +505,13 @@ def cleanup_build(
     while (left := docker.untagged_images_of(build_id)) and time.monotonic() < deadline:
         if not all([docker.remove_image(image) for image in left]):
             time.sleep(0.5)
-    problem = docker.trim_build_cache()
-    if problem and sink:
+
+
+def trim_build_cache(docker: DockerHost | None, sink: LogSink) -> None:
+    """Housekeeping after a build (its result does not wait for it): the engine's build cache
+    back under its keep limit; a problem is said, not raised."""
+    problem = docker.trim_build_cache() if docker is not None else None
+    if problem:
         sink(problem)
 
 
@@ -566,7 +570,8 @@ def run_build(
         for name, step in steps_for(request):
             state = run_step(name, step, bench, state)
     finally:
-        cleanup(docker, state, sink)
+        cleanup(docker, state)
+        trim_build_cache(docker, sink)
     return result_of(state)
 
 

@@ -110,15 +110,19 @@ def inspect_scripts(
     """Find which protocol scripts image has, and where (config: its inspected Config); with
     check_artifacts_dir, also whether its /tmp/artifacts is empty."""
     scripts = scripts_of(image, host.image_config(image) if config is None else config)
-    container = host.create_container(
-        image, [scripts.prepare], name=container_name(build_id, role), build_id=build_id
-    )
-    try:
-        found = {
-            script_role: host.stat(container, scripts.path(script_role))
-            for script_role in INCREMENTAL_SCRIPTS
-        }
-        empty = check_artifacts_dir and host.is_empty_directory(container, ARTIFACTS_DIR)
-    finally:
-        host.remove_container(container)
-    return ImageScripts(image, scripts, found, empty)
+
+    def look() -> ImageScripts:
+        container = host.create_container(
+            image, [scripts.prepare], name=container_name(build_id, role), build_id=build_id
+        )
+        try:
+            found = {
+                script_role: host.stat(container, scripts.path(script_role))
+                for script_role in INCREMENTAL_SCRIPTS
+            }
+            empty = check_artifacts_dir and host.is_empty_directory(container, ARTIFACTS_DIR)
+        finally:
+            host.remove_container(container)
+        return ImageScripts(image, scripts, found, empty)
+
+    return host.image_fact(image, ("scripts", scripts, check_artifacts_dir), look)

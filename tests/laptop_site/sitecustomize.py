@@ -1,9 +1,10 @@
-"""On PYTHONPATH, makes this interpreter a laptop install: the worker's packages are absent."""
+"""On PYTHONPATH, makes this interpreter a laptop install: the worker's packages (Celery and
+redis-py among them) are absent."""
 
 import importlib.abc
 import sys
 
-ABSENT = ("docker", "git", "structlog", "sti_worker")
+ABSENT = ("docker", "git", "structlog", "celery", "kombu", "redis", "sti_worker")
 
 
 class _Absent(importlib.abc.MetaPathFinder):

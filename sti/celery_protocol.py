@@ -1,0 +1,81 @@
+"""Celery's side of the wire without Celery: a task message (message protocol v2, JSON body) as
+kombu's Redis transport stores it in a queue's list, and a task's state as the Redis result
+backend stores it. The laptop publishes and reads with these; workers run Celery itself.
+
+Both formats are documented by Celery ("Message Protocol", "Result backends") and checked
+against a real worker by the queue tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from .redaction import redact
+
+READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+_RESULT_KEY_PREFIX = "celery-task-meta-"
+_NO_WORKFLOW = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def task_message(task: str, task_id: str, kwargs: Mapping[str, Any], queue: str) -> bytes:
+    """The bytes to LPUSH on the queue's list for Celery to run task(**kwargs) as task_id."""
+    body = json.dumps([[], dict(kwargs), _NO_WORKFLOW]).encode()
+    headers = {
+        "lang": "py",
+        "task": task,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": "()",
+        # what a worker logs of the message: no credentials in its log
+        "kwargsrepr": redact(repr(dict(kwargs))),
+        "origin": f"{os.getpid()}@{socket.gethostname()}",
+        "ignore_result": False,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    envelope = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": str(uuid.uuid4()),
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return json.dumps(envelope).encode()
+
+
+def result_key(task_id: str) -> str:
+    return f"{_RESULT_KEY_PREFIX}{task_id}"
+
+
+def task_state(stored: bytes | None) -> dict[str, Any]:
+    """A task's state from its stored meta: status, result (an exception as
+    {exc_type, exc_message}), name; PENDING when nothing is stored (yet)."""
+    if stored is None:
+        return {"status": "PENDING", "result": None, "name": None}
+    meta = json.loads(stored)
+    if not isinstance(meta, dict) or not isinstance(meta.get("status"), str):
+        return {"status": "PENDING", "result": None, "name": None}
+    return meta
