@@ -43,7 +43,7 @@ def task_message(task: str, task_id: str, kwargs: Mapping[str, Any], queue: str)
         # what a worker logs of the message: no credentials in its log
         "kwargsrepr": redact(repr(dict(kwargs))),
         "origin": f"{os.getpid()}@{socket.gethostname()}",
-        "ignore_result": False,
+        "ignore_result": None,
         "replaced_task_nesting": 0,
         "stamped_headers": None,
         "stamps": {},

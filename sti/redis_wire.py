@@ -56,7 +56,7 @@ class RedisAddress:
         scheme = parts.scheme.lower()
         if scheme not in ("redis", "rediss", "unix", "redis+socket"):
             raise InvalidInput(
-                f"{redact(url)} is not a Redis URL (redis://, rediss://, unix://): sti's broker "
+                f"{_masked(url)} is not a Redis URL (redis://, rediss://, unix://): sti's broker "
                 "and result backend are Redis"
             )
         query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
@@ -65,7 +65,7 @@ class RedisAddress:
             port = parts.port or 6379
             db = int(query.get("db") or ("" if unix else parts.path.strip("/")) or 0)
         except ValueError as error:
-            raise InvalidInput(f"{redact(url)} is not a valid Redis URL: {error}") from error
+            raise InvalidInput(f"{_masked(url)} is not a valid Redis URL") from error
         return cls(
             url=url,
             host=None if unix else (parts.hostname or "localhost"),
@@ -80,7 +80,7 @@ class RedisAddress:
 
     @property
     def safe_url(self) -> str:
-        return redact(self.url)
+        return _masked(self.url)
 
 
 class RedisConnection:
@@ -103,11 +103,12 @@ class RedisConnection:
     def execute(self, commands: Sequence[Sequence[Any]], *, block_s: float = 0) -> list[Reply]:
         """Send commands in one write, read one reply each; a reply that is an error is returned
         as BrokerRefused, not raised. block_s: how long the server may hold the replies."""
+        request = b"".join(_encode(command) for command in commands)
         try:
             self._ensure_connected()
             assert self._socket is not None
             self._socket.settimeout(self._timeout_s + block_s)
-            self._socket.sendall(b"".join(_encode(command) for command in commands))
+            self._socket.sendall(request)
             return [self._read_reply() for _ in commands]
         except (OSError, EOFError, ValueError) as error:
             self.close()
@@ -161,7 +162,7 @@ class RedisConnection:
             raise EOFError("the connection closed")
         kind, rest = line[:1], line[1:-2]
         if kind == b"+":
-            return rest.decode()
+            return rest
         if kind == b"-":
             return BrokerRefused(rest.decode(errors="replace"))
         if kind == b":":
@@ -221,7 +222,7 @@ class LiteRedis:
 
     def ping(self) -> bool:
         """Once, not retried: for telling at once whether the broker is there."""
-        return self.execute_command("PING") == "PONG"
+        return self.execute_command("PING") == b"PONG"
 
     def get(self, name: str) -> bytes | None:
         return self._read("GET", name)  # type: ignore[no-any-return]
@@ -301,6 +302,9 @@ class LitePipeline:
 
     def __len__(self) -> int:
         return len(self._commands)
+
+    def __bool__(self) -> bool:
+        return True  # as redis-py's: an empty pipeline is still a pipeline
 
     def reset(self) -> None:
         self._commands = []
@@ -397,7 +401,7 @@ def _as_bytes(value: Any) -> bytes:
 
 
 def _ok(reply: Reply) -> bool | None:
-    return True if reply == "OK" else None
+    return True if reply == b"OK" else None
 
 
 def _pairs(flat: Sequence[Any] | None) -> dict[Any, Any]:
@@ -419,10 +423,18 @@ def _set_args(name: str, value: Any, ex: int | None, px: int | None, nx: bool) -
 def _hset_args(
     name: str, key: str | None, value: Any, mapping: Mapping[str, Any] | None
 ) -> list[Any]:
-    pairs = dict(mapping or {})
-    if key is not None:
-        pairs[key] = value
+    pairs = {key: value} if key is not None else {}
+    pairs.update(mapping or {})  # as redis-py: a field in both gets the mapping's value
     return ["HSET", name, *[part for item in pairs.items() for part in item]]
+
+
+def _masked(url: str) -> str:
+    """url without its userinfo: a password may hold any character, so everything up to the
+    last "@" goes, not only what redaction recognises in running text."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
+        return redact(url)
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 def _wrap_tls(sock: socket.socket, address: RedisAddress) -> socket.socket:

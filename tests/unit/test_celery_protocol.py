@@ -18,7 +18,7 @@ from sti.errors import BuildFailed, InternalError, TimedOut
 from sti.failures import error_for_failure
 from sti.wire import BUILD_TASK, JSON_ONLY
 
-_VOLATILE_HEADERS = {"origin", "kwargsrepr", "ignore_result"}
+_VOLATILE_HEADERS = {"origin", "kwargsrepr"}
 _VOLATILE_PROPERTIES = {"reply_to", "delivery_tag"}
 
 
