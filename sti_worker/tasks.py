@@ -17,7 +17,7 @@ from celery import Task, chain
 
 from sti import keys
 from sti.cancel_flags import cancel_requested
-from sti.errors import InternalError, StiError
+from sti.errors import InternalError, InvalidInput, StiError
 from sti.failures import error_for_failure
 from sti.leases import HostSlots, StepOnce, TagLock
 from sti.model import (
@@ -42,6 +42,7 @@ from .engine.pipeline import (
     result_of,
     run_step,
     run_validate,
+    stages_for,
     steps_for,
     trim_build_cache,
 )
@@ -129,9 +130,9 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     buildlog.write(f"Build {build_id} claimed by host {settings.host_id}")
     mark_phase(build_id, "claimed")
     state = seal(BuildState(request=request, host=settings.host_id).to_json())
-    steps = [name for name, _ in steps_for(request)]
-    signatures = [_host_sig(run_build_step.s(state, step=steps[0]))]
-    signatures += [_host_sig(run_build_step.s(step=name)) for name in steps[1:]]
+    first, *later = stages_for(request)
+    signatures = [_host_sig(run_build_steps.s(state, steps=first))]
+    signatures += [_host_sig(run_build_steps.s(steps=stage)) for stage in later]
     signatures.append(_host_sig(finish_build.s()))
     pipeline = chain(*signatures)
     pipeline.link_error(_host_sig(abort_build.si(build_id=build_id, tag=request.tag)))
@@ -154,13 +155,16 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> boo
 
 
 @app.task(name=STEP_TASK, bind=True)
-def run_build_step(self: Task, sealed: dict[str, Any], *, step: str) -> dict[str, str]:
+def run_build_steps(self: Task, sealed: dict[str, Any], *, steps: list[str]) -> dict[str, str]:
     build = BuildState.from_json(unseal(sealed))
     request = build.request
-    structlog.contextvars.bind_contextvars(build_id=request.build_id, step=step)
+    known = [name for name, _ in steps_for(request)]
+    if not isinstance(steps, list) or not steps or any(step not in known for step in steps):
+        raise InvalidInput(f"steps must be a list of steps of this build: {known}")
+    structlog.contextvars.bind_contextvars(build_id=request.build_id, step=",".join(steps))
     if build.failed:
         return sealed
-    return _once(self, lambda once: _run_step(self, build, step, once))
+    return _once(self, lambda once: _run_steps(self, build, steps, once))
 
 
 def _once(task: Task, work: Callable[[StepOnce], dict[str, Any]]) -> dict[str, Any]:
@@ -181,24 +185,22 @@ def _once(task: Task, work: Callable[[StepOnce], dict[str, Any]]) -> dict[str, A
     return output
 
 
-def _run_step(task: Task, build: BuildState, step: str, once: StepOnce) -> dict[str, Any]:
+def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) -> dict[str, Any]:
     request = build.request
     buildlog = build_log(request.build_id)
     deliveries = _count_delivery(task)
     if deliveries > settings.max_deliveries:
         error = InternalError(
-            f"step {step} was delivered {deliveries} times; its worker keeps dying"
+            f"step {steps[0]} was delivered {deliveries} times; its worker keeps dying"
         )
         return seal(build.fail(error, buildlog.write).to_json())
-    cancelled = cancel_requested(redis_client(), request.build_id)
-    if cancelled:
-        return seal(build.fail(cancelled, buildlog.write).to_json())
-    mark_phase(request.build_id, step)
     try:
         docker = docker_host()
     except StiError as error:  # the engine is unreachable: the build ends with that error
         return seal(build.fail(error, buildlog.write).to_json())
-    function = dict(steps_for(request))[step]
+    functions = dict(steps_for(request))
+    bench = Workbench(docker, sources(), buildlog.write)
+    after = build
     with StepWatcher(
         redis_client(),
         request.build_id,
@@ -206,10 +208,21 @@ def _run_step(task: Task, build: BuildState, step: str, once: StepOnce) -> dict[
         abort=lambda: docker.abort(request.build_id),
         renew_every_s=max(settings.lease_s / 4, 1),
     ) as watcher:
-        after = run_step(step, function, Workbench(docker, sources(), buildlog.write), build)
-    if watcher.cancelled is not None:
-        after = BuildState.from_json({**build.to_json(), "steps": after.to_json()["steps"]})
-        after = after.fail(watcher.cancelled, buildlog.write)
+        for step in steps:
+            if after.failed:
+                break
+            cancelled = watcher.cancelled or cancel_requested(redis_client(), request.build_id)
+            if cancelled is not None:
+                after = after.fail(cancelled, buildlog.write)
+                break
+            mark_phase(request.build_id, step)
+            before, after = after, run_step(step, functions[step], bench, after)
+            if watcher.cancelled is not None and not after.tagged:
+                # what the interrupted step left is not trusted; cleanup finds it by build id
+                steps_run = after.to_json()["steps"]
+                after = BuildState.from_json({**before.to_json(), "steps": steps_run})
+                after = after.fail(watcher.cancelled, buildlog.write)
+                break
     _renew_leases(request)
     return seal(after.to_json())
 
@@ -237,6 +250,8 @@ def _finish(build: BuildState) -> dict[str, Any]:
     finally:
         _release_leases(request.build_id, request.tag)
     result = result_of(build)
+    # stored before the log ends, so a client that sees the end reads the result at once
+    app.backend.store_result(request.build_id, result.to_json(), "SUCCESS")
     buildlog.write(_outcome_line(result))
     buildlog.end()
     return result.to_json()
@@ -302,4 +317,4 @@ def _outcome_line(result: Result) -> str:
     return f"Build {result.build_id} failed: {result.error_code}"
 
 
-__all__ = ["abort_build", "build", "finish_build", "run_build_step", "validate"]
+__all__ = ["abort_build", "build", "finish_build", "run_build_steps", "validate"]

@@ -17,7 +17,10 @@ import docker
 import pytest
 from celery import Celery
 
+from sti.model import BuildRequest
 from sti.wire import host_queue
+from sti_worker.engine.pipeline import BuildState
+from sti_worker.state_seal import seal
 from tests.services import Worker
 
 
@@ -112,13 +115,26 @@ def test_an_internal_task_refuses_a_state_its_host_did_not_seal(
     state = _forged_state(victim, app_tag, images["sti-fake"], replaced_images=[bystander])
     if task == "sti.finish":
         state["error"] = {"code": "BuildFailed", "message": "forged"}
-    options = {"step": step} if step else {}
+    options = {"steps": [step]} if step else {}
     for forged in _forgeries(state):
         error = _refusal(attacker, task, host_queue(worker.host_id), forged, **options)
         assert error == "ForgedState", forged
     assert api.images(name=app_tag) == []
     assert (victim / "keep.txt").exists()
     assert api.inspect_image(bystander)["Id"] == bystander
+
+
+@pytest.mark.parametrize(
+    "steps", [["nope"], "build", [], ["tag", "rm -rf /"], [None], {"0": "tag"}]
+)
+def test_a_sealed_state_replayed_with_steps_of_the_senders_choice_is_refused(
+    attacker: Celery, worker: Worker, images: dict[str, str], app_tag: str, steps: object
+) -> None:
+    """A sealed state copied off the queue is genuine; the steps sent with it are not sealed."""
+    request = BuildRequest("https://git.example/app.git", images["sti-fake"], app_tag)
+    sealed = seal(BuildState(request=request, host=worker.host_id).to_json())
+    error = _refusal(attacker, "sti.step", host_queue(worker.host_id), sealed, steps=steps)
+    assert error == "InvalidInput"
 
 
 # task arguments from other apps: every refusal is a result object

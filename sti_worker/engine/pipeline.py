@@ -463,6 +463,21 @@ def steps_for(request: BuildRequest) -> list[tuple[str, StepFunction]]:
     return steps
 
 
+_INPUT_STEPS = ("fetch_source", "check_images", "save_artifacts")
+_SCRIPT_STEPS = ("build", "deploy")
+
+
+def stages_for(request: BuildRequest) -> list[list[str]]:
+    """The build's steps as a queue worker runs them, one task per stage: the quick steps that
+    gather the inputs together, then each step that runs a build script, with tagging and
+    pushing joined to the last of those (a hop between tasks costs as much as a quick step)."""
+    names = [name for name, _ in steps_for(request)]
+    stages = [[name for name in names if name in _INPUT_STEPS]]
+    stages += [[name] for name in names if name in _SCRIPT_STEPS]
+    stages[-1] += [name for name in names if name not in (*_INPUT_STEPS, *_SCRIPT_STEPS)]
+    return stages
+
+
 def run_step(name: str, step: StepFunction, bench: Workbench, state: BuildState) -> BuildState:
     """Run one step unless an earlier one failed; a failure is recorded in the state, not raised."""
     if state.failed:

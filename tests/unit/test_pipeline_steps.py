@@ -17,6 +17,7 @@ from sti_worker.engine.pipeline import (
     result_of,
     run_step,
     save_artifacts_step,
+    stages_for,
     steps_for,
 )
 from sti_worker.engine.protocol import ORIGINAL, Scripts
@@ -53,6 +54,24 @@ def test_a_push_build_pushes_last_after_tagging() -> None:
         SOURCE, BUILDER, "registry.example:5000/app", push=True, runtime_image="acme/runtime"
     )
     assert names(extended)[-3:] == ["deploy", "tag", "push"]
+
+
+def test_a_worker_runs_the_steps_in_stages_joining_the_quick_ones() -> None:
+    plain = BuildRequest(SOURCE, BUILDER, TAG)
+    assert stages_for(plain) == [
+        ["fetch_source", "check_images", "save_artifacts"],
+        ["build", "tag"],
+    ]
+    pushed = BuildRequest(
+        SOURCE, BUILDER, "registry.example:5000/app", push=True, runtime_image="acme/runtime"
+    )
+    assert stages_for(pushed) == [
+        ["fetch_source", "check_images", "save_artifacts"],
+        ["build"],
+        ["deploy", "tag", "push"],
+    ]
+    for request in (plain, pushed):
+        assert [step for stage in stages_for(request) for step in stage] == names(request)
 
 
 def test_clean_and_incremental_builds_run_the_same_steps() -> None:

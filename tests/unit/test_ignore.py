@@ -1,0 +1,53 @@
+"""What a source directory leaves out: without patterns of its own, git metadata only, decided
+without pathspec exactly as pathspec decides it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pathspec
+import pytest
+
+from sti.ignore import IGNORE_FILE, ignore_matcher, in_git_metadata
+
+PATHS = [
+    ".git/",
+    ".git/config",
+    ".git/objects/ab/cdef",
+    "a/.git/",
+    "a/b/.git/HEAD",
+    ".git",  # a file (a worktree's or submodule's pointer) is kept
+    "a/.git",
+    ".gitignore",
+    ".github/workflows/ci.yml",
+    "x.git/",
+    "a/x.git/y",
+    ".git-keep/",
+    "src/.gitkeep",
+    "app.py",
+    "my.git/config",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_git_metadata_is_what_the_pattern_dot_git_matches(path: str) -> None:
+    assert in_git_metadata(path) == pathspec.GitIgnoreSpec.from_lines([".git/"]).match_file(path)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "# only comments\n#another\n", "   \n"])
+def test_an_ignore_file_without_patterns_leaves_out_git_metadata_only(
+    tmp_path: Path, content: str
+) -> None:
+    (tmp_path / IGNORE_FILE).write_text(content)
+    skip = ignore_matcher(tmp_path)
+    assert [path for path in PATHS if skip(path)] == [p for p in PATHS if in_git_metadata(p)]
+
+
+def test_patterns_of_the_source_and_of_exclude_are_applied(tmp_path: Path) -> None:
+    (tmp_path / IGNORE_FILE).write_text("# build output\n*.log\n  #not-a-comment\n")
+    skip = ignore_matcher(tmp_path, ["secrets/"])
+    assert skip("debug.log")
+    assert skip("secrets/key.pem")
+    assert skip("a/.git/HEAD")
+    assert skip("  #not-a-comment")
+    assert not skip("app.py")
