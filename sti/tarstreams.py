@@ -63,7 +63,7 @@ class IterReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._pending = b""
+        self._pending = memoryview(b"")  # a small read off a big chunk copies nothing
 
     def readable(self) -> bool:
         return True
@@ -71,7 +71,7 @@ class IterReader(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._pending:
             try:
-                self._pending = next(self._chunks)
+                self._pending = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         size = min(len(buffer), len(self._pending))
@@ -191,6 +191,7 @@ def _add_path(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
         return  # sockets, fifos and devices are not source
     info = tar.gettarinfo(str(path), arcname)
+    info.mtime = int(info.mtime)  # a fraction of a second would cost a pax header per file
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     if info.isreg():

@@ -145,7 +145,9 @@ def _read_tar_stream(stream: BinaryIO, kind: str, destination: _Destination) -> 
     with contextlib.ExitStack() as opened:
         with guard:
             data = opened.enter_context(_decompressed(source, kind))
-            tar = opened.enter_context(_CheckedTarFile.open(fileobj=data, mode="r|"))
+            tar = opened.enter_context(
+                _CheckedTarFile.open(fileobj=data, mode="r|", bufsize=_TAR_READ_BYTES)
+            )
         while (member := _next_member(tar, guard)) is not None:
             destination.count_entry()
             _extract_tar_member(destination, tar, member, guard)
@@ -566,6 +568,7 @@ def _nothing(size: int) -> bytes:
 
 
 _TAR_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz")
+_TAR_READ_BYTES = 256 * 1024  # tarfile's default, 10 KiB, costs a decompress call per read
 
 
 def _decompressed(source: _WatchedStream, kind: str) -> contextlib.AbstractContextManager[Any]:
