@@ -34,6 +34,10 @@ def host_slots(host_id: str) -> str:
     return f"{PREFIX}host:{host_id}:slots"
 
 
+def cache_trimmed(host_id: str) -> str:
+    return f"{PREFIX}host:{host_id}:cache-trimmed"
+
+
 def deliveries(task_id: str, retries: int) -> str:
     return f"{PREFIX}deliveries:{task_id}:{retries}"
 

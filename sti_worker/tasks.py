@@ -53,6 +53,7 @@ PROGRESS = "PROGRESS"
 _log = structlog.stdlib.get_logger(__name__)
 _CLAIM_RETRY_S = 1.0
 _STEP_BUSY_RETRY_S = 5.0
+_TRIM_EVERY_S = 60
 
 
 def _tag_lock(tag: str, build_id: str) -> TagLock:
@@ -232,7 +233,15 @@ class _TrimsAfterItsResult(Task):
     is trimmed: Celery calls on_success after storing it."""
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        trim_build_cache(_reachable_docker(_log.warning), _log.warning)
+        _trim_now_and_then(_log.warning)
+
+
+def _trim_now_and_then(say: Callable[[str], None]) -> None:
+    """Trim the engine's build cache unless a worker of this host did in the last minute: a
+    prune deletes hundreds of MB at a time and takes seconds of disk, so a busy host trims once
+    a minute (the cache can outgrow its limit by what a minute of builds adds)."""
+    if redis_client().set(keys.cache_trimmed(settings.host_id), 1, nx=True, ex=_TRIM_EVERY_S):
+        trim_build_cache(_reachable_docker(say), say)
 
 
 @app.task(name=FINISH_TASK, bind=True, base=_TrimsAfterItsResult)
@@ -267,7 +276,7 @@ def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[
     docker = _reachable_docker(buildlog.write)
     try:
         cleanup_build(docker, build_id)
-        trim_build_cache(docker, buildlog.write)
+        _trim_now_and_then(buildlog.write)
     finally:
         _release_leases(build_id, tag)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)

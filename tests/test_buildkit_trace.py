@@ -52,12 +52,20 @@ def test_vertexes_logs_and_errors_are_decoded() -> None:
     ]
 
 
+def test_a_cached_step_is_told_apart() -> None:
+    cached = _field(1, b"sha256:copy") + _field(3, b"[2/3] COPY src /tmp/src") + _field(4, 1)
+    ran = _field(1, b"sha256:run") + _field(3, b"[3/3] RUN") + _field(4, 0)
+    status = decode_trace(_message(_field(1, cached), _field(1, ran), _field(1, b"\x0a\x01x")))
+    assert [vertex.cached for vertex in status.vertexes] == [True, False, False]
+
+
 def test_fields_a_newer_engine_adds_are_skipped() -> None:
     fixed64 = _varint(9 << 3 | 1) + b"\x00" * 8
     fixed32 = _varint(10 << 3 | 5) + b"\x00" * 4
     vertex = _field(1, b"d") + fixed64 + _field(3, b"name") + fixed32 + _field(99, 7)
     status = decode_trace(_message(_field(1, vertex), _field(4, b"warning"), _field(12, 1)))
     assert status.vertexes[0].name == "name"
+    assert status.vertexes[0].cached is False  # field 99 is not "cached", though it is 7
     assert status.logs == []
 
 

@@ -1,11 +1,11 @@
 """Reading BuildKit's progress: the `moby.buildkit.trace` messages of a `POST /build?version=2`.
 
 Each message is a base64 protobuf `StatusResponse` (moby/buildkit, api/services/control/
-control.proto). sti needs three fields of it, so it reads the protobuf wire format itself (about
+control.proto). sti needs a few fields of it, so it reads the protobuf wire format itself (about
 forty lines) instead of depending on protoc-generated classes of BuildKit's API:
 
     StatusResponse { repeated Vertex vertexes = 1; repeated VertexLog logs = 3; }
-    Vertex         { string digest = 1; string name = 3; string error = 7; }
+    Vertex         { string digest = 1; string name = 3; bool cached = 4; string error = 7; }
     VertexLog      { string vertex = 1; int64 stream = 3; bytes msg = 4; }
 
 Unknown fields (statuses, warnings, timestamps, newer additions) are skipped, as protobuf
@@ -26,6 +26,7 @@ class Vertex:
     digest: str
     name: str = ""
     error: str = ""
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def decode_trace(encoded: str) -> Status:
 
 def _vertex(raw: bytes) -> Vertex:
     values = _strings(raw, {1, 3, 7})
-    return Vertex(digest=values.get(1, ""), name=values.get(3, ""), error=values.get(7, ""))
+    cached = any(number == 4 and value == 1 for number, value in _fields(raw))
+    return Vertex(values.get(1, ""), values.get(3, ""), values.get(7, ""), cached)
 
 
 def _log(raw: bytes) -> VertexLog:

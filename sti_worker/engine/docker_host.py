@@ -589,6 +589,7 @@ class _BuildKitProgress:
     def __init__(self, sink: LogSink) -> None:
         self._sink = sink
         self._names: dict[str, str] = {}
+        self._cached: set[str] = set()
         self._outputs: dict[tuple[str, int], OutputTail] = {}
         self._recent: dict[str, list[str]] = {}
         self.failed_step: str | None = None
@@ -600,8 +601,12 @@ class _BuildKitProgress:
             message = f"docker build sent a progress message sti cannot read: {error}"
             raise BuildFailed(message) from error
         for vertex in status.vertexes:
-            if vertex.digest not in self._names and not vertex.name.startswith("[internal]"):
+            shown = not vertex.name.startswith("[internal]")
+            if vertex.digest not in self._names and shown:
                 self._sink(vertex.name)
+            if vertex.cached and vertex.digest not in self._cached and shown:
+                self._sink(f"CACHED {vertex.name}")  # as docker build says it
+                self._cached.add(vertex.digest)
             self._names[vertex.digest] = vertex.name
             if vertex.error:
                 self.failed_step = vertex.digest

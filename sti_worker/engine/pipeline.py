@@ -523,8 +523,9 @@ def cleanup_build(
 
 
 def trim_build_cache(docker: DockerHost | None, sink: LogSink) -> None:
-    """Housekeeping after a build (its result does not wait for it): the engine's build cache
-    back under its keep limit; a problem is said, not raised."""
+    """A build host's housekeeping, not part of a build (run_build leaves the engine's cache
+    alone: with --local it is the user's): the engine's build cache back under its keep limit;
+    a problem is said, not raised."""
     problem = docker.trim_build_cache() if docker is not None else None
     if problem:
         sink(problem)
@@ -586,7 +587,6 @@ def run_build(
             state = run_step(name, step, bench, state)
     finally:
         cleanup(docker, state)
-        trim_build_cache(docker, sink)
     return result_of(state)
 
 

@@ -16,10 +16,9 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import git
 import requests
 import urllib3.exceptions
 
@@ -29,6 +28,9 @@ from sti.ignore import ignore_matcher
 from sti.tarstreams import TarPart, directory
 
 from .archives import ExtractLimits, extract_tar_stream, extract_zip
+
+if TYPE_CHECKING:
+    import git
 
 LogSink = Callable[[str], None]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -396,6 +398,8 @@ def _clone(
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
     sink(f"Fetching {describe(url)}" + (f" at {ref}" if ref else ""))
     destination.mkdir()
+    import git  # a tenth of a second to import: only builds of git sources pay it
+
     repo = git.Repo.init(destination)
     try:
         with repo.git.custom_environment(**env):
