@@ -132,6 +132,12 @@ class InternalError(StiError):
     code = "InternalError"
 
 
+class WorkerLost(StiError):
+    """The worker running the build died (killed, its host gone) before the build ended."""
+
+    code = "WorkerLost"
+
+
 _BY_CODE: dict[str, type[StiError]] = {
     cls.code: cls
     for cls in (
@@ -154,6 +160,7 @@ _BY_CODE: dict[str, type[StiError]] = {
         TimedOut,
         BrokerUnreachable,
         InternalError,
+        WorkerLost,
     )
 }
 

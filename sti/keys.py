@@ -4,6 +4,7 @@ from __future__ import annotations
 
 PREFIX = "sti:"
 HOSTS = f"{PREFIX}hosts"
+RUNNING_BUILDS = f"{PREFIX}running"
 
 
 def log_stream(build_id: str) -> str:
@@ -32,6 +33,10 @@ def host_nodes(host_id: str) -> str:
 
 def host_slots(host_id: str) -> str:
     return f"{PREFIX}host:{host_id}:slots"
+
+
+def build_claim(build_id: str) -> str:
+    return f"{PREFIX}claim:{build_id}"
 
 
 def cache_trimmed(host_id: str) -> str:

@@ -1,4 +1,5 @@
-"""Leases in Redis owned by a build id: the per-tag lock and the per-host build slots.
+"""Leases in Redis owned by a build id: the per-tag lock, the per-host build slots and the
+registry of running builds.
 
 A lease expires unless renewed, so a crashed worker never blocks a tag or a host for long.
 """
@@ -47,6 +48,17 @@ return 0
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+# the lease of a running build, taken away only if it ran out: one reaper ends a lost build
+_TAKE_IF_EXPIRED = """
+local expiry = redis.call('zscore', KEYS[1], ARGV[1])
+if expiry and tonumber(expiry) < tonumber(ARGV[2]) then
+  redis.call('zrem', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
 
 
 class TagLock:
@@ -168,3 +180,41 @@ class StepOnce:
 
     def release(self) -> None:
         self._release_if_owner(keys=[self._running], args=[self._owner])
+
+
+class RunningBuilds:
+    """Every claimed build, on every host, with a lease its worker renews while the build runs
+    (with the host slot and the tag lock). A lease that ran out means the worker died: a reaper
+    takes it, once, and ends the build."""
+
+    def __init__(self, client: RedisClient, lease_s: int) -> None:
+        self._client = client
+        self._lease_ms = lease_s * 1000
+        self._take_if_expired = client.register_script(_TAKE_IF_EXPIRED)
+
+    def start(self, build_id: str, host_id: str, tag: str, keep_s: int) -> None:
+        pipe = self._client.pipeline()
+        pipe.hset(keys.build_claim(build_id), mapping={"host": host_id, "tag": tag})
+        pipe.expire(keys.build_claim(build_id), keep_s)
+        pipe.zadd(keys.RUNNING_BUILDS, {build_id: _now_ms() + self._lease_ms})
+        pipe.execute()
+
+    def renew(self, build_id: str) -> None:
+        """Only a lease still held: a build a reaper took stays taken."""
+        self._client.zadd(keys.RUNNING_BUILDS, {build_id: _now_ms() + self._lease_ms}, xx=True)
+
+    def end(self, build_id: str) -> None:
+        self._client.zrem(keys.RUNNING_BUILDS, build_id)
+
+    def expired(self) -> list[str]:
+        found = self._client.zrangebyscore(keys.RUNNING_BUILDS, "-inf", _now_ms() - 1)
+        return [_text(item) for item in found]
+
+    def take_expired(self, build_id: str) -> bool:
+        """True for the one caller that takes this expired lease away."""
+        return bool(self._take_if_expired(keys=[keys.RUNNING_BUILDS], args=[build_id, _now_ms()]))
+
+    def claim_of(self, build_id: str) -> dict[str, str]:
+        """The host and tag the build was claimed with (empty once forgotten)."""
+        found = self._client.hgetall(keys.build_claim(build_id))
+        return {_text(name): _text(value) for name, value in found.items()}

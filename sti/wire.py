@@ -8,6 +8,7 @@ VALIDATE_TASK = "sti.validate"
 STEP_TASK = "sti.step"
 FINISH_TASK = "sti.finish"
 ABORT_TASK = "sti.abort"
+CLEANUP_TASK = "sti.cleanup"
 
 SHARED_QUEUE = "sti.builds"
 

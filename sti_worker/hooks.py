@@ -1,5 +1,6 @@
 """Cross-cutting worker concerns as Celery signal handlers: logging, log context, host
-registration with a heartbeat, and finishing builds whose steps were revoked.
+registration with a heartbeat, the reaper of builds whose worker died, and finishing builds
+whose steps were revoked.
 
 A failing hook is logged (Celery's Signal.send catches and logs what a receiver raises) and
 never kills a build.
@@ -15,12 +16,13 @@ import structlog
 from celery import signals
 
 from sti import keys
-from sti.leases import HostSlots
+from sti.leases import HostSlots, RunningBuilds
 from sti.wire import ABORT_TASK, FINISH_TASK, STEP_TASK
 
 from .app import app, settings
 from .engine.pipeline import cleanup_build, leftover_build_ids
 from .logs import configure_logging
+from .reaper import Reaper
 from .resources import docker_host, redis_client
 from .state_seal import ForgedState, unseal
 
@@ -28,6 +30,11 @@ log = structlog.stdlib.get_logger(__name__)
 
 _STEP_TASKS = (STEP_TASK, FINISH_TASK)
 _heartbeat_stop = threading.Event()
+_reaper = Reaper(
+    lambda: RunningBuilds(redis_client(), settings.lease_s),
+    lambda build_id: _end_lost_build(build_id),
+    settings.lease_s,
+)
 
 
 @signals.setup_logging.connect
@@ -87,11 +94,19 @@ def _register_host(sender: Any, **_: Any) -> None:
                 log.warning("heartbeat failed", node=node, exc_info=True)
 
     threading.Thread(target=beat, name="sti-heartbeat", daemon=True).start()
+    _reaper.start()
+
+
+def _end_lost_build(build_id: str) -> None:
+    from .tasks import end_lost_build  # tasks imports this module's app; only needed later
+
+    end_lost_build(build_id)
 
 
 @signals.worker_shutdown.connect
 def _unregister_host(sender: Any, **_: Any) -> None:
     _heartbeat_stop.set()
+    _reaper.stop()
     HostSlots(redis_client(), settings.host_id, settings.lease_s).unregister_node(sender.hostname)
 
 

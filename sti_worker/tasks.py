@@ -16,10 +16,10 @@ import structlog
 from celery import Task, chain
 
 from sti import keys
-from sti.cancel_flags import cancel_requested
-from sti.errors import InternalError, InvalidInput, StiError
+from sti.cancel_flags import cancel_requested, request_cancel
+from sti.errors import InternalError, InvalidInput, StiError, WorkerLost
 from sti.failures import error_for_failure
-from sti.leases import HostSlots, StepOnce, TagLock
+from sti.leases import HostSlots, RunningBuilds, StepOnce, TagLock
 from sti.model import (
     BuildRequest,
     Result,
@@ -29,7 +29,15 @@ from sti.model import (
     is_build_id,
     validate_tag,
 )
-from sti.wire import ABORT_TASK, BUILD_TASK, FINISH_TASK, STEP_TASK, VALIDATE_TASK
+from sti.wire import (
+    ABORT_TASK,
+    BUILD_TASK,
+    CLEANUP_TASK,
+    FINISH_TASK,
+    STEP_TASK,
+    VALIDATE_TASK,
+    host_queue,
+)
 
 from .app import app, settings
 from .cancellation import StepWatcher
@@ -60,8 +68,12 @@ def _tag_lock(tag: str, build_id: str) -> TagLock:
     return TagLock(redis_client(), tag, build_id, settings.lease_s)
 
 
-def _host_slots() -> HostSlots:
-    return HostSlots(redis_client(), settings.host_id, settings.lease_s)
+def _host_slots(host_id: str | None = None) -> HostSlots:
+    return HostSlots(redis_client(), host_id or settings.host_id, settings.lease_s)
+
+
+def _running_builds() -> RunningBuilds:
+    return RunningBuilds(redis_client(), settings.lease_s)
 
 
 def mark_phase(build_id: str, phase: str) -> None:
@@ -147,6 +159,9 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> boo
         return False
     lock = _tag_lock(request.tag, request.build_id)
     if lock.acquire():
+        _running_builds().start(
+            request.build_id, settings.host_id, request.tag, settings.result_expires_s
+        )
         return True
     slots.release(request.build_id)
     holder = lock.holder()
@@ -313,11 +328,50 @@ def _count_delivery(task: Task) -> int:
 def _renew_leases(request: BuildRequest) -> None:
     _host_slots().renew(request.build_id)
     _tag_lock(request.tag, request.build_id).renew()
+    _running_builds().renew(request.build_id)
 
 
-def _release_leases(build_id: str, tag: str) -> None:
-    _host_slots().release(build_id)
+def _release_leases(build_id: str, tag: str, host_id: str | None = None) -> None:
+    _running_builds().end(build_id)
+    _host_slots(host_id).release(build_id)
     _tag_lock(tag, build_id).release()
+
+
+def end_lost_build(build_id: str) -> None:
+    """End a build whose worker died (its lease ran out, see reaper.py), once, from any host:
+    its final result is WorkerLost; a copy of one of its steps delivered later finds it
+    cancelled; its host removes what it left (sti.cleanup, waiting in that host's queue if the
+    host is down)."""
+    claim = _running_builds().claim_of(build_id)
+    host_id, tag = claim.get("host"), claim.get("tag")
+    error = WorkerLost(
+        f"the worker running build {build_id} on host {host_id} stopped before the build "
+        "ended (its lease ran out); nothing was tagged"
+    )
+    request_cancel(redis_client(), build_id, error.code, error.message, settings.result_expires_s)
+    if host_id:
+        app.send_task(
+            CLEANUP_TASK,
+            kwargs={"build_id": build_id},
+            queue=host_queue(host_id),
+            expires=settings.result_expires_s,
+        )
+    if tag:
+        _release_leases(build_id, tag, host_id)
+    result = Result.from_error("build", build_id, error, host=host_id, tag=tag)
+    app.backend.store_result(build_id, result.to_json(), "SUCCESS")
+    buildlog = build_log(build_id)
+    buildlog.write(error.message)
+    buildlog.write(_outcome_line(result))
+    buildlog.end()
+
+
+@app.task(name=CLEANUP_TASK)
+def cleanup_lost_build(*, build_id: str) -> None:
+    """Remove what a build whose worker died left on this host (containers, tags, work dir)."""
+    check_build_id(build_id)
+    docker = _reachable_docker(lambda line: _log.warning(line, build_id=build_id))
+    cleanup_build(docker, build_id)
 
 
 def _outcome_line(result: Result) -> str:
@@ -326,4 +380,12 @@ def _outcome_line(result: Result) -> str:
     return f"Build {result.build_id} failed: {result.error_code}"
 
 
-__all__ = ["abort_build", "build", "finish_build", "run_build_steps", "validate"]
+__all__ = [
+    "abort_build",
+    "build",
+    "cleanup_lost_build",
+    "end_lost_build",
+    "finish_build",
+    "run_build_steps",
+    "validate",
+]
