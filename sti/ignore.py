@@ -6,22 +6,31 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .errors import InvalidInput
+from .globs import PatternError, compile_patterns, is_ignored
+
 IGNORE_FILE = ".stiignore"
 _ALWAYS = (".git/",)
+_MAX_IGNORE_FILE_BYTES = 1024 * 1024
 
 
 def ignore_matcher(root: Path, extra_patterns: Iterable[str] = ()) -> Callable[[str], bool]:
-    """A predicate over paths relative to root (POSIX, directories ending in "/")."""
+    """A predicate over paths relative to root (POSIX, directories ending in "/"), for a walk
+    that does not enter a directory it leaves out."""
     patterns = []
     ignore_file = root / IGNORE_FILE
     if ignore_file.is_file() and not ignore_file.is_symlink():
+        if ignore_file.stat().st_size > _MAX_IGNORE_FILE_BYTES:
+            raise InvalidInput(f"{IGNORE_FILE} is larger than {_MAX_IGNORE_FILE_BYTES} bytes")
         patterns += ignore_file.read_text(errors="replace").splitlines()
     patterns += list(extra_patterns)
-    if not any(line.strip() and not line.startswith("#") for line in patterns):
-        return in_git_metadata  # pathspec's import is a tenth of a submit: only when needed
-    import pathspec
-
-    return pathspec.GitIgnoreSpec.from_lines([*_ALWAYS, *patterns]).match_file
+    try:
+        compiled = compile_patterns([*_ALWAYS, *patterns])
+    except PatternError as error:
+        raise InvalidInput(f"{IGNORE_FILE} or --exclude: {error}") from error
+    if len(compiled) == len(_ALWAYS):
+        return in_git_metadata
+    return lambda path: is_ignored(compiled, path)
 
 
 def in_git_metadata(path: str) -> bool:

@@ -1,5 +1,6 @@
-"""What a source directory leaves out: without patterns of its own, git metadata only, decided
-without pathspec exactly as pathspec decides it."""
+"""What a source directory leaves out: git metadata always (decided without parsing a pattern
+when the source has none of its own), its .stiignore and --exclude patterns, for a walk that
+does not enter what it leaves out."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pathspec
 import pytest
 
+from sti.errors import InvalidInput
 from sti.ignore import IGNORE_FILE, ignore_matcher, in_git_metadata
 
 PATHS = [
@@ -43,11 +45,20 @@ def test_an_ignore_file_without_patterns_leaves_out_git_metadata_only(
     assert [path for path in PATHS if skip(path)] == [p for p in PATHS if in_git_metadata(p)]
 
 
+def test_a_pattern_file_too_large_or_a_pattern_too_long_is_refused(tmp_path: Path) -> None:
+    (tmp_path / IGNORE_FILE).write_text("*.log\n" * 200_000)
+    with pytest.raises(InvalidInput, match="larger than"):
+        ignore_matcher(tmp_path)
+    (tmp_path / IGNORE_FILE).unlink()
+    with pytest.raises(InvalidInput, match="--exclude: a pattern longer than"):
+        ignore_matcher(tmp_path, ["x" * 5000])
+
+
 def test_patterns_of_the_source_and_of_exclude_are_applied(tmp_path: Path) -> None:
     (tmp_path / IGNORE_FILE).write_text("# build output\n*.log\n  #not-a-comment\n")
     skip = ignore_matcher(tmp_path, ["secrets/"])
     assert skip("debug.log")
-    assert skip("secrets/key.pem")
-    assert skip("a/.git/HEAD")
+    assert skip("secrets/")  # a walk does not enter it
+    assert skip("a/.git/")
     assert skip("  #not-a-comment")
     assert not skip("app.py")
