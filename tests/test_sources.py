@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -85,6 +86,21 @@ def test_git_ref_selects_branch_tag_or_commit_and_the_result_names_the_commit(
     files = run_and_read(api, app_tag, "/sti-fake/src")
     assert files["version.txt"] == expected.encode()
     assert ".git" not in {name.split("/")[0] for name in files}
+
+
+def test_a_repository_whose_stiignore_is_built_to_backtrack_builds_in_seconds(
+    docker_host: DockerHost, images: dict[str, str], app_tag: str, repo: git.Repo
+) -> None:
+    """The worker reads a git source's .stiignore: a submitter writes both it and the names."""
+    root = Path(repo.working_tree_dir or "")
+    (root / ".stiignore").write_text("*a" * 30 + "*b\n")
+    (root / ("a" * 200)).write_text("kept\n")
+    repo.index.add([".stiignore", "a" * 200])
+    repo.index.commit("hostile patterns")
+    started = time.monotonic()
+    result = build_here(docker_host, BuildRequest(f"file://{root}", images["sti-fake"], app_tag))
+    assert result.success, result.messages
+    assert time.monotonic() - started < 30
 
 
 def test_git_context_dir_builds_only_that_subdirectory(
@@ -208,6 +224,31 @@ def test_uploaded_directory_honours_stiignore_and_exclude(
     link = image_tree(api, app_tag, "/tmp/src")["link"]
     assert (link.kind, link.linkname) == ("symlink", "/etc/passwd")  # kept, never followed
     assert not {"debug.log", "node_modules", "secret.env"} & {name.split("/")[0] for name in files}
+
+
+def test_a_pattern_built_to_backtrack_neither_hangs_the_client_nor_the_worker(
+    images: dict[str, str], worker: Worker, broker_url: str, app_tag: str, tmp_path: Path
+) -> None:
+    """As a regular expression, *a*a*...*b against a long name of a's takes hours."""
+    source = make_source(tmp_path)
+    (source / ("a" * 200)).write_text("kept\n")
+    (source / ".stiignore").write_text("*a" * 30 + "*b\n")
+    started = time.monotonic()
+    done = sti_submit(
+        "build",
+        str(source),
+        images["sti-fake"],
+        app_tag,
+        "--exclude",
+        "*a" * 30 + "*c",
+        "--broker",
+        broker_url,
+        "--json",
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json_result(done)["success"]
+    assert time.monotonic() - started < 30
 
 
 def test_submitting_the_same_content_again_uploads_nothing(
