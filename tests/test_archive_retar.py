@@ -120,12 +120,14 @@ def test_hostile_entries_are_refused_as_on_disk(members: list[TarMember], messag
         retar(members)
 
 
-def test_a_very_deep_path_goes_through() -> None:
+def test_a_deep_path_goes_through_and_a_deeper_one_is_refused() -> None:
     # each entry walks up only to the nearest directory already seen, without recursion
-    deep = "/".join(["d"] * 2000)
+    deep = "/".join(["d"] * 255)
     members = [file_member(f"{deep}/f{n}") for n in range(200)]
     found = retar(members, ExtractLimits(max_files=100_000))
     assert f"src/{deep}/f199" in found
+    with refused("over 256 directories deep"):
+        retar([file_member("/".join(["d"] * 2000) + "/f")], ExtractLimits(max_files=100_000))
 
 
 def test_global_and_garbage_headers_behave_as_on_disk() -> None:

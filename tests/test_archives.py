@@ -214,12 +214,20 @@ def test_directories_may_appear_again(dest: Path) -> None:
         ("./..", "points outside the source root"),
         (".", "names the source root itself"),
         ("a/" + "n" * 256, "name longer than 255 bytes"),
+        ("d/" * 1100 + "f", "over 256 directories deep"),  # 2.2 KB: within PATH_MAX
+        ("./" * 3 + "d/" * 257 + "f", "over 256 directories deep"),
     ],
 )
 def test_tar_entries_outside_the_root_are_refused(dest: Path, name: str, message: str) -> None:
     with refused(message):
         extract_tar([file_member(name)], dest)
     assert_nothing_outside(dest)
+
+
+def test_an_entry_256_directories_deep_is_fine(dest: Path) -> None:
+    limits = ExtractLimits(max_files=1000)
+    assert extract_tar([file_member("d/" * 255 + "f")], dest, limits) == 1
+    assert (dest / ("d/" * 255 + "f")).read_bytes() == b"data"
 
 
 def test_nul_bytes_in_names_are_refused(dest: Path) -> None:

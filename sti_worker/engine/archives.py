@@ -26,6 +26,8 @@ from typing import Any, BinaryIO, Literal, NoReturn, Protocol
 from sti.errors import InvalidInput, StiError
 from sti.tarstreams import empty_directory
 
+from . import zip_directory
+
 Read = Callable[[int], bytes]
 EntryKind = Literal["directory", "file", "link"]
 
@@ -33,6 +35,7 @@ _CHUNK = 1024 * 1024
 _MAX_TRAILER_CHUNKS = 16
 _MAX_NAME_BYTES = 255
 _MAX_PATH_BYTES = 4095
+MAX_DEPTH = 256  # real sources nest a few dozen deep; each level costs every deeper entry
 _MAX_LINK_TARGET_BYTES = 4095
 _MAX_EXTENDED_HEADER_BYTES = 1024 * 1024
 _MAX_EXTENDED_HEADERS_IN_A_ROW = 8
@@ -160,6 +163,8 @@ def extract_zip(path: Path, destination: Path, limits: ExtractLimits) -> int:
     """Extract a zip file (needs a seekable file) the same way."""
     guard = _DecodeGuard("zip")
     extraction = _Extraction(destination, limits)
+    if zip_directory.count_entries(path, stop_after=limits.max_files) > limits.max_files:
+        raise _too_many_files(limits)  # before zipfile builds an object per entry
     with guard:
         archive = zipfile.ZipFile(path)
     with archive:
@@ -450,6 +455,8 @@ def _relative_path(name: str, *, windows_rules: bool) -> str:
         raise InvalidInput(f"archive entry {name!r} points outside the source root")
     if any(len(os.fsencode(part)) > _MAX_NAME_BYTES for part in parts):
         raise InvalidInput(f"archive entry {name!r} has a name longer than {_MAX_NAME_BYTES} bytes")
+    if len(parts) > MAX_DEPTH:
+        raise InvalidInput(f"archive entry {name[:80]!r}... is over {MAX_DEPTH} directories deep")
     return "/".join(parts)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,6 +58,7 @@ from .sources import (
     checked_context_dir,
     describe,
 )
+from .trees import remove_tree
 
 WORKDIR_PREFIX = "sti-"
 _ABORTED_BUILD_GRACE_S = 15
@@ -187,7 +187,7 @@ StepFunction = Callable[[Workbench, BuildState], BuildState]
 def fetch_source_step(bench: Workbench, state: BuildState) -> BuildState:
     request = state.request
     workdir = workdir_for(request.build_id)
-    shutil.rmtree(workdir, ignore_errors=True)  # left by an earlier delivery of this step
+    remove_tree(workdir)  # left by an earlier delivery of this step
     workdir.mkdir(mode=0o700)
     fetched = bench.sources.fetch(
         request.source,
@@ -505,7 +505,7 @@ def cleanup_build(
     images: Sequence[str] = (),
 ) -> None:
     """Cleanup knowing only the build id: what it made is found by container name and label."""
-    shutil.rmtree(workdir_for(build_id), ignore_errors=True)
+    remove_tree(workdir_for(build_id))
     if docker is None:
         return
     for container in docker.containers_named(container_name(build_id, "")):

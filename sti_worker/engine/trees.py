@@ -1,0 +1,49 @@
+"""Removing a build's work dir whatever a source put in it: without recursion (Python's rmtree
+recurses once per directory level, and a git source can hold paths thousands of levels deep),
+without following links, and through directories a source made read-only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def remove_tree(root: Path) -> None:
+    """Remove root and everything in it; what cannot be removed is left, never raised."""
+    stack, given_up = [str(root)], set()
+    while stack:
+        current = stack[-1]
+        with contextlib.suppress(OSError):
+            os.chmod(current, 0o700, follow_symlinks=False)
+        try:
+            entries = list(os.scandir(current))
+        except NotADirectoryError:
+            _unlink(current)
+            stack.pop()
+            continue
+        except OSError:
+            given_up.add(current)
+            stack.pop()
+            continue
+        below = []
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                _unlink(entry.path)
+            elif entry.path not in given_up:
+                below.append(entry.path)
+        if below:
+            stack.extend(below)
+            continue
+        try:
+            os.rmdir(current)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            given_up.add(current)
+        stack.pop()
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
