@@ -22,7 +22,7 @@ from tests.services import RedisServer, Worker
 
 pytestmark = pytest.mark.slow
 
-LEASE_S = 4
+LEASE_S = 3
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,8 @@ from sti.ignore import ignore_matcher
 from sti.tarstreams import TarPart, directory
 
 from .archives import ExtractLimits, extract_tar_stream, extract_zip
+from .guarded_http import guarded_session
+from .trees import measure_tree
 
 if TYPE_CHECKING:
     import git
@@ -42,6 +45,7 @@ _TRANSPORT_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
 _SAFE_REF = re.compile(r"^[A-Za-z0-9._/@{}^~+][A-Za-z0-9._/@{}^~+-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 _GIT_TIMEOUT_S = 600
+_MAX_SUBMODULES = 100
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -62,6 +66,9 @@ class SourcePolicy:
     limits: ExtractLimits = field(default_factory=ExtractLimits)
     download_max_bytes: int = 1024**3
     download_timeout_s: float = 60.0
+
+    def is_reachable(self, ip: IPAddress) -> bool:
+        return self.allow_internal_urls or is_reachable_address(ip, self.allowed_networks)
 
 
 @dataclass(frozen=True)
@@ -249,16 +256,19 @@ def _download_archive(
     check_url_host(url, policy)
     target = _fresh_dir(workdir / "src")
     sink(f"Downloading {describe(url)}")
+    allowed = None if policy.allow_internal_urls else policy.is_reachable
     try:
-        with requests.get(
-            url, stream=True, timeout=(10, policy.download_timeout_s), allow_redirects=True
-        ) as response:
+        with (
+            guarded_session(allowed) as session,
+            session.get(url, stream=True, timeout=(10, policy.download_timeout_s)) as response,
+        ):
             if response.status_code != 200:
                 raise SourceFetchFailed(f"downloading {url} failed: HTTP {response.status_code}")
             declared = int(response.headers.get("Content-Length") or 0)
             if declared > policy.download_max_bytes:
                 raise InvalidInput(_too_large(url, policy.download_max_bytes))
-            body = _CappedReader(response.raw, policy.download_max_bytes, url)
+            deadline = time.monotonic() + policy.download_timeout_s
+            body = _CappedReader(response.raw, policy.download_max_bytes, url, deadline)
             response.raw.decode_content = True
             if kind == "zip":
                 archive = workdir / "download.zip"
@@ -278,20 +288,34 @@ def _too_large(url: str, limit: int) -> str:
 
 
 class _CappedReader:
-    """A binary reader that refuses to read past a byte limit."""
+    """A binary reader that refuses to read past a byte limit or a deadline."""
 
-    def __init__(self, raw: BinaryIO, limit: int, what: str) -> None:
+    def __init__(self, raw: BinaryIO, limit: int, what: str, deadline: float) -> None:
         self._raw = raw
         self._limit = limit
         self._what = what
         self._read = 0
+        self._deadline = deadline  # a server sending a byte a minute would pass every read's
 
     def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size if size and size > 0 else _COPY_CHUNK)
-        self._read += len(data)
+        """size bytes, or fewer at the end: gzip reads its header expecting them whole. Read as
+        they arrive (read1), so the deadline is looked at every few packets."""
+        wanted = size if size and size > 0 else _COPY_CHUNK
+        parts, count = [], 0
+        while count < wanted:
+            if time.monotonic() > self._deadline:
+                raise SourceFetchFailed(
+                    f"downloading {describe(self._what)} took too long (STI_DOWNLOAD_TIMEOUT)"
+                )
+            part = self._raw.read1(wanted - count)
+            if not part:
+                break
+            parts.append(part)
+            count += len(part)
+        self._read += count
         if self._read > self._limit:
             raise InvalidInput(_too_large(self._what, self._limit))
-        return data
+        return b"".join(parts)
 
 
 # git
@@ -312,14 +336,15 @@ def check_git_url(url: str, policy: SourcePolicy) -> None:
         raise InvalidInput(f"git URL {url!r} is refused: its host could be read as an option")
 
 
-def check_url_host(url: str, policy: SourcePolicy) -> None:
+def check_url_host(url: str, policy: SourcePolicy) -> list[str]:
     """Refuse a URL whose host resolves to an address that is not global (see SourcePolicy),
-    unless it is in an allowed network or the policy allows internal addresses."""
+    unless it is in an allowed network or the policy allows internal addresses; return the
+    addresses judged ([] when every address is allowed)."""
     if policy.allow_internal_urls:
-        return
+        return []
     host = _host_of(url)
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
     except OSError as error:
         raise SourceFetchFailed(f"cannot resolve the host of {describe(url)}: {error}") from error
     for address in addresses:
@@ -330,6 +355,7 @@ def check_url_host(url: str, policy: SourcePolicy) -> None:
                 "(STI_ALLOWED_NETWORKS lists networks a worker may fetch from; "
                 "STI_ALLOW_INTERNAL_URLS allows every address)"
             )
+    return addresses
 
 
 def is_reachable_address(ip: IPAddress, allowed: Iterable[IPNetwork] = ()) -> bool:
@@ -381,9 +407,7 @@ def _clone(
     ignore_submodules: bool,
     policy: SourcePolicy,
 ) -> FetchedSource:
-    check_git_url(url, policy)
-    if not url.startswith("file://"):
-        check_url_host(url, policy)
+    pins = _checked_git_url(url, policy)
     if ref:
         check_git_ref(ref)
     file_allow = "always" if policy.allow_file_urls else "never"
@@ -394,6 +418,9 @@ def _clone(
         "protocol.fd.allow=never",
         "-c",
         f"protocol.file.allow={file_allow}",
+        "-c",
+        "http.followRedirects=false",  # a redirect would lead past the address check
+        *pins,
     ]
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
     sink(f"Fetching {describe(url)}" + (f" at {ref}" if ref else ""))
@@ -416,8 +443,9 @@ def _clone(
             _git(repo, config, "checkout", "--detach", target, "--")
             if not ignore_submodules and (destination / ".gitmodules").is_file():
                 sink("Fetching submodules")
-                _git(repo, config, "submodule", "update", "--init", "--recursive", "--depth", "1")
+                _fetch_submodules(repo, config, destination, policy)
         revision = repo.head.commit.hexsha
+        _check_checkout_size(destination, policy.limits)
     except git.GitCommandError as error:
         stderr = (error.stderr or "").strip().replace("\n", " ")
         raise SourceFetchFailed(f"fetching {describe(url)} failed: {stderr or error}") from error
@@ -425,6 +453,69 @@ def _clone(
         repo.close()
     sink(f"Source at commit {revision}")
     return FetchedSource(str(destination), revision)
+
+
+def _check_checkout_size(root: Path, limits: ExtractLimits) -> None:
+    """A repository is held to the limits an archive is (its history is not counted)."""
+    entries, size = measure_tree(root, stop_after_files=limits.max_files)
+    if entries > limits.max_files:
+        raise InvalidInput(
+            f"the repository holds more than {limits.max_files} files, directories and links "
+            "(STI_SOURCE_MAX_FILES)"
+        )
+    if size > limits.max_total_bytes:
+        raise InvalidInput(
+            f"the repository holds more than {limits.max_total_bytes} bytes (STI_SOURCE_MAX_BYTES)"
+        )
+
+
+def _fetch_submodules(repo: git.Repo, config: list[str], root: Path, policy: SourcePolicy) -> None:
+    """Level by level, each submodule URL as git resolves it (relative ones against the
+    parent's) checked as the source URL is, before anything is fetched from it."""
+    pending, fetched = [root], 0
+    while pending:
+        directory = pending.pop()
+        _git(repo, config, "-C", str(directory), "submodule", "init")
+        urls = _config_values(repo, config, directory, r"^submodule\..*\.url$")
+        fetched += len(urls)
+        if fetched > _MAX_SUBMODULES:
+            raise InvalidInput(f"the source has more than {_MAX_SUBMODULES} git submodules")
+        pins = [pin for submodule_url in urls for pin in _checked_git_url(submodule_url, policy)]
+        _git(repo, [*config, *pins], "-C", str(directory), "submodule", "update", "--depth", "1")
+        for path in _config_values(
+            repo, config, directory, r"^submodule\..*\.path$", ".gitmodules"
+        ):
+            below = (directory / path).resolve()
+            if below.is_relative_to(root.resolve()) and (below / ".gitmodules").is_file():
+                pending.append(below)
+
+
+def _config_values(
+    repo: git.Repo, config: list[str], directory: Path, pattern: str, file: str | None = None
+) -> list[str]:
+    import git
+
+    where = ["-f", file] if file else ["--local"]
+    try:
+        found = _git(repo, config, "-C", str(directory), "config", *where, "--get-regexp", pattern)
+    except git.GitCommandError:  # none found: git config exits 1
+        return []
+    return [line.split(" ", 1)[1] for line in found.splitlines() if " " in line]
+
+
+def _checked_git_url(url: str, policy: SourcePolicy) -> list[str]:
+    """Refuse url as check_git_url and check_url_host do; for http(s), the git options that pin
+    its host to the addresses just judged (DNS could answer differently for git itself)."""
+    check_git_url(url, policy)
+    if url.startswith("file://"):
+        return []
+    addresses = check_url_host(url, policy)
+    parts = urlsplit(url) if "://" in url else None
+    if not addresses or parts is None or parts.scheme not in ("http", "https"):
+        return []
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    spelled = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+    return ["-c", f"http.curloptResolve={parts.hostname}:{port}:{spelled}"]
 
 
 def _git(repo: git.Repo, config: list[str], *args: str) -> str:

@@ -1,6 +1,6 @@
-"""Removing a build's work dir whatever a source put in it: without recursion (Python's rmtree
-recurses once per directory level, and a git source can hold paths thousands of levels deep),
-without following links, and through directories a source made read-only."""
+"""A build's work dir whatever a source put in it: measured and removed without recursion
+(Python's rmtree recurses once per directory level, and a git source can hold paths thousands
+of levels deep), without following links, and through directories a source made read-only."""
 
 from __future__ import annotations
 
@@ -47,3 +47,21 @@ def remove_tree(root: Path) -> None:
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def measure_tree(root: Path, *, skip: str = ".git", stop_after_files: int) -> tuple[int, int]:
+    """(entries, bytes of regular files) below root, not counting the top-level skip directory;
+    counting stops once entries pass stop_after_files."""
+    stack, entries, size = [str(root)], 0, 0
+    while stack and entries <= stop_after_files:
+        current = stack.pop()
+        with contextlib.suppress(OSError), os.scandir(current) as found:
+            for entry in found:
+                if current == str(root) and entry.name == skip:
+                    continue
+                entries += 1
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    size += entry.stat(follow_symlinks=False).st_size
+    return entries, size
