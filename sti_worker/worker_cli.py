@@ -48,9 +48,12 @@ def main(
     node_name: str | None,
 ) -> None:
     """Consume sti.builds and this host's queue sti.host.<HOST_ID>."""
-    env = dict(os.environ, STI_HOST_ID=host_id, STI_BROKER_URL=broker)
+    # this process reads them too, when it drains the host on SIGTERM (settings come from the
+    # environment): without them it drained against localhost and gave up after seconds
+    os.environ.update(STI_HOST_ID=host_id, STI_BROKER_URL=broker)
     if docker_url:
-        env["DOCKER_HOST"] = docker_url
+        os.environ["DOCKER_HOST"] = docker_url
+    env = dict(os.environ)
     node = node_name or f"sti-{host_id}-{os.getpid()}@{socket.gethostname()}"
     command = [
         sys.executable,

@@ -37,6 +37,8 @@ def test_sigterm_lets_the_running_build_finish_then_stops(
         result = client.result(build_id, timeout=60)
         assert result.success, result.messages
         assert worker.process.wait(timeout=60) == 0
+        # it drained this queue (its --broker), not the default localhost one
+        assert "could not drain" not in worker.log()
     finally:
         client.close()
         worker.stop()
