@@ -8,6 +8,7 @@ whole `sti-submit build`. The workers keep redis-py (Celery needs it); the core 
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -369,8 +370,6 @@ class LiteScript:
     """A Lua script called by its SHA1, loaded on the first NOSCRIPT (as redis-py's Script)."""
 
     def __init__(self, client: LiteRedis, script: str) -> None:
-        import hashlib
-
         self._client = client
         self._script = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()

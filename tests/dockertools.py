@@ -269,3 +269,17 @@ def remove_images(api: docker.APIClient, image_ids: Sequence[str]) -> None:
     for image_id in reversed(image_ids):
         with contextlib.suppress(docker.errors.NotFound):
             api.remove_image(image_id, force=True)
+
+
+def build_cache_bytes(api: docker.APIClient) -> int:
+    """What a prune of BuildKit's cache could reclaim: records no build uses and no image shares."""
+    records = api.df().get("BuildCache") or []
+    return sum(int(r["Size"]) for r in records if not r["InUse"] and not r["Shared"])
+
+
+def four_mebibyte_source(root: Path) -> Path:
+    """Four files of 1 MiB that nothing in the build cache holds yet."""
+    root.mkdir()
+    for index in range(4):
+        (root / f"blob-{index}").write_bytes(uuid.uuid4().bytes * 64 * 1024)
+    return root

@@ -21,6 +21,8 @@ from sti_worker.engine.methods import BASE_REPOSITORY_PREFIX
 from sti_worker.engine.pipeline import run_build, trim_build_cache
 from tests.dockertools import (
     TRACKER,
+    build_cache_bytes,
+    four_mebibyte_source,
     image_config,
     image_env,
     image_files,
@@ -259,30 +261,21 @@ def test_an_aborted_build_stops_at_once_and_leaves_nothing(
 # the build cache
 
 
-def _build_cache_bytes(api: docker.APIClient) -> int:
-    """What a prune could reclaim: records no build uses and no image shares."""
-    records = api.df().get("BuildCache") or []
-    return sum(int(r["Size"]) for r in records if not r["InUse"] and not r["Shared"])
-
-
 def test_a_build_leaves_the_cache_and_a_trim_brings_it_within_the_limit(
     api: docker.APIClient, images: dict[str, str], app_tag: str, tmp_path: Path
 ) -> None:
     """A build (--local's too) leaves the engine's cache to its owner; a worker trims it after
     its builds (test_queue_build_cache.py)."""
-    source = tmp_path / "big"
-    source.mkdir()
-    for index in range(4):
-        (source / f"blob-{index}").write_bytes(uuid.uuid4().bytes * 64 * 1024)  # 1 MiB each
+    source = four_mebibyte_source(tmp_path / "big")
     limited = DockerHost(builder="buildkit", build_cache_keep_bytes=1024 * 1024)
     lines: list[str] = []
     try:
         build(limited, str(source), images["sti-fake"], app_tag, clean=True)
-        assert _build_cache_bytes(api) > 4 * 1024 * 1024
+        assert build_cache_bytes(api) > 4 * 1024 * 1024
         trim_build_cache(limited, lines.append)
     finally:
         limited.close()
-    assert _build_cache_bytes(api) <= 1024 * 1024
+    assert build_cache_bytes(api) <= 1024 * 1024
     assert lines == []
 
 

@@ -4,7 +4,6 @@ a build's result is stored, at most once a minute per host."""
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import docker
@@ -12,15 +11,15 @@ import pytest
 
 from sti.model import BuildRequest
 from sti_submit.client import StiClient
+from tests.dockertools import build_cache_bytes, four_mebibyte_source
 from tests.services import RedisServer, Worker
-from tests.test_engine_builders import _build_cache_bytes
 
 pytestmark = pytest.mark.slow
 
 
 def _wait_for_cache_at_most(api: docker.APIClient, limit: int, timeout_s: float) -> int:
     deadline = time.monotonic() + timeout_s
-    while (size := _build_cache_bytes(api)) > limit and time.monotonic() < deadline:
+    while (size := build_cache_bytes(api)) > limit and time.monotonic() < deadline:
         time.sleep(0.5)
     return size
 
@@ -36,10 +35,7 @@ def test_a_worker_trims_the_build_cache_after_a_build(
     worker = Worker(url, "cache-host", tmp_path, STI_BUILD_CACHE_KEEP="1M", STI_BUILDER="buildkit")
     client = StiClient(url)
     try:
-        source = tmp_path / "big"
-        source.mkdir()
-        for index in range(4):
-            (source / f"blob-{index}").write_bytes(uuid.uuid4().bytes * 64 * 1024)  # 1 MiB each
+        source = four_mebibyte_source(tmp_path / "big")
         request = BuildRequest(str(source), images["sti-fake"], app_tag, clean=True)
         result = client.wait(client.submit_build(request), timeout=120)
         assert result.success, result.messages

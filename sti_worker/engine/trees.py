@@ -55,13 +55,16 @@ def measure_tree(root: Path, *, skip: str = ".git", stop_after_files: int) -> tu
     stack, entries, size = [str(root)], 0, 0
     while stack and entries <= stop_after_files:
         current = stack.pop()
-        with contextlib.suppress(OSError), os.scandir(current) as found:
-            for entry in found:
-                if current == str(root) and entry.name == skip:
-                    continue
-                entries += 1
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    size += entry.stat(follow_symlinks=False).st_size
+        try:
+            found = list(os.scandir(current))
+        except OSError:
+            continue  # gone or unreadable: nothing of it goes into the build either
+        for entry in found:
+            if current == str(root) and entry.name == skip:
+                continue
+            entries += 1
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                size += entry.stat(follow_symlinks=False).st_size
     return entries, size

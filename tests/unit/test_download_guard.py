@@ -14,7 +14,7 @@ import pytest
 
 from sti.errors import InvalidInput, SourceFetchFailed
 from sti_worker.engine.sources import SourcePolicy, Sources
-from tests.unit.http_servers import Server as _Server
+from tests.unit.http_servers import Server
 
 ALLOWED = SourcePolicy(
     allow_internal_urls=False,
@@ -24,8 +24,8 @@ ALLOWED = SourcePolicy(
 
 
 @pytest.fixture
-def servers() -> Iterator[tuple[_Server, _Server]]:
-    allowed, internal = _Server("127.0.0.1"), _Server("127.0.0.2")
+def servers() -> Iterator[tuple[Server, Server]]:
+    allowed, internal = Server("127.0.0.1"), Server("127.0.0.2")
     yield allowed, internal
     allowed.close()
     internal.close()
@@ -36,13 +36,13 @@ def _fetch(url: str, workdir: Path) -> Path:
     return Path(Sources(ALLOWED).fetch(url, workdir, lambda line: None).path)
 
 
-def test_an_allowed_address_is_downloaded(servers: tuple[_Server, _Server], tmp_path: Path) -> None:
+def test_an_allowed_address_is_downloaded(servers: tuple[Server, Server], tmp_path: Path) -> None:
     allowed, _ = servers
     assert (_fetch(f"{allowed.url}/app.tar.gz", tmp_path / "w") / "index.html").exists()
 
 
 def test_a_redirect_to_an_internal_address_is_refused_before_it_is_asked_anything(
-    servers: tuple[_Server, _Server], tmp_path: Path
+    servers: tuple[Server, Server], tmp_path: Path
 ) -> None:
     allowed, internal = servers
     with pytest.raises(InvalidInput, match=r"connected to 127\.0\.0\.2, an internal address"):
@@ -51,7 +51,7 @@ def test_a_redirect_to_an_internal_address_is_refused_before_it_is_asked_anythin
 
 
 def test_a_url_whose_host_two_parsers_disagree_on_reaches_no_internal_server(
-    servers: tuple[_Server, _Server], tmp_path: Path
+    servers: tuple[Server, Server], tmp_path: Path
 ) -> None:
     allowed, internal = servers
     port = internal.url.rsplit(":", 1)[1]
@@ -62,7 +62,7 @@ def test_a_url_whose_host_two_parsers_disagree_on_reaches_no_internal_server(
 
 
 def test_a_redirect_loop_ends_after_a_few_hops(
-    servers: tuple[_Server, _Server], tmp_path: Path
+    servers: tuple[Server, Server], tmp_path: Path
 ) -> None:
     allowed, _ = servers
     with pytest.raises(SourceFetchFailed, match="redirects"):
@@ -71,7 +71,7 @@ def test_a_redirect_loop_ends_after_a_few_hops(
 
 
 def test_a_server_that_trickles_is_cut_at_the_download_timeout(
-    servers: tuple[_Server, _Server], tmp_path: Path
+    servers: tuple[Server, Server], tmp_path: Path
 ) -> None:
     allowed, _ = servers
     started = time.monotonic()
