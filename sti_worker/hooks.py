@@ -30,10 +30,16 @@ log = structlog.stdlib.get_logger(__name__)
 
 _STEP_TASKS = (STEP_TASK, FINISH_TASK)
 _heartbeat_stop = threading.Event()
+
+
+def _end_lost_build(build_id: str) -> None:
+    from .tasks import end_lost_build  # tasks imports this module's app; only needed later
+
+    end_lost_build(build_id)
+
+
 _reaper = Reaper(
-    lambda: RunningBuilds(redis_client(), settings.lease_s),
-    lambda build_id: _end_lost_build(build_id),
-    settings.lease_s,
+    lambda: RunningBuilds(redis_client(), settings.lease_s), _end_lost_build, settings.lease_s
 )
 
 
@@ -95,12 +101,6 @@ def _register_host(sender: Any, **_: Any) -> None:
 
     threading.Thread(target=beat, name="sti-heartbeat", daemon=True).start()
     _reaper.start()
-
-
-def _end_lost_build(build_id: str) -> None:
-    from .tasks import end_lost_build  # tasks imports this module's app; only needed later
-
-    end_lost_build(build_id)
 
 
 @signals.worker_shutdown.connect

@@ -248,15 +248,15 @@ class _TrimsAfterItsResult(Task):
     is trimmed: Celery calls on_success after storing it."""
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        _trim_now_and_then(_log.warning)
+        _trim_now_and_then(lambda: _reachable_docker(_log.warning), _log.warning)
 
 
-def _trim_now_and_then(say: Callable[[str], None]) -> None:
+def _trim_now_and_then(engine: Callable[[], DockerHost | None], say: Callable[[str], None]) -> None:
     """Trim the engine's build cache unless a worker of this host did in the last minute: a
     prune deletes hundreds of MB at a time and takes seconds of disk, so a busy host trims once
     a minute (the cache can outgrow its limit by what a minute of builds adds)."""
     if redis_client().set(keys.cache_trimmed(settings.host_id), 1, nx=True, ex=_TRIM_EVERY_S):
-        trim_build_cache(_reachable_docker(say), say)
+        trim_build_cache(engine(), say)
 
 
 @app.task(name=FINISH_TASK, bind=True, base=_TrimsAfterItsResult)
@@ -291,7 +291,7 @@ def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[
     docker = _reachable_docker(buildlog.write)
     try:
         cleanup_build(docker, build_id)
-        _trim_now_and_then(buildlog.write)
+        _trim_now_and_then(lambda: docker, buildlog.write)
     finally:
         _release_leases(build_id, tag)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)
@@ -346,7 +346,7 @@ def end_lost_build(build_id: str) -> None:
     host_id, tag = claim.get("host"), claim.get("tag")
     error = WorkerLost(
         f"the worker running build {build_id} on host {host_id} stopped before the build "
-        "ended (its lease ran out); nothing was tagged"
+        "ended (its lease ran out)"
     )
     request_cancel(redis_client(), build_id, error.code, error.message, settings.result_expires_s)
     if host_id:
