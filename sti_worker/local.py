@@ -13,6 +13,7 @@ from sti.model import BuildRequest, Result, ValidateRequest
 from sti.settings import Settings
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_build, run_validate
+from sti_worker.engine.sandbox import Sandbox
 from sti_worker.engine.sources import SourcePolicy, Sources
 
 LogSink = Callable[[str], None]
@@ -26,6 +27,7 @@ def _docker_host(docker_url: str | None) -> DockerHost:
         docker_url,
         builder=settings.builder,
         build_cache_keep_bytes=settings.build_cache_keep_bytes,
+        sandbox=Sandbox.from_settings(settings),
     )
 
 

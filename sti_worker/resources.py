@@ -22,6 +22,7 @@ from .app import settings
 from .buildlog import BuildLog
 from .engine.archives import ExtractLimits
 from .engine.docker_host import DockerHost
+from .engine.sandbox import Sandbox
 from .engine.sources import SourcePolicy, Sources
 from .uploads import opener, streamer
 
@@ -52,6 +53,7 @@ def docker_host() -> DockerHost:
                 registry_auth=settings.registry_auth,
                 builder=settings.builder,
                 build_cache_keep_bytes=settings.build_cache_keep_bytes,
+                sandbox=Sandbox.from_settings(settings),
             ),
         )
     return _docker[1]

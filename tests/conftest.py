@@ -18,6 +18,7 @@ import pytest
 
 from sti_submit.client import StiClient
 from sti_worker.engine.docker_host import BUILD_ID_LABEL, DockerHost
+from sti_worker.engine.sandbox import Sandbox
 from tests.dockertools import TRACKER, write_source
 from tests.images import build_all
 from tests.services import RedisServer, Worker
@@ -92,6 +93,15 @@ def source(tmp_path: Path) -> str:
 @pytest.fixture
 def docker_host() -> Iterator[DockerHost]:
     host = DockerHost()
+    yield host
+    host.close()
+
+
+@pytest.fixture
+def buildkit_host() -> Iterator[DockerHost]:
+    """The engine's BuildKit for the build method: the build limits lifted, as it cannot hold
+    them."""
+    host = DockerHost(builder="buildkit", sandbox=Sandbox.engine_defaults())
     yield host
     host.close()
 

@@ -22,6 +22,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+# worker settings that lift the build limits, so the build method runs on the engine's BuildKit
+UNCONFINED = {"STI_BUILD_MEMORY": "0", "STI_BUILD_PIDS": "0", "STI_BUILD_PRIVILEGES": "engine"}
+
+
 class RedisServer:
     """A redis-server on a free port of 127.0.0.1; with appendonly, it keeps its data across
     restart() (the same port, the same directory), as a production broker does."""

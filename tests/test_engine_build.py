@@ -414,12 +414,12 @@ def test_prepare_stderr_lines_arrive_without_terminal_escape_codes(
 
 
 def test_failing_onbuild_trigger_is_not_blamed_on_prepare(
-    api: docker.APIClient, docker_host: DockerHost, app_tag: str, source: str
+    api: docker.APIClient, buildkit_host: DockerHost, app_tag: str, source: str
 ) -> None:
     files = {"/usr/bin/prepare": PREPARE, "/usr/bin/run": RUN}
     lines = ["ONBUILD RUN exit 5", 'CMD ["/bin/sh"]']
     with temporary_image(api, files, lines, name="onbuild") as builder:
-        result, output = build(docker_host, source, builder, app_tag, method="build")
+        result, output = build(buildkit_host, source, builder, app_tag, method="build")
     assert result.success is False
     assert "prepare: building" not in output  # prepare never ran
     assert "/usr/bin/prepare" not in result.to_json()["error"]["message"]

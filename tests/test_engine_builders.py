@@ -19,6 +19,7 @@ from sti.model import BuildRequest, Result
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.methods import BASE_REPOSITORY_PREFIX
 from sti_worker.engine.pipeline import run_build, trim_build_cache
+from sti_worker.engine.sandbox import Sandbox
 from tests.dockertools import (
     TRACKER,
     build_cache_bytes,
@@ -38,13 +39,39 @@ BUILDERS = pytest.mark.parametrize("builder", ["buildkit", "legacy"])
 
 @pytest.fixture
 def builder_host(builder: str) -> Iterator[DockerHost]:
-    host = DockerHost(builder=builder)
+    host = DockerHost(builder=builder, sandbox=Sandbox.engine_defaults())
     yield host
     host.close()
 
 
-def test_this_engine_builds_with_buildkit_by_default(docker_host: DockerHost) -> None:
-    assert docker_host.builder == "buildkit"
+def test_prepare_runs_in_a_container_while_the_default_limits_hold(
+    docker_host: DockerHost,
+) -> None:
+    assert docker_host.builder == "container"
+
+
+def test_this_engine_builds_with_buildkit_when_the_limits_are_lifted() -> None:
+    host = DockerHost(sandbox=Sandbox.engine_defaults())
+    try:
+        assert host.builder == "buildkit"
+    finally:
+        host.close()
+
+
+def test_the_legacy_builder_is_chosen_when_it_holds_the_limits() -> None:
+    host = DockerHost(sandbox=Sandbox(memory_bytes=64 * 1024**2, pids=0, privileges="engine"))
+    try:
+        assert host.builder == "legacy"
+    finally:
+        host.close()
+
+
+@pytest.mark.parametrize("builder", ["buildkit", "legacy"])
+def test_an_engine_builder_that_cannot_hold_the_limits_is_refused(builder: str) -> None:
+    with pytest.raises(
+        InvalidInput, match=f"STI_BUILDER={builder} cannot hold .*STI_BUILD_PIDS=4096"
+    ):
+        DockerHost(builder=builder)
 
 
 def test_an_unknown_builder_setting_is_refused() -> None:
@@ -184,7 +211,7 @@ def test_an_incremental_image_does_not_store_the_artifacts_twice(
         "/usr/bin/run": RUN,
         "/usr/bin/save-artifacts": _DEPS_SAVE,
     }
-    host = DockerHost(builder=builder)
+    host = DockerHost(builder=builder, sandbox=Sandbox.engine_defaults())
     try:
         with temporary_image(api, files, name="deps") as builder_image:
             clean, _ = build(host, source, builder_image, app_tag, method=method)
@@ -267,7 +294,9 @@ def test_a_build_leaves_the_cache_and_a_trim_brings_it_within_the_limit(
     """A build (--local's too) leaves the engine's cache to its owner; a worker trims it after
     its builds (test_queue_build_cache.py)."""
     source = four_mebibyte_source(tmp_path / "big")
-    limited = DockerHost(builder="buildkit", build_cache_keep_bytes=1024 * 1024)
+    limited = DockerHost(
+        builder="buildkit", build_cache_keep_bytes=1024 * 1024, sandbox=Sandbox.engine_defaults()
+    )
     lines: list[str] = []
     try:
         build(limited, str(source), images["sti-fake"], app_tag, clean=True)
@@ -281,7 +310,7 @@ def test_a_build_leaves_the_cache_and_a_trim_brings_it_within_the_limit(
 
 def test_a_build_cache_record_the_engine_lost_is_cleared_and_the_build_runs_again(
     api: docker.APIClient,
-    docker_host: DockerHost,
+    buildkit_host: DockerHost,
     images: dict[str, str],
     app_tag: str,
     tmp_path: Path,
@@ -296,7 +325,7 @@ def test_a_build_cache_record_the_engine_lost_is_cleared_and_the_build_runs_agai
     source = tmp_path / "src"
     source.mkdir()
     (source / marker).write_text("the same source twice\n")
-    first, _ = build(docker_host, str(source), images["sti-fake"], app_tag, clean=True)
+    first, _ = build(buildkit_host, str(source), images["sti-fake"], app_tag, clean=True)
     assert first.success, first.messages
     snapshots = {path.parents[2] for path in overlay.glob(f"*/diff/tmp/src/{marker}")}
     assert snapshots
@@ -306,7 +335,7 @@ def test_a_build_cache_record_the_engine_lost_is_cleared_and_the_build_runs_agai
     try:
         for snapshot, aside in hidden.items():
             shutil.move(snapshot, aside)
-        second, lines = build(docker_host, str(source), images["sti-fake"], app_tag, clean=True)
+        second, lines = build(buildkit_host, str(source), images["sti-fake"], app_tag, clean=True)
     finally:
         for snapshot, aside in hidden.items():
             shutil.move(aside, snapshot)
@@ -320,13 +349,13 @@ def test_a_build_cache_record_the_engine_lost_is_cleared_and_the_build_runs_agai
 
 def test_a_buildkit_rebuild_runs_save_artifacts_in_a_stage_of_the_build(
     api: docker.APIClient,
-    docker_host: DockerHost,
+    buildkit_host: DockerHost,
     images: dict[str, str],
     app_tag: str,
     source: str,
 ) -> None:
-    build(docker_host, source, images["sti-fake"], app_tag)
-    second, lines = build(docker_host, source, images["sti-fake"], app_tag)
+    build(buildkit_host, source, images["sti-fake"], app_tag)
+    second, lines = build(buildkit_host, source, images["sti-fake"], app_tag)
     assert second.success and second.incremental, second.messages
     assert f"Saving artifacts from {app_tag} in a stage of the build" in lines
     assert "prepare: found artifacts from a previous build" in lines
@@ -336,7 +365,9 @@ def test_a_buildkit_rebuild_runs_save_artifacts_in_a_stage_of_the_build(
 def test_a_previous_image_holding_old_artifacts_has_them_saved_in_a_container(
     api: docker.APIClient, images: dict[str, str], app_tag: str, source: str
 ) -> None:
-    legacy, buildkit = DockerHost(builder="legacy"), DockerHost(builder="buildkit")
+    unconfined = Sandbox.engine_defaults()
+    legacy = DockerHost(builder="legacy", sandbox=unconfined)
+    buildkit = DockerHost(builder="buildkit", sandbox=unconfined)
     try:
         build(legacy, source, images["sti-fake"], app_tag)
         build(legacy, source, images["sti-fake"], app_tag)  # COPYs the artifacts into the image

@@ -12,7 +12,7 @@ import pytest
 from sti.model import BuildRequest
 from sti_submit.client import StiClient
 from tests.dockertools import build_cache_bytes, four_mebibyte_source
-from tests.services import RedisServer, Worker
+from tests.services import UNCONFINED, RedisServer, Worker
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,14 @@ def test_a_worker_trims_the_build_cache_after_a_build(
     tmp_path: Path,
 ) -> None:
     url = redis_server.url(13)  # a queue of its own, served by this worker only
-    worker = Worker(url, "cache-host", tmp_path, STI_BUILD_CACHE_KEEP="1M", STI_BUILDER="buildkit")
+    worker = Worker(
+        url,
+        "cache-host",
+        tmp_path,
+        STI_BUILD_CACHE_KEEP="1M",
+        STI_BUILDER="buildkit",
+        **UNCONFINED,
+    )
     client = StiClient(url)
     try:
         source = four_mebibyte_source(tmp_path / "big")

@@ -40,6 +40,7 @@ from sti.failures import error_for_failure, is_time_limit
 from sti.tarstreams import IterReader
 
 from .buildkit_trace import TraceDecodeError, decode_trace
+from .sandbox import Sandbox
 
 LogSink = Callable[[str], None]
 
@@ -49,7 +50,8 @@ _TAIL_LINES = 20
 # the legacy builder colours a RUN step's stderr for terminals
 _TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_LINK_HOPS = 8
-BUILDERS = ("auto", "buildkit", "legacy")
+BUILDERS = ("auto", "buildkit", "legacy", "container")
+ENGINE_BUILDERS = ("buildkit", "legacy")
 _BUILDKIT_TRACE = "moby.buildkit.trace"
 _EXIT_CODE = re.compile(r"exit code: (\d+)")
 # BuildKit reusing a cache record whose snapshot the engine has deleted: a child snapshot cannot
@@ -118,13 +120,24 @@ class DockerHost:
         registry_auth: Mapping[str, str] | None = None,
         builder: str = "auto",
         build_cache_keep_bytes: int | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         """registry_auth ({"username", "password"}) comes from the worker's configuration only;
         without it, docker-py uses the Docker config file of the user running the worker.
-        builder: "auto", "buildkit" or "legacy" (STI_BUILDER); build_cache_keep_bytes: after
-        each BuildKit build, the engine's build cache is pruned down to this size."""
+        builder: "auto", "buildkit", "legacy" or "container" (STI_BUILDER); build_cache_keep_bytes:
+        after each BuildKit build, the engine's build cache is pruned down to this size; sandbox:
+        the limits of build code (Sandbox() unless given)."""
         if builder not in BUILDERS:
             raise InvalidInput(f"STI_BUILDER={builder!r} is unknown; use one of: {BUILDERS}")
+        self.sandbox = sandbox or Sandbox()
+        not_held = self.sandbox.not_held_by(builder) if builder in ENGINE_BUILDERS else []
+        if not_held:
+            raise InvalidInput(
+                f"STI_BUILDER={builder} cannot hold {', '.join(not_held)}: the Engine API gives "
+                "its RUN steps no such limit. Leave STI_BUILDER at auto (prepare then runs in a "
+                "container that holds them) or lift them (STI_BUILD_MEMORY=0, STI_BUILD_PIDS=0, "
+                "STI_BUILD_PRIVILEGES=engine)"
+            )
         self._builder = builder
         self._build_cache_keep = build_cache_keep_bytes
         self._registry_auth = dict(registry_auth) if registry_auth else None
@@ -305,7 +318,8 @@ class DockerHost:
 
     @property
     def builder(self) -> str:
-        """The builder the build method uses on this engine: "buildkit" or "legacy", decided once.
+        """Where the build method runs prepare on this engine, decided once: "buildkit" or
+        "legacy" (a docker build) when that builder holds the sandbox, else "container".
 
         BuildKit needs Engine API 1.39 (Docker 18.09), a Linux engine, and the engine's "bridge"
         network for its RUN steps (a dockerd started with --bridge=none has none); STI_BUILDER
@@ -316,7 +330,9 @@ class DockerHost:
             os_type = str(self.api.version().get("Os", "linux"))
             bridge = any(n["Name"] == "bridge" for n in self.api.networks(names=["bridge"]))
             capable = version >= (1, 39) and os_type == "linux" and bridge
-            self._builder = "buildkit" if capable else "legacy"
+            candidates = ("buildkit", "legacy") if capable else ("legacy",)
+            held = [name for name in candidates if not self.sandbox.not_held_by(name)]
+            self._builder = held[0] if held else "container"
         return self._builder
 
     def build(
@@ -351,6 +367,7 @@ class DockerHost:
         else:
             params = {"rm": True, "forcerm": True, "nocache": True, "pull": False}
             read = _read_legacy_build
+        params |= self.sandbox.builder_params(self.builder)
         params["buildargs"] = json.dumps(dict(buildargs))
         try:
             # docker-py's build() hides the response; it is needed to abort a running build
@@ -416,7 +433,7 @@ class DockerHost:
             entrypoint=[],
             environment=[f"{key}={value}" for key, value in (env or {}).items()],
             labels={BUILD_ID_LABEL: build_id},
-            host_config=self.api.create_host_config(mounts=mounts),
+            host_config=self.api.create_host_config(mounts=mounts, **self.sandbox.host_config()),
             detach=True,
         )
         try:
@@ -544,6 +561,14 @@ class DockerHost:
         tail.feed(errors.decode("utf-8", errors="replace"))
         tail.close()
         return int(status.get("StatusCode", -1)), tail.lines
+
+    def oom_killed(self, container_id: str) -> bool:
+        """Whether the kernel killed a process of the (exited) container at its memory limit."""
+        try:
+            state = self.api.inspect_container(container_id).get("State") or {}
+        except docker.errors.APIError:
+            return False
+        return bool(state.get("OOMKilled"))
 
     def commit(self, container_id: str, changes: Iterable[str]) -> str:
         try:

@@ -83,9 +83,17 @@ class BuildMethod(Protocol):
         ...
 
 
-def prepare_failed(script: str, exit_code: int, last_lines: Sequence[str]) -> BuildFailed:
+def prepare_failed(
+    host: DockerHost,
+    script: str,
+    exit_code: int,
+    last_lines: Sequence[str],
+    oom_killed: bool = False,
+) -> BuildFailed:
     details = [f"last output lines of {script}:", *last_lines] if last_lines else []
-    return BuildFailed(f"{script} exited with code {exit_code}", details=details)
+    killed = host.sandbox.killed_message(script, exit_code, oom_killed)
+    message = killed or f"{script} exited with code {exit_code}"
+    return BuildFailed(message, details=[*details, host.sandbox.describe()])
 
 
 class DockerfileMethod:
@@ -95,6 +103,8 @@ class DockerfileMethod:
     name = "build"
 
     def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
+        if host.builder == "container":  # the engine's builders cannot hold the sandbox
+            return ContainerMethod().prepare_image(host, spec, sink)
         buildargs = {env_arg(index): value for index, value in enumerate(spec.env.values())}
         references: dict[str, str] = {}
         if host.builder == "buildkit":
@@ -115,7 +125,7 @@ class DockerfileMethod:
         except BuildStepFailed as error:
             if _is_step(error.command, spec.scripts.prepare):
                 raise prepare_failed(
-                    spec.scripts.prepare, error.exit_code, error.details[1:]
+                    host, spec.scripts.prepare, error.exit_code, error.details[1:]
                 ) from error
             if spec.saved_from and _is_step(error.command, spec.saved_from.script):
                 raise ArtifactsNotSaved(
@@ -237,7 +247,8 @@ class ContainerMethod:
             host.put_archive(container, "/tmp", stream_tar(spec.inputs, owner=spec.owner))
             exit_code, last_lines = host.run_to_completion(container, sink)
             if exit_code != 0:
-                raise prepare_failed(spec.scripts.prepare, exit_code, last_lines)
+                oom = host.oom_killed(container)
+                raise prepare_failed(host, spec.scripts.prepare, exit_code, last_lines, oom)
             changes = [f'CMD ["{spec.scripts.run}"]']
             if spec.entrypoint:
                 changes.append(f"ENTRYPOINT {json.dumps(list(spec.entrypoint))}")
