@@ -8,7 +8,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from sti.model import BuildRequest
+from sti.model import BuildRequest, Result
 from sti_submit.client import StiClient
 from tests.dockertools import temporary_image
 from tests.images import RUN
@@ -44,15 +44,22 @@ def probe(api: docker.APIClient) -> Iterator[str]:
         yield tag
 
 
+def _build(
+    client: StiClient, tmp_path: Path, file_name: str, image: str, tag: str, method: str
+) -> tuple[str, Result]:
+    """Build a source of one file (named hungry: prepare asks for 96 MiB) through the queue."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / file_name).write_text("one file\n")
+    build_id = client.submit_build(BuildRequest(str(source), image, tag, method=method))
+    return build_id, client.wait(build_id, timeout=120)
+
+
 @pytest.mark.parametrize("method", ["build", "run"])
 def test_a_queued_build_runs_inside_the_workers_limits(
     limited_worker: StiClient, probe: str, app_tag: str, tmp_path: Path, method: str
 ) -> None:
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "app.txt").write_text("small\n")
-    build_id = limited_worker.submit_build(BuildRequest(str(source), probe, app_tag, method=method))
-    result = limited_worker.wait(build_id, timeout=120)
+    build_id, result = _build(limited_worker, tmp_path, "app.txt", probe, app_tag, method)
     assert result.success, result.messages
     lines = list(limited_worker.follow(build_id, follow=False))
     assert "interfaces: lo " in lines
@@ -68,11 +75,7 @@ def test_a_queued_build_over_the_memory_limit_fails_saying_so(
     tmp_path: Path,
     method: str,
 ) -> None:
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "hungry").write_text("asks for 96 MiB\n")
-    build_id = limited_worker.submit_build(BuildRequest(str(source), probe, app_tag, method=method))
-    result = limited_worker.wait(build_id, timeout=120)
+    _, result = _build(limited_worker, tmp_path, "hungry", probe, app_tag, method)
     assert not result.success
     assert result.error_code == "BuildFailed"
     killed = "/usr/bin/prepare was killed (exit code 137) at the build memory limit of 32 MiB"
