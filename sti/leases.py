@@ -192,12 +192,19 @@ class RunningBuilds:
         self._lease_ms = lease_s * 1000
         self._take_if_expired = client.register_script(_TAKE_IF_EXPIRED)
 
-    def start(self, build_id: str, host_id: str, tag: str, keep_s: int) -> None:
+    def start(self, build_id: str, host_id: str, tag: str, keep_s: int, request: str) -> int:
+        """Register a claimed build (request: its task keywords as JSON, to run it again);
+        returns its attempt: 1, or the attempt a reaper made it (rerun)."""
+        claim = keys.build_claim(build_id)
+        hosts = self.claim_of(build_id).get("hosts", "")
         pipe = self._client.pipeline()
-        pipe.hset(keys.build_claim(build_id), mapping={"host": host_id, "tag": tag})
-        pipe.expire(keys.build_claim(build_id), keep_s)
+        pipe.hset(claim, mapping={"host": host_id, "tag": tag, "request": request})
+        pipe.hset(claim, "hosts", ",".join(sorted({*hosts.split(","), host_id} - {""})))
+        pipe.hsetnx(claim, "attempt", 1)
+        pipe.hget(claim, "attempt")
+        pipe.expire(claim, keep_s)
         pipe.zadd(keys.RUNNING_BUILDS, {build_id: _now_ms() + self._lease_ms})
-        pipe.execute()
+        return int(pipe.execute()[3])
 
     def renew(self, build_id: str) -> None:
         """Only a lease still held: a build a reaper took stays taken."""
@@ -214,7 +221,16 @@ class RunningBuilds:
         """True for the one caller that takes this expired lease away."""
         return bool(self._take_if_expired(keys=[keys.RUNNING_BUILDS], args=[build_id, _now_ms()]))
 
+    def attempt_of(self, build_id: str) -> int:
+        """The build's current attempt: a step of an earlier one is stale."""
+        attempt = self._client.hget(keys.build_claim(build_id), "attempt")
+        return int(attempt) if attempt is not None else 1
+
+    def rerun(self, build_id: str) -> int:
+        """Make the build's next claim a new attempt (its last one's worker died); returns it."""
+        return int(self._client.hincrby(keys.build_claim(build_id), "attempt", 1))
+
     def claim_of(self, build_id: str) -> dict[str, str]:
-        """The host and tag the build was claimed with (empty once forgotten)."""
+        """The host, tag, request, attempt and every host of the build (empty once forgotten)."""
         found = self._client.hgetall(keys.build_claim(build_id))
         return {_text(name): _text(value) for name, value in found.items()}

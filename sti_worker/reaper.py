@@ -1,8 +1,8 @@
-"""Ending builds whose worker died: every worker looks, now and then, for builds whose lease ran
-out (sti.leases.RunningBuilds; a live build's worker renews it every quarter lease), and one of
-them ends each such build with WorkerLost.
+"""Builds whose worker died: every worker looks, now and then, for builds whose lease ran out
+(sti.leases.RunningBuilds; a live build's worker renews it every quarter lease), and one of
+them takes each such build, to run it again or end it with WorkerLost (tasks.end_lost_build).
 
-With the default 60 s lease a killed worker's build ends within about 70 s, on any live host.
+With the default 60 s lease a killed worker's build is taken within about 70 s, on any live host.
 After its own Redis connection comes back from an outage, a reaper waits half a lease before it
 judges: the live builds' workers renew their leases in that time.
 """
@@ -59,7 +59,7 @@ class Reaper:
         ended = []
         for build_id in expired:
             if registry.take_expired(build_id):
-                _log.warning("ending a build whose worker died", build_id=build_id)
+                _log.warning("taking a build whose worker died", build_id=build_id)
                 self._end_build(build_id)
                 ended.append(build_id)
         return ended

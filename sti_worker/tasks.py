@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from celery import Task, chain
+from celery.exceptions import Ignore
 
 from sti import keys
 from sti.cancel_flags import cancel_requested, request_cancel
@@ -29,11 +30,14 @@ from sti.model import (
     is_build_id,
     validate_tag,
 )
+from sti.upload_refs import SCHEME as UPLOAD_SCHEME
+from sti.upload_refs import UploadRef
 from sti.wire import (
     ABORT_TASK,
     BUILD_TASK,
     CLEANUP_TASK,
     FINISH_TASK,
+    SHARED_QUEUE,
     STEP_TASK,
     VALIDATE_TASK,
     host_queue,
@@ -54,7 +58,8 @@ from .engine.pipeline import (
     steps_for,
     trim_build_cache,
 )
-from .resources import build_log, docker_host, redis_client, sources
+from .engine.sources import is_git_url
+from .resources import blob_store, build_log, docker_host, redis_client, sources
 from .state_seal import seal, unseal
 
 PROGRESS = "PROGRESS"
@@ -62,6 +67,7 @@ _log = structlog.stdlib.get_logger(__name__)
 _CLAIM_RETRY_S = 1.0
 _STEP_BUSY_RETRY_S = 5.0
 _TRIM_EVERY_S = 60
+MAX_ATTEMPTS = 2  # a build whose worker died runs once more, then ends WorkerLost
 
 
 def _tag_lock(tag: str, build_id: str) -> TagLock:
@@ -138,36 +144,45 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     if cancelled:
         raise cancelled
     buildlog = build_log(build_id)
-    if not _claim(self, request, buildlog.write):
+    attempt = _claim(self, request, buildlog.write)
+    if not attempt:
         raise self.retry(countdown=_CLAIM_RETRY_S, max_retries=None)
     buildlog.write(f"Build {build_id} claimed by host {settings.host_id}")
     mark_phase(build_id, "claimed")
-    state = seal(BuildState(request=request, host=settings.host_id).to_json())
+    if attempt > 1:  # what an earlier attempt left on this host is stale
+        cleanup_build(_reachable_docker(buildlog.write), build_id)
+    state = seal(BuildState(request=request, host=settings.host_id, attempt=attempt).to_json())
     first, *later = stages_for(request)
     signatures = [_host_sig(run_build_steps.s(state, steps=first))]
     signatures += [_host_sig(run_build_steps.s(steps=stage)) for stage in later]
     signatures.append(_host_sig(finish_build.s()))
     pipeline = chain(*signatures)
-    pipeline.link_error(_host_sig(abort_build.si(build_id=build_id, tag=request.tag)))
+    abort = abort_build.si(build_id=build_id, tag=request.tag, attempt=attempt)
+    pipeline.link_error(_host_sig(abort))
     return self.replace(pipeline)
 
 
-def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> bool:
-    """Take a build slot on this host and the tag's lock, or neither."""
+def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> int:
+    """Take a build slot on this host and the tag's lock, or neither; returns the build's
+    attempt (0: not claimed)."""
     slots = _host_slots()
     if not slots.claim(request.build_id):
-        return False
+        return 0
     lock = _tag_lock(request.tag, request.build_id)
     if lock.acquire():
-        _running_builds().start(
-            request.build_id, settings.host_id, request.tag, settings.result_expires_s
+        keywords = {k: v for k, v in request.to_json().items() if k != "build_id"}
+        return _running_builds().start(
+            request.build_id,
+            settings.host_id,
+            request.tag,
+            settings.result_expires_s,
+            json.dumps(keywords),
         )
-        return True
     slots.release(request.build_id)
     holder = lock.holder()
     if task.request.retries == 0 or task.request.retries % 30 == 0:
         say(f"Waiting for build {holder} of {request.tag} to finish")
-    return False
+    return 0
 
 
 @app.task(name=STEP_TASK, bind=True)
@@ -178,9 +193,20 @@ def run_build_steps(self: Task, sealed: dict[str, Any], *, steps: list[str]) -> 
     if not isinstance(steps, list) or not steps or any(step not in known for step in steps):
         raise InvalidInput(f"steps must be a list of steps of this build: {known}")
     structlog.contextvars.bind_contextvars(build_id=request.build_id, step=",".join(steps))
+    _ignore_if_stale(build)
     if build.failed:
         return sealed
     return _once(self, lambda once: _run_steps(self, build, steps, once))
+
+
+def _ignore_if_stale(build: BuildState) -> None:
+    """A step or finish of an attempt whose worker was taken for dead (a copy delivered late,
+    or a worker cut off longer than its lease) ends its chain, with no effect: the build runs
+    again as a later attempt, which owns the build id's leases, work and result now."""
+    current = _running_builds().attempt_of(build.request.build_id)
+    if build.attempt != current:
+        _log.warning("a step of an earlier attempt ends", attempt=build.attempt, current=current)
+        raise Ignore()
 
 
 def _once(task: Task, work: Callable[[StepOnce], dict[str, Any]]) -> dict[str, Any]:
@@ -263,6 +289,7 @@ def _trim_now_and_then(engine: Callable[[], DockerHost | None], say: Callable[[s
 def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     build = BuildState.from_json(unseal(sealed))
     structlog.contextvars.bind_contextvars(build_id=build.request.build_id)
+    _ignore_if_stale(build)
     return _once(self, lambda once: _finish(build))
 
 
@@ -278,14 +305,34 @@ def _finish(build: BuildState) -> dict[str, Any]:
     app.backend.store_result(request.build_id, result.to_json(), "SUCCESS")
     buildlog.write(_outcome_line(result))
     buildlog.end()
+    if build.attempt > 1:
+        _clean_up_elsewhere(request.build_id, skip=settings.host_id)
     return result.to_json()
 
 
+def _clean_up_elsewhere(build_id: str, skip: str | None = None) -> None:
+    """Have every host the build ran on (but skip) remove what it left there: sti.cleanup waits
+    in a host's queue until a worker serves that host again."""
+    hosts = _running_builds().claim_of(build_id).get("hosts", "")
+    for host_id in sorted(set(hosts.split(",")) - {"", skip}):
+        app.send_task(
+            CLEANUP_TASK,
+            kwargs={"build_id": build_id},
+            queue=host_queue(host_id),
+            expires=settings.result_expires_s,
+        )
+
+
 @app.task(name=ABORT_TASK, bind=True)
-def abort_build(self: Task, *failed_task: str, build_id: str, tag: str) -> dict[str, Any]:
-    """The chain broke (hard time limit, revoked step): clean up and record a final result."""
+def abort_build(
+    self: Task, *failed_task: str, build_id: str, tag: str, attempt: int | None = None
+) -> dict[str, Any]:
+    """The chain broke (hard time limit, revoked step): clean up and record a final result,
+    unless the chain was an earlier attempt's (the build runs again)."""
     check_build_id(build_id)
     validate_tag(tag)
+    if attempt is not None and attempt != _running_builds().attempt_of(build_id):
+        raise Ignore()
     error = _failure_of(failed_task[0] if failed_task else None)
     buildlog = build_log(build_id)
     docker = _reachable_docker(buildlog.write)
@@ -338,32 +385,60 @@ def _release_leases(build_id: str, tag: str, host_id: str | None = None) -> None
 
 
 def end_lost_build(build_id: str) -> None:
-    """End a build whose worker died (its lease ran out, see reaper.py), once, from any host:
-    its final result is WorkerLost; a copy of one of its steps delivered later finds it
-    cancelled; its host removes what it left (sti.cleanup, waiting in that host's queue if the
-    host is down)."""
-    claim = _running_builds().claim_of(build_id)
+    """Handle a build whose worker died (its lease ran out, see reaper.py), once, from any host.
+
+    A build that has not run again yet and whose source can still be fetched anywhere (an
+    upload still stored, a URL) runs again from the start, on any live host, as attempt 2:
+    steps of attempt 1 delivered later end with no effect, and attempt 2's finish has the hosts
+    of attempt 1 remove what it left. Otherwise its final result is WorkerLost, a copy of one
+    of its steps delivered later finds it cancelled, and its hosts remove what it left
+    (sti.cleanup waits in a host's queue while the host is down)."""
+    builds = _running_builds()
+    claim = builds.claim_of(build_id)
     host_id, tag = claim.get("host"), claim.get("tag")
-    error = WorkerLost(
+    lost = (
         f"the worker running build {build_id} on host {host_id} stopped before the build "
         "ended (its lease ran out)"
     )
-    request_cancel(redis_client(), build_id, error.code, error.message, settings.result_expires_s)
-    if host_id:
-        app.send_task(
-            CLEANUP_TASK,
-            kwargs={"build_id": build_id},
-            queue=host_queue(host_id),
-            expires=settings.result_expires_s,
-        )
+    keywords = _rerunnable(claim)
     if tag:
         _release_leases(build_id, tag, host_id)
+    buildlog = build_log(build_id)
+    if keywords is not None:
+        attempt = builds.rerun(build_id)
+        buildlog.write(f"{lost.capitalize()}: building it again from the start (attempt {attempt})")
+        mark_phase(build_id, "queued again")
+        app.send_task(BUILD_TASK, kwargs=keywords, task_id=build_id, queue=SHARED_QUEUE)
+        return
+    error = WorkerLost(lost)
+    request_cancel(redis_client(), build_id, error.code, error.message, settings.result_expires_s)
+    _clean_up_elsewhere(build_id)
     result = Result.from_error("build", build_id, error, host=host_id, tag=tag)
     app.backend.store_result(build_id, result.to_json(), "SUCCESS")
-    buildlog = build_log(build_id)
     buildlog.write(error.message)
     buildlog.write(_outcome_line(result))
     buildlog.end()
+
+
+def _rerunnable(claim: dict[str, str]) -> dict[str, Any] | None:
+    """The task keywords to build again with, if the build ran once and its source can be
+    fetched on any host: an upload the store still has, a URL (a path, or a file:// URL, is
+    one worker's own disk)."""
+    if int(claim.get("attempt", 1)) > MAX_ATTEMPTS - 1 or "request" not in claim:
+        return None
+    try:
+        keywords = json.loads(claim["request"])
+        source = str(keywords["source"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if source.startswith(UPLOAD_SCHEME):
+        try:
+            stored = blob_store().has(UploadRef.parse(source).digest)
+        except StiError:
+            return None
+        return keywords if stored else None
+    anywhere = is_git_url(source) and not source.startswith("file://")  # http(s) archives too
+    return keywords if anywhere else None
 
 
 @app.task(name=CLEANUP_TASK)

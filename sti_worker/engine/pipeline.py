@@ -108,6 +108,7 @@ class BuildState:
     request: BuildRequest
     host: str
     started_at: float = field(default_factory=time.time)
+    attempt: int = 1  # a build whose worker died runs again from the start as attempt 2
     source_dir: str | None = None
     source_streamed: bool = False  # the request's source goes into the build as one stream
     revision: str | None = None

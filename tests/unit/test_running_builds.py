@@ -29,7 +29,8 @@ def registry_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 def _started(client: redis.Redis, lease_s: int, tag: str = "acme/app") -> str:
     build_id = uuid.uuid4().hex
-    RunningBuilds(client, lease_s).start(build_id, "host-a", tag, keep_s=60)
+    attempt = RunningBuilds(client, lease_s).start(build_id, "host-a", tag, 60, '{"source": "x"}')
+    assert attempt == 1
     return build_id
 
 
@@ -40,9 +41,29 @@ def test_a_running_build_is_not_expired_and_says_where_it_was_claimed(
     registry = RunningBuilds(registry_client, 60)
     assert registry.expired() == []
     assert not registry.take_expired(build_id)
-    assert registry.claim_of(build_id) == {"host": "host-a", "tag": "acme/app"}
+    assert registry.claim_of(build_id) == {
+        "host": "host-a",
+        "tag": "acme/app",
+        "request": '{"source": "x"}',
+        "attempt": "1",
+        "hosts": "host-a",
+    }
     registry.end(build_id)
     assert registry_client.zscore(keys.RUNNING_BUILDS, build_id) is None
+
+
+def test_a_build_run_again_is_a_new_attempt_that_remembers_every_host(
+    registry_client: redis.Redis,
+) -> None:
+    build_id = _started(registry_client, lease_s=60)
+    registry = RunningBuilds(registry_client, 60)
+    assert registry.attempt_of(build_id) == 1
+    assert registry.rerun(build_id) == 2
+    assert registry.attempt_of(build_id) == 2
+    assert registry.start(build_id, "host-b", "acme/app", 60, "{}") == 2  # the claim keeps it
+    assert registry.claim_of(build_id)["hosts"] == "host-a,host-b"
+    assert registry.claim_of(build_id)["host"] == "host-b"
+    assert registry.attempt_of(uuid.uuid4().hex) == 1  # a claim forgotten: the first
 
 
 def test_an_expired_lease_is_taken_once_and_renewing_does_not_bring_it_back(
