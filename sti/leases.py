@@ -211,7 +211,11 @@ class RunningBuilds:
         self._client.zadd(keys.RUNNING_BUILDS, {build_id: _now_ms() + self._lease_ms}, xx=True)
 
     def end(self, build_id: str) -> None:
-        self._client.zrem(keys.RUNNING_BUILDS, build_id)
+        """The build ended: its request (whose source URL may hold credentials) is forgotten."""
+        pipe = self._client.pipeline()
+        pipe.zrem(keys.RUNNING_BUILDS, build_id)
+        pipe.hdel(keys.build_claim(build_id), "request")
+        pipe.execute()
 
     def expired(self) -> list[str]:
         found = self._client.zrangebyscore(keys.RUNNING_BUILDS, "-inf", _now_ms() - 1)

@@ -23,5 +23,6 @@ JSON_ONLY = {
     "result_serializer": "json",
     "accept_content": ["json"],
     "result_accept_content": ["json"],
-    "result_extended": True,
+    # not extended: a task's arguments (a source URL with its credentials) are not stored
+    "result_extended": False,
 }

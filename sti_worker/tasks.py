@@ -185,7 +185,9 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> int
     return 0
 
 
-@app.task(name=STEP_TASK, bind=True)
+# a step's output (the next one's input) travels in the chain's messages; only failures are
+# stored, for sti.abort to read
+@app.task(name=STEP_TASK, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
 def run_build_steps(self: Task, sealed: dict[str, Any], *, steps: list[str]) -> dict[str, str]:
     build = BuildState.from_json(unseal(sealed))
     request = build.request
@@ -266,7 +268,8 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
                 after = after.fail(watcher.cancelled, buildlog.write)
                 break
     _renew_leases(request)
-    return seal(after.to_json())
+    # the first stage fetched the source (or the build failed): its credentials go no further
+    return seal(after.without_credentials().to_json())
 
 
 class _TrimsAfterItsResult(Task):

@@ -27,6 +27,7 @@ from sti.model import (
     check_build_id,
     registry_of,
 )
+from sti.redaction import redact
 from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted
 
 from .docker_host import (
@@ -136,6 +137,18 @@ class BuildState:
         sink(f"Build failed: {error.message}")
         messages = (*self.messages, error.message, *error.details)
         return replace(self, error=error.to_json(), messages=messages)
+
+    def without_credentials(self) -> BuildState:
+        """This state with the credentials of URLs masked (the source's, and any a message
+        quotes): for once the source is fetched, as states are stored and no later step reads
+        the URL."""
+        error = {name: redact(text) for name, text in self.error.items()} if self.error else None
+        return replace(
+            self,
+            request=replace(self.request, source=redact(self.request.source)),
+            messages=tuple(redact(message) for message in self.messages),
+            error=error,
+        )
 
     def say(self, sink: LogSink, message: str) -> BuildState:
         sink(message)
