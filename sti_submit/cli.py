@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from sti.env_files import read_environment_file
 from sti.errors import ExitCode, InvalidInput, StiError, exit_code_for
 from sti.model import (
     METHODS,
@@ -78,6 +80,14 @@ def main() -> None:
 @click.argument("app_image_tag")
 @click.option("--clean", is_flag=True, help="Clean build: no artifact reuse.")
 @click.option("-e", "--env", "env_options", multiple=True, help="NAME=VALUE (repeatable).")
+@click.option(
+    "-E",
+    "--environment-file",
+    "env_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="File of NAME=VALUE lines, as s2i reads it (repeatable; -e wins).",
+)
 @click.option("-R", "--runtime", "runtime_image", help="Extended build: deploy into this image.")
 @click.option(
     "-m",
@@ -105,6 +115,7 @@ def build(
     build_image: str,
     app_image_tag: str,
     env_options: tuple[str, ...],
+    env_files: tuple[Path, ...],
     exclude: tuple[str, ...],
     local: bool,
     docker_url: str | None,
@@ -121,7 +132,7 @@ def build(
             source=source,
             build_image=build_image,
             tag=app_image_tag,
-            env=parse_env_options(env_options),
+            env=_environment(env_files, env_options),
             exclude=exclude,
             **options,
         )
@@ -132,6 +143,15 @@ def build(
     _finish_queued(
         broker, lambda client: client.submit_build(request), as_json, sink, no_wait, timeout
     )
+
+
+def _environment(files: tuple[Path, ...], options: tuple[str, ...]) -> dict[str, str]:
+    """-E files in order, then -e: a later value wins (the source's .s2i/environment comes
+    before them all)."""
+    env: dict[str, str] = {}
+    for path in files:
+        env.update(read_environment_file(path))
+    return {**env, **parse_env_options(options)}
 
 
 @main.command()

@@ -24,6 +24,7 @@ from sti import keys, settings
 from sti.blobstore import BlobStore
 from sti.cancel_flags import request_cancel
 from sti.celery_protocol import READY_STATES, result_key, task_message, task_state
+from sti.env_files import source_environment
 from sti.errors import Cancelled, InvalidInput, TimedOut
 from sti.failures import error_for_failure
 from sti.model import BuildRequest, Result, ValidateRequest
@@ -57,6 +58,9 @@ class StiClient:
         """Enqueue a build; a SOURCE that is a path on this machine is uploaded first."""
         self.check_broker()
         local = Path(request.source).expanduser()
+        if local.is_dir():  # it streams into the build: the worker does not see the file
+            found = source_environment(_context_of(local, request.context_dir))
+            request = replace(request, env={**found, **request.env})
         if local.exists():
             request = replace(request, source=self._upload(local, request.exclude, say))
         kwargs = request.to_json()
@@ -240,3 +244,14 @@ def _field(fields: dict[Any, Any], name: str) -> str | None:
 
 def _phase_for(state: str) -> str:
     return {"PENDING": "queued", "STARTED": "claimed", "RETRY": "waiting"}.get(state, state.lower())
+
+
+def _context_of(root: Path, context_dir: str | None) -> Path:
+    """Where the build's source starts: the worker checks --context-dir, so one that would leave
+    the directory finds nothing here."""
+    if not context_dir:
+        return root
+    parts = Path(context_dir).parts
+    if Path(context_dir).is_absolute() or ".." in parts:
+        return root / ".sti-no-such-directory"
+    return root.joinpath(*parts)

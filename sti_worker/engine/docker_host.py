@@ -341,6 +341,7 @@ class DockerHost:
         *,
         buildargs: Mapping[str, str],
         sink: LogSink,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
         """Build a streamed tar context (Dockerfile at its root) with this engine's builder;
         return the image id. A RUN that exits non-zero raises BuildStepFailed.
@@ -350,16 +351,21 @@ class DockerHost:
         image removals), so such a failure clears the unused cache and builds once more.
         """
         try:
-            return self._build_once(context(), buildargs=buildargs, sink=sink)
+            return self._build_once(context(), buildargs=buildargs, labels=labels, sink=sink)
         except BuildFailed as error:
             if self.builder != "buildkit" or not _BROKEN_BUILD_CACHE.search(error.message):
                 raise
             sink(f"The engine's build cache is damaged ({error.message}): cleared, building again")
             self.clear_build_cache()
-        return self._build_once(context(), buildargs=buildargs, sink=sink)
+        return self._build_once(context(), buildargs=buildargs, labels=labels, sink=sink)
 
     def _build_once(
-        self, context: Iterator[bytes], *, buildargs: Mapping[str, str], sink: LogSink
+        self,
+        context: Iterator[bytes],
+        *,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str] | None,
+        sink: LogSink,
     ) -> str:
         if self.builder == "buildkit":
             params = {"version": "2", "pull": False}
@@ -369,6 +375,8 @@ class DockerHost:
             read = _read_legacy_build
         params |= self.sandbox.builder_params(self.builder)
         params["buildargs"] = json.dumps(dict(buildargs))
+        if labels:  # byte-exact, unlike a LABEL line (a commit message has newlines)
+            params["labels"] = json.dumps(dict(labels))
         try:
             # docker-py's build() hides the response; it is needed to abort a running build
             response = self.api._post(
@@ -418,6 +426,7 @@ class DockerHost:
         build_id: str,
         env: Mapping[str, str] | None = None,
         empty_volume_at: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
         """Create (not start) a container whose command replaces any ENTRYPOINT of the image.
 
@@ -432,7 +441,7 @@ class DockerHost:
             command=command,
             entrypoint=[],
             environment=[f"{key}={value}" for key, value in (env or {}).items()],
-            labels={BUILD_ID_LABEL: build_id},
+            labels={**(labels or {}), BUILD_ID_LABEL: build_id},
             host_config=self.api.create_host_config(mounts=mounts, **self.sandbox.host_config()),
             detach=True,
         )

@@ -40,6 +40,7 @@ class PrepareSpec:
     owner: tuple[int, int] | None = None  # the image's numeric USER owns the inputs
     user: str | None = None  # the image's USER as written
     saved_from: SavedArtifacts | None = None  # BuildKit: run save-artifacts inside the build
+    labels: Mapping[str, str] = field(default_factory=dict)  # of the new image (provenance)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,9 @@ class DockerfileMethod:
             dockerfile = legacy_dockerfile(spec)
         parts = [small_file("Dockerfile", dockerfile.encode()), *spec.inputs]
         try:
-            return host.build(lambda: stream_tar(parts), buildargs=buildargs, sink=sink)
+            return host.build(
+                lambda: stream_tar(parts), buildargs=buildargs, labels=spec.labels, sink=sink
+            )
         except BuildStepFailed as error:
             if _is_step(error.command, spec.scripts.prepare):
                 raise prepare_failed(
@@ -242,6 +245,7 @@ class ContainerMethod:
             build_id=spec.build_id,
             env=spec.env,
             empty_volume_at="/tmp/artifacts" if "artifacts" in spec.input_dirs else None,
+            labels=spec.labels,  # a committed container's labels are its image's
         )
         try:
             host.put_archive(container, "/tmp", stream_tar(spec.inputs, owner=spec.owner))

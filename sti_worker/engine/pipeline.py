@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sti.env_files import SOURCE_ENVIRONMENT, source_environment
 from sti.errors import InvalidImage, NoSuchBaseImage, NoSuchRuntimeImage, StiError
 from sti.model import (
     BUILD_ID_PATTERN,
@@ -53,6 +54,7 @@ from .protocol import (
     Scripts,
     inspect_scripts,
 )
+from .provenance import image_labels, source_labels
 from .sources import (
     FetchedSource,
     Sources,
@@ -110,6 +112,7 @@ class BuildState:
     host: str
     started_at: float = field(default_factory=time.time)
     attempt: int = 1  # a build whose worker died runs again from the start as attempt 2
+    source_labels: Mapping[str, str] = field(default_factory=dict)  # provenance of the source
     source_dir: str | None = None
     source_streamed: bool = False  # the request's source goes into the build as one stream
     revision: str | None = None
@@ -161,6 +164,7 @@ class BuildState:
         data["steps"] = [step.to_json() for step in self.steps]
         data["error"] = dict(self.error) if self.error else None
         data["replaced_images"] = list(self.replaced_images)
+        data["source_labels"] = dict(self.source_labels)
         for name in ("builder", "runtime"):
             data[name] = data[name].to_json() if data[name] is not None else None
         data["saved_from"] = self.saved_from.to_json() if self.saved_from else None
@@ -174,6 +178,7 @@ class BuildState:
         values["steps"] = tuple(Step(**step) for step in values.get("steps", ()))
         values["error"] = dict(values["error"]) if values.get("error") else None
         values["replaced_images"] = tuple(values.get("replaced_images", ()))
+        values["source_labels"] = dict(values.get("source_labels") or {})
         for name in ("builder", "runtime"):
             if values.get(name) is not None:
                 values[name] = BaseImage.from_json(values[name])
@@ -212,17 +217,31 @@ def fetch_source_step(bench: Workbench, state: BuildState) -> BuildState:
         ignore_submodules=request.ignore_submodules,
         exclude=request.exclude,
     )
+    if fetched.path and fetched.stream_from is None:
+        state = _with_source_environment(bench, state, Path(fetched.path))
     state = replace(
         state,
         source_dir=fetched.path,
         source_streamed=fetched.stream_from is not None,
         revision=fetched.revision,
+        source_labels=source_labels(request, fetched.revision, fetched.commit),
     )
     if fetched.revision:
         state = state.say(
             bench.sink, f"Source {describe(request.source)} at commit {fetched.revision}"
         )
     return state
+
+
+def _with_source_environment(bench: Workbench, state: BuildState, root: Path) -> BuildState:
+    """The source's .s2i/environment under the request's env (-E and -e win, as in s2i). A
+    directory uploaded by sti-submit streams into the build: the client merged it already."""
+    found = source_environment(root)
+    if not found:
+        return state
+    request = replace(state.request, env={**found, **state.request.env})
+    state = replace(state, request=request)
+    return state.say(bench.sink, f"Environment from {SOURCE_ENVIRONMENT}: {', '.join(found)}")
 
 
 def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
@@ -351,6 +370,9 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         owner=builder.owner,
         user=builder.user,
         saved_from=state.saved_from,
+        labels=image_labels(
+            state.source_labels, request.build_image, (request.build_image, builder.id)
+        ),
     )
     bench.sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
     method = method_named(request.method)
@@ -395,6 +417,9 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
             entrypoint=runtime.entrypoint,
             owner=runtime.owner,
             user=runtime.user,
+            labels=image_labels(
+                state.source_labels, request.build_image, (request.runtime_image or "", runtime.id)
+            ),
         )
         bench.sink(f"Deploying the build output into {request.runtime_image}")
         image = method_named(request.method).prepare_image(bench.docker, spec, bench.sink)

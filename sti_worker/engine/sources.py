@@ -81,6 +81,7 @@ class FetchedSource:
     exclude: tuple[str, ...] = ()
     stream_from: str | None = None
     context_dir: str | None = None
+    commit: Mapping[str, str] | None = None  # a git source's author, date and message
 
 
 Opener = Callable[[str, Path, LogSink, SourcePolicy], FetchedSource]
@@ -158,10 +159,10 @@ def _fetch(
     if fetched.stream_from:
         selected = checked_context_dir(context_dir) if context_dir else None
         return replace(fetched, exclude=exclude, context_dir=selected)
-    fetched = FetchedSource(fetched.path, fetched.revision, exclude)
+    fetched = replace(fetched, exclude=exclude)
     if context_dir:
         subdirectory = _subdirectory(Path(fetched.path), context_dir)
-        return FetchedSource(str(subdirectory), fetched.revision, fetched.exclude)
+        return replace(fetched, path=str(subdirectory))
     return fetched
 
 
@@ -445,6 +446,7 @@ def _clone(
                 sink("Fetching submodules")
                 _fetch_submodules(repo, config, destination, policy)
         revision = repo.head.commit.hexsha
+        commit = _commit_facts(repo.head.commit)
         _check_checkout_size(destination, policy.limits)
     except git.GitCommandError as error:
         stderr = (error.stderr or "").strip().replace("\n", " ")
@@ -452,7 +454,16 @@ def _clone(
     finally:
         repo.close()
     sink(f"Source at commit {revision}")
-    return FetchedSource(str(destination), revision)
+    return FetchedSource(str(destination), revision, commit=commit)
+
+
+def _commit_facts(commit: git.Commit) -> dict[str, str]:
+    """As s2i labels them: author "Name <email>", the date as git log prints it, the subject."""
+    return {
+        "author": f"{commit.author.name} <{commit.author.email}>",
+        "date": commit.authored_datetime.strftime("%a %b %-d %H:%M:%S %Y %z"),
+        "message": commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
+    }
 
 
 def _check_checkout_size(root: Path, limits: ExtractLimits) -> None:

@@ -1,0 +1,56 @@
+"""Labels that say where an output image came from: s2i's (io.openshift.s2i.*), so tools that
+read s2i images read sti's, and OCI's (org.opencontainers.image.*).
+
+Values are the build's own facts: the builder as named and its image id, the source as the
+worker fetched it (credentials masked; an upload is named by its digest), and for git sources
+the commit, its author, date and subject.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from sti.model import BuildRequest
+from sti.redaction import redact
+from sti.upload_refs import SCHEME as UPLOAD_SCHEME
+
+S2I = "io.openshift.s2i"
+OCI = "org.opencontainers.image"
+
+
+def source_labels(
+    request: BuildRequest, revision: str | None, commit: Mapping[str, str] | None
+) -> dict[str, str]:
+    """What the fetched source says of itself."""
+    location = redact(request.source)
+    labels = {f"{S2I}.source-location": location}
+    if not location.startswith(UPLOAD_SCHEME) and "://" in location:
+        labels[f"{OCI}.source"] = location
+    if request.context_dir:
+        labels[f"{S2I}.source-context-dir"] = request.context_dir
+    if revision:
+        labels |= {f"{S2I}.build.commit.id": revision, f"{OCI}.revision": revision}
+    if request.ref:
+        labels[f"{S2I}.build.commit.ref"] = request.ref
+    for name, value in (commit or {}).items():
+        labels[f"{S2I}.build.commit.{name}"] = value
+    return labels
+
+
+def image_labels(
+    source: Mapping[str, str],
+    build_image: str,
+    base: tuple[str, str],
+    created: float | None = None,
+) -> dict[str, str]:
+    """Every provenance label of an output image: the source's, the builder's, its base (name
+    and image id: the builder, or the runtime image of an extended build) and the time."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    return {
+        **source,
+        f"{S2I}.build.image": build_image,
+        f"{OCI}.base.name": base[0],
+        f"{OCI}.base.digest": base[1],
+        f"{OCI}.created": stamp,
+    }

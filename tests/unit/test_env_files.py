@@ -1,0 +1,163 @@
+"""Environment files as s2i reads them (-E FILE, .s2i/environment): the format, the order in
+which values win, and the files a source must not make sti read."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sti.env_files import (
+    MAX_FILE_BYTES,
+    parse_environment,
+    read_environment_file,
+    source_environment,
+)
+from sti.errors import InvalidInput
+from sti_submit import cli
+
+
+def test_the_s2i_format() -> None:
+    text = (
+        "# a comment\n\n  NAME=value with spaces  \nURL=http://x/?a=b=c\nEMPTY=\n"
+        'QUOTED="kept"\nDOLLAR=$HOME\n\t# indented comment\nNAME=later wins\n'
+    )
+    assert parse_environment(text, "f") == {
+        "NAME": "later wins",
+        "URL": "http://x/?a=b=c",
+        "EMPTY": "",
+        "QUOTED": '"kept"',
+        "DOLLAR": "$HOME",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("JUSTANAME\n", "f line 1: 'JUSTANAME' is not NAME=VALUE"),
+        ("A=1\n=value\n", "f line 2: '=value' is not NAME=VALUE"),
+        ("1BAD=x\n", "f: environment variable name '1BAD' is invalid"),
+        ("MY-VAR=x\n", "f: environment variable name 'MY-VAR' is invalid"),
+        ("A=nul\x00byte\n", "f: environment variable A contains a NUL byte"),
+    ],
+)
+def test_a_line_that_is_not_a_variable_is_refused_naming_it(text: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_environment(text, "f")
+
+
+def test_an_environment_file_must_be_small_regular_utf8(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_text("A=" + "x" * MAX_FILE_BYTES)
+    with pytest.raises(InvalidInput, match="is larger than 131072 bytes"):
+        read_environment_file(big)
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"A=\xff\xfe\n")
+    with pytest.raises(InvalidInput, match="is not UTF-8 text"):
+        read_environment_file(binary)
+    with pytest.raises(InvalidInput, match="is not a regular file"):
+        read_environment_file(tmp_path)
+    with pytest.raises(InvalidInput, match="cannot be read: No such file or directory"):
+        read_environment_file(tmp_path / "missing")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidInput, match="is not a regular file"):  # and no hang
+        read_environment_file(fifo)
+
+
+def test_an_env_file_given_with_e_may_be_a_link(tmp_path: Path) -> None:
+    (tmp_path / "real").write_text("A=1\n")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert read_environment_file(tmp_path / "link") == {"A": "1"}
+
+
+def _source(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    (root / ".s2i").mkdir(parents=True)
+    return root
+
+
+def test_a_sources_environment_is_read_when_present(tmp_path: Path) -> None:
+    root = _source(tmp_path)
+    assert source_environment(root) == {}
+    assert source_environment(tmp_path / "nothing-here") == {}
+    (root / ".s2i" / "environment").write_text("FROM_SOURCE=1\n")
+    assert source_environment(root) == {"FROM_SOURCE": "1"}
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../outside"])
+def test_a_sources_environment_that_is_a_link_is_refused(tmp_path: Path, target: str) -> None:
+    root = _source(tmp_path)
+    (tmp_path / "outside").write_text("SECRET=from outside\n")
+    (root / ".s2i" / "environment").symlink_to(target)
+    with pytest.raises(InvalidInput, match=r"\.s2i/environment in the source is a symbolic link"):
+        source_environment(root)
+
+
+def test_a_sources_s2i_directory_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    root.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "environment").write_text("SECRET=x\n")
+    (root / ".s2i").symlink_to(elsewhere)
+    with pytest.raises(InvalidInput, match=r"\.s2i in the source is a symbolic link"):
+        source_environment(root)
+
+
+def test_a_sources_environment_that_is_a_fifo_or_a_directory_is_refused(tmp_path: Path) -> None:
+    root = _source(tmp_path)
+    os.mkfifo(root / ".s2i" / "environment")
+    with pytest.raises(InvalidInput, match="is not a regular file"):
+        source_environment(root)
+    (root / ".s2i" / "environment").unlink()
+    (root / ".s2i" / "environment").mkdir()
+    with pytest.raises(InvalidInput, match="is not a regular file"):
+        source_environment(root)
+
+
+def _local_request(tmp_path: Path, *options: str) -> tuple[int, str]:
+    """What sti-submit build --local would send, without an engine: the request's env as the
+    CLI made it, or its refusal (exit 2)."""
+    runner = CliRunner()
+    seen: dict[str, object] = {}
+
+    class Engine:
+        @staticmethod
+        def build_locally(request: object, docker_url: object, sink: object) -> None:
+            seen["env"] = request.env  # type: ignore[attr-defined]
+            raise SystemExit(0)
+
+    source = tmp_path / "app"
+    source.mkdir(exist_ok=True)
+    original = cli._local_engine
+    cli._local_engine = lambda: Engine  # type: ignore[assignment]
+    try:
+        result = runner.invoke(
+            cli.main, ["build", str(source), "img", "acme/app", "--local", *options]
+        )
+    finally:
+        cli._local_engine = original  # type: ignore[assignment]
+    return result.exit_code, json.dumps(seen.get("env")) if "env" in seen else result.output
+
+
+def test_e_files_apply_in_order_and_e_options_win(tmp_path: Path) -> None:
+    (tmp_path / "one").write_text("A=one\nB=one\nC=one\n")
+    (tmp_path / "two").write_text("B=two\nC=two\n")
+    options = ["-E", str(tmp_path / "one"), "--environment-file", str(tmp_path / "two")]
+    code, env = _local_request(tmp_path, *options, "-e", "C=option")
+    assert code == 0
+    assert json.loads(env) == {"A": "one", "B": "two", "C": "option"}
+
+
+def test_a_bad_e_file_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "bad").write_text("not a variable\n")
+    code, output = _local_request(tmp_path, "-E", str(tmp_path / "bad"))
+    assert code == 2
+    assert "line 1: 'not a variable' is not NAME=VALUE" in output
+    code, output = _local_request(tmp_path, "-E", str(tmp_path / "missing"))
+    assert code == 2
+    assert "cannot be read" in output
