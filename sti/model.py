@@ -31,6 +31,9 @@ _ENV_ITEM_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")
 _MAX_REF_LENGTH = 255
 ENV_MAX_VARIABLES = 256
 ENV_MAX_BYTES = 128 * 1024
+LABELS_MAX = 100
+LABELS_MAX_BYTES = 64 * 1024
+RESERVED_LABEL_PREFIX = "io.sti."  # sti finds what a build made by io.sti.build-id
 
 
 # sti-submit's uuid hex or, for tasks sent by other apps, Celery's dashed uuid: build ids name
@@ -111,6 +114,38 @@ def validate_env(env: Mapping[str, str]) -> dict[str, str]:
     return checked
 
 
+def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Image labels a user adds: string names and values without NUL, names without "=" or
+    sti's own prefix, at most LABELS_MAX of LABELS_MAX_BYTES in all (they travel to the engine
+    in a build's request line, as the environment does)."""
+    if len(labels) > LABELS_MAX:
+        raise InvalidInput(f"{len(labels)} labels given; at most {LABELS_MAX} are allowed")
+    size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in labels.items())
+    if size > LABELS_MAX_BYTES:
+        raise InvalidInput(
+            f"the labels given take {size} bytes; at most {LABELS_MAX_BYTES} are allowed"
+        )
+    for name, value in labels.items():
+        if not isinstance(name, str) or not name.strip() or "=" in name or "\x00" in name:
+            raise InvalidInput(f"label name {name!r} is invalid (empty, or with = or NUL)")
+        if name.startswith(RESERVED_LABEL_PREFIX):
+            raise InvalidInput(f"label {name} is sti's own ({RESERVED_LABEL_PREFIX}*)")
+        if not isinstance(value, str) or "\x00" in value:
+            raise InvalidInput(f"label {name} must have a string value without NUL bytes")
+    return dict(labels)
+
+
+def parse_label_options(options: Iterable[str]) -> dict[str, str]:
+    """Repeated --label NAME=VALUE: the value is everything after the first "="."""
+    labels: dict[str, str] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep:
+            raise InvalidInput(f"label option {option!r} is not NAME=VALUE")
+        labels[name] = value
+    return validate_labels(labels)
+
+
 def parse_env_options(options: Iterable[str]) -> dict[str, str]:
     """Parse repeated -e options; each may be a comma list NAME=V,NAME2=V2 as in the original.
 
@@ -189,6 +224,9 @@ _BUILD_TYPES = {
     "ignore_submodules": (bool,),
     "push": (bool,),
     "exclude": _LISTS,
+    "labels": (dict,),
+    "display_name": _OPTIONAL,
+    "description": _OPTIONAL,
     "build_id": _STRING,
 }
 _VALIDATE_TYPES = {
@@ -213,6 +251,9 @@ class BuildRequest:
     ignore_submodules: bool = False
     push: bool = False
     exclude: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)  # --label, over the generated ones
+    display_name: str | None = None  # io.k8s.display-name (default: the tag), as s2i's -n
+    description: str | None = None  # io.k8s.description
     build_id: str = field(default_factory=new_build_id)
 
     def __post_init__(self) -> None:
@@ -235,6 +276,10 @@ class BuildRequest:
                 f"build method {self.method!r} is unknown; use one of: {', '.join(METHODS)}"
             )
         object.__setattr__(self, "env", validate_env(dict(self.env)))
+        for name, given in (("display_name", self.display_name), ("description", self.description)):
+            if given is not None and (len(given) > 4096 or "\x00" in given):
+                raise InvalidInput(f"{name} must be at most 4096 characters, without NUL")
+        object.__setattr__(self, "labels", validate_labels(dict(self.labels)))
         check_build_id(self.build_id)
 
     @property
@@ -245,6 +290,7 @@ class BuildRequest:
         data = asdict(self)
         data["env"] = dict(self.env)
         data["exclude"] = list(self.exclude)
+        data["labels"] = dict(self.labels)
         return data
 
     @classmethod

@@ -21,6 +21,7 @@ from sti.model import (
     Result,
     ValidateRequest,
     parse_env_options,
+    parse_label_options,
 )
 from sti.settings import DEFAULT_BROKER_URL
 
@@ -88,6 +89,13 @@ def main() -> None:
     type=click.Path(path_type=Path),
     help="File of NAME=VALUE lines, as s2i reads it (repeatable; -e wins).",
 )
+@click.option(
+    "--label", "label_options", multiple=True, help="Image label NAME=VALUE (repeatable)."
+)
+@click.option(
+    "-n", "--application-name", "display_name", help="io.k8s.display-name (default: the tag)."
+)
+@click.option("--description", help="io.k8s.description of the image.")
 @click.option("-R", "--runtime", "runtime_image", help="Extended build: deploy into this image.")
 @click.option(
     "-m",
@@ -116,6 +124,7 @@ def build(
     app_image_tag: str,
     env_options: tuple[str, ...],
     env_files: tuple[Path, ...],
+    label_options: tuple[str, ...],
     exclude: tuple[str, ...],
     local: bool,
     docker_url: str | None,
@@ -133,6 +142,7 @@ def build(
             build_image=build_image,
             tag=app_image_tag,
             env=_environment(env_files, env_options),
+            labels=parse_label_options(label_options),
             exclude=exclude,
             **options,
         )

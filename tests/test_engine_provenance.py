@@ -62,7 +62,16 @@ def test_a_git_build_is_labelled_with_its_commit_and_builder(
     )
     url, sha = _repository(tmp_path)
     before = time.time()
-    result, _ = build(host, url, labelled_builder, app_tag, method=method, ref="main")
+    result, _ = build(
+        host,
+        url,
+        labelled_builder,
+        app_tag,
+        method=method,
+        ref="main",
+        labels={"vendor": "me", "team": "web"},
+        description="The app",
+    )
     assert result.success, result.messages
     labels = _labels(api, app_tag)
     builder_id = api.inspect_image(labelled_builder)["Id"]
@@ -78,8 +87,10 @@ def test_a_git_build_is_labelled_with_its_commit_and_builder(
         f"{OCI}.revision": sha,
         f"{OCI}.base.name": labelled_builder,
         f"{OCI}.base.digest": builder_id,
-        "io.k8s.display-name": "Builder",  # the builder's own, kept
-        "vendor": "acme",
+        "io.k8s.display-name": app_tag,  # the tag, over the builder's own, as s2i
+        "io.k8s.description": "The app",
+        "vendor": "me",  # --label wins over the builder's own
+        "team": "web",
         "io.sti.build-id": result.build_id,
     }
     date = time.strptime(labels[f"{S2I}.build.commit.date"], "%a %b %d %H:%M:%S %Y %z")
@@ -102,6 +113,8 @@ def test_a_directory_build_names_its_location_and_context_dir(
     )
     assert result.success, result.messages
     labels = _labels(api, app_tag)
+    assert labels["vendor"] == "acme"  # the builder's own label, kept
+    assert labels["io.k8s.display-name"] == app_tag
     assert labels[f"{S2I}.source-location"] == str(tmp_path / "src")
     assert labels[f"{S2I}.source-context-dir"] == "web"
     assert f"{OCI}.source" not in labels  # a path is no URL to find the source at

@@ -370,9 +370,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         owner=builder.owner,
         user=builder.user,
         saved_from=state.saved_from,
-        labels=image_labels(
-            state.source_labels, request.build_image, (request.build_image, builder.id)
-        ),
+        labels=image_labels(request, state.source_labels, (request.build_image, builder.id)),
     )
     bench.sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
     method = method_named(request.method)
@@ -418,7 +416,7 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
             owner=runtime.owner,
             user=runtime.user,
             labels=image_labels(
-                state.source_labels, request.build_image, (request.runtime_image or "", runtime.id)
+                request, state.source_labels, (request.runtime_image or "", runtime.id)
             ),
         )
         bench.sink(f"Deploying the build output into {request.runtime_image}")

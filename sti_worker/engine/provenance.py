@@ -17,6 +17,7 @@ from sti.upload_refs import SCHEME as UPLOAD_SCHEME
 
 S2I = "io.openshift.s2i"
 OCI = "org.opencontainers.image"
+K8S = "io.k8s"
 
 
 def source_labels(
@@ -39,18 +40,23 @@ def source_labels(
 
 
 def image_labels(
+    request: BuildRequest,
     source: Mapping[str, str],
-    build_image: str,
     base: tuple[str, str],
     created: float | None = None,
 ) -> dict[str, str]:
-    """Every provenance label of an output image: the source's, the builder's, its base (name
-    and image id: the builder, or the runtime image of an extended build) and the time."""
+    """Every label sti gives an output image: the source's provenance, the builder's, its base
+    (name and image id: the builder, or the runtime image of an extended build), the time, the
+    display name (the tag unless given, as s2i) and description; then the user's --label."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
-    return {
+    labels = {
         **source,
-        f"{S2I}.build.image": build_image,
+        f"{S2I}.build.image": request.build_image,
         f"{OCI}.base.name": base[0],
         f"{OCI}.base.digest": base[1],
         f"{OCI}.created": stamp,
+        f"{K8S}.display-name": request.display_name or request.tag,
     }
+    if request.description:
+        labels[f"{K8S}.description"] = request.description
+    return {**labels, **request.labels}

@@ -129,6 +129,11 @@ def _local_request(tmp_path: Path, *options: str) -> tuple[int, str]:
         @staticmethod
         def build_locally(request: object, docker_url: object, sink: object) -> None:
             seen["env"] = request.env  # type: ignore[attr-defined]
+            seen["labels"] = {  # type: ignore[attr-defined]
+                **request.labels,  # type: ignore[attr-defined]
+                "display_name": request.display_name,  # type: ignore[attr-defined]
+                "description": request.description,  # type: ignore[attr-defined]
+            }
             raise SystemExit(0)
 
     source = tmp_path / "app"
@@ -141,7 +146,9 @@ def _local_request(tmp_path: Path, *options: str) -> tuple[int, str]:
         )
     finally:
         cli._local_engine = original  # type: ignore[assignment]
-    return result.exit_code, json.dumps(seen.get("env")) if "env" in seen else result.output
+    if "env" not in seen:
+        return result.exit_code, result.output
+    return result.exit_code, json.dumps(seen["env"] if "--label" not in options else seen["labels"])
 
 
 def test_e_files_apply_in_order_and_e_options_win(tmp_path: Path) -> None:
@@ -161,3 +168,29 @@ def test_a_bad_e_file_is_bad_input(tmp_path: Path) -> None:
     code, output = _local_request(tmp_path, "-E", str(tmp_path / "missing"))
     assert code == 2
     assert "cannot be read" in output
+
+
+def test_labels_a_display_name_and_a_description_reach_the_request(tmp_path: Path) -> None:
+    options = ["--label", "team=web", "--label", "url=http://x/?a=b", "-n", "Shop"]
+    code, labels = _local_request(tmp_path, *options, "--description", "The shop")
+    assert code == 0
+    assert json.loads(labels) == {
+        "team": "web",
+        "url": "http://x/?a=b",
+        "display_name": "Shop",
+        "description": "The shop",
+    }
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("nolabel", "label option 'nolabel' is not NAME=VALUE"),
+        ("=x", "label name '' is invalid"),
+        ("io.sti.build-id=forged", "label io.sti.build-id is sti's own"),
+    ],
+)
+def test_a_bad_label_is_bad_input(tmp_path: Path, option: str, message: str) -> None:
+    code, output = _local_request(tmp_path, "--label", option)
+    assert code == 2
+    assert message in output

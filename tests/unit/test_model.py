@@ -186,6 +186,61 @@ def test_task_arguments_become_a_request_whose_build_id_is_the_task_id() -> None
             {"source": "/src", "build_image": "acme/b", "tag": "acme/app", "ref": ["main"]},
             "ref must be a string or null",
         ),
+        (
+            (),
+            {"source": "/src", "build_image": "acme/b", "tag": "acme/app", "labels": ["a=b"]},
+            "labels must be an object",
+        ),
+        (
+            (),
+            {"source": "/src", "build_image": "acme/b", "tag": "acme/app", "labels": {"a": 1}},
+            "label a must have a string value",
+        ),
+        (
+            (),
+            {"source": "/src", "build_image": "acme/b", "tag": "acme/app", "labels": {"a=b": ""}},
+            "label name 'a=b' is invalid",
+        ),
+        (
+            (),
+            {
+                "source": "/src",
+                "build_image": "acme/b",
+                "tag": "acme/app",
+                "labels": {"io.sti.build-id": "0" * 32},
+            },
+            "label io.sti.build-id is sti's own",
+        ),
+        (
+            (),
+            {
+                "source": "/src",
+                "build_image": "acme/b",
+                "tag": "acme/app",
+                "labels": {f"l{i}": "" for i in range(101)},
+            },
+            "101 labels given; at most 100",
+        ),
+        (
+            (),
+            {
+                "source": "/src",
+                "build_image": "acme/b",
+                "tag": "acme/app",
+                "labels": {"a": "x" * 70000},
+            },
+            "the labels given take 70001 bytes",
+        ),
+        (
+            (),
+            {"source": "/src", "build_image": "acme/b", "tag": "acme/app", "description": 5},
+            "description must be a string or null",
+        ),
+        (
+            (),
+            {"source": "/src", "build_image": "acme/b", "tag": "acme/app", "display_name": "a\x00"},
+            "display_name must be at most 4096 characters, without NUL",
+        ),
     ],
 )
 def test_task_arguments_of_the_wrong_shape_or_type_are_refused(
