@@ -33,6 +33,7 @@ ENV_MAX_VARIABLES = 256
 ENV_MAX_BYTES = 128 * 1024
 LABELS_MAX = 100
 LABELS_MAX_BYTES = 64 * 1024
+PULL_POLICIES = ("if-not-present", "always", "never")
 RESERVED_LABEL_PREFIX = "io.sti."  # sti finds what a build made by io.sti.build-id
 
 
@@ -227,6 +228,9 @@ _BUILD_TYPES = {
     "labels": (dict,),
     "display_name": _OPTIONAL,
     "description": _OPTIONAL,
+    "pull_policy": _STRING,
+    "incremental_pull_policy": _STRING,
+    "runtime_pull_policy": _STRING,
     "build_id": _STRING,
 }
 _VALIDATE_TYPES = {
@@ -254,6 +258,9 @@ class BuildRequest:
     labels: Mapping[str, str] = field(default_factory=dict)  # --label, over the generated ones
     display_name: str | None = None  # io.k8s.display-name (default: the tag), as s2i's -n
     description: str | None = None  # io.k8s.description
+    pull_policy: str = "if-not-present"  # of BUILD_IMAGE, as s2i's --pull-policy
+    incremental_pull_policy: str = "if-not-present"  # of the previous image
+    runtime_pull_policy: str = "if-not-present"  # of the runtime image
     build_id: str = field(default_factory=new_build_id)
 
     def __post_init__(self) -> None:
@@ -280,6 +287,12 @@ class BuildRequest:
             if given is not None and (len(given) > 4096 or "\x00" in given):
                 raise InvalidInput(f"{name} must be at most 4096 characters, without NUL")
         object.__setattr__(self, "labels", validate_labels(dict(self.labels)))
+        for name in ("pull_policy", "incremental_pull_policy", "runtime_pull_policy"):
+            if getattr(self, name) not in PULL_POLICIES:
+                raise InvalidInput(
+                    f"{name} {getattr(self, name)!r} is unknown; use one of: "
+                    f"{', '.join(PULL_POLICIES)}"
+                )
         check_build_id(self.build_id)
 
     @property

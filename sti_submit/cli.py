@@ -17,6 +17,7 @@ from sti.env_files import read_environment_file
 from sti.errors import ExitCode, InvalidInput, StiError, exit_code_for
 from sti.model import (
     METHODS,
+    PULL_POLICIES,
     BuildRequest,
     Result,
     ValidateRequest,
@@ -70,6 +71,15 @@ wait_options = _stack(
 )
 
 
+def _pull_policy_option(flag: str, what: str) -> Callable[[Any], Any]:
+    return click.option(
+        flag,
+        type=click.Choice(PULL_POLICIES),
+        default="if-not-present",
+        help=f"When to pull {what}.",
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """sti: build ready-to-run Docker images from source and a builder image."""
@@ -105,7 +115,7 @@ def main() -> None:
     show_default=True,
     help="build = generated Dockerfile + docker build; run = container + commit.",
 )
-@click.option("--ref", help="git branch, tag or commit to build.")
+@click.option("-r", "--ref", help="git branch, tag or commit to build.")
 @click.option("--context-dir", help="Build only this subdirectory of the source.")
 @click.option("--ignore-submodules", is_flag=True, help="Do not fetch git submodules.")
 @click.option("--push", is_flag=True, help="Push APP_IMAGE_TAG to its registry after tagging.")
@@ -114,6 +124,13 @@ def main() -> None:
     multiple=True,
     help="gitignore-style pattern left out of an uploaded directory (repeatable).",
 )
+@_pull_policy_option("--pull-policy", "BUILD_IMAGE")
+@_pull_policy_option("--incremental-pull-policy", "the previous image of an incremental build")
+@_pull_policy_option("--runtime-pull-policy", "the runtime image")
+@click.option("--incremental", is_flag=True, help="s2i's: sti builds incrementally when it can.")
+@click.option("--rm", "remove_previous", is_flag=True, help="s2i's: sti always does so.")
+@click.option("--copy", "copy_source", is_flag=True, help="s2i's: sti always copies.")
+@click.option("--keep-symlinks", is_flag=True, help="s2i's: sti always keeps them.")
 @json_option
 @wait_options
 @local_options
@@ -126,6 +143,10 @@ def build(
     env_files: tuple[Path, ...],
     label_options: tuple[str, ...],
     exclude: tuple[str, ...],
+    incremental: bool,
+    remove_previous: bool,
+    copy_source: bool,
+    keep_symlinks: bool,
     local: bool,
     docker_url: str | None,
     broker: str,
@@ -136,6 +157,16 @@ def build(
     **options: Any,
 ) -> None:
     """Build SOURCE with BUILD_IMAGE into an image tagged APP_IMAGE_TAG."""
+    if incremental and options.get("clean"):
+        raise click.BadParameter("--incremental and --clean contradict each other")
+    for given, note in (
+        (incremental, "--incremental: sti builds incrementally whenever it can (--clean not)"),
+        (remove_previous, "--rm: sti removes the image its tag named before, unless in use"),
+        (copy_source, "--copy: sti always copies the source into the build"),
+        (keep_symlinks, "--keep-symlinks: sti always keeps symbolic links as links"),
+    ):
+        if given and not (quiet or as_json):
+            click.echo(f"Note: {note}", err=True)
     request = _checked(
         lambda: BuildRequest(
             source=source,

@@ -204,18 +204,40 @@ class DockerHost:
         return self.api.inspect_image(ref).get("Config") or {}
 
     def ensure_image(
-        self, ref: str, sink: LogSink, missing: type[StiError] = NoSuchBaseImage
+        self,
+        ref: str,
+        sink: LogSink,
+        missing: type[StiError] = NoSuchBaseImage,
+        policy: str = "if-not-present",
     ) -> str:
-        """The id of ref, pulling it first when this engine does not have it."""
+        """The id of ref, pulled as the policy says: when this engine does not have it
+        (if-not-present), first whatever it has (always: a registry that fails leaves the image
+        this engine has), or never."""
         found = self.image_id(ref)
+        if policy == "always":
+            sink(f"Pulling {ref} (pull policy always)")
+            try:
+                self.pull(ref)
+            except PullImageFailed as error:
+                if not found:
+                    raise
+                sink(f"{error.message}; using the image this engine has")
+                return found
+            return self.image_id(ref) or found or self._not_found(ref, missing)
         if found:
             return found
+        if policy == "never":
+            raise missing(f"image {ref} is not on this engine, and the pull policy is never")
         sink(f"Image {ref} not found locally, pulling it")
         self.pull(ref)
         found = self.image_id(ref)
         if not found:
             raise missing(f"image {ref} does not exist, even after pulling it")
         return found
+
+    @staticmethod
+    def _not_found(ref: str, missing: type[StiError]) -> str:
+        raise missing(f"image {ref} does not exist, even after pulling it")
 
     def pull(self, ref: str) -> None:
         try:

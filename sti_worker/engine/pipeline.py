@@ -249,7 +249,13 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
     request = state.request
     required = INCREMENTAL_SCRIPTS if request.extended else DEPLOY_SCRIPTS
     builder = _base_image(
-        bench.docker, request.build_image, required, "Base", request.build_id, bench.sink
+        bench.docker,
+        request.build_image,
+        required,
+        "Base",
+        request.build_id,
+        bench.sink,
+        request.pull_policy,
     )
     state = replace(state, builder=builder)
     if request.runtime_image:
@@ -260,6 +266,7 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
             "Runtime",
             request.build_id,
             bench.sink,
+            request.runtime_pull_policy,
         )
         state = replace(state, runtime=runtime)
     return state
@@ -271,8 +278,8 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     if request.clean:
         return state.say(bench.sink, "Clean build: previous artifacts are not reused")
     previous = build_tag_for(request.tag) if request.extended else request.tag
-    previous_id = bench.docker.image_id(previous) or _pull_previous(
-        bench.docker, previous, bench.sink
+    previous_id = _previous_image(
+        bench.docker, previous, request.incremental_pull_policy, bench.sink
     )
     if previous_id is None:
         return state.say(bench.sink, f"No previous image {previous}: clean build")
@@ -461,15 +468,23 @@ def _short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
-def _pull_previous(docker: DockerHost, previous: str, sink: LogSink) -> str | None:
-    """Another host may have built the previous image: its registry has it if it was pushed."""
+def _previous_image(docker: DockerHost, previous: str, policy: str, sink: LogSink) -> str | None:
+    """The previous image's id as its pull policy finds it, None when there is none. Another
+    host may have built it: its registry has it if it was pushed; a registry that fails leaves
+    the image this host has."""
+    found = docker.image_id(previous)
+    if policy == "never" or (found and policy == "if-not-present"):
+        return found
     if registry_of(previous) is None:
-        return None
+        return found
     try:
         docker.pull(previous)
-    except StiError:
-        sink(f"Previous image {previous} is neither on this host nor in its registry")
-        return None
+    except StiError as error:
+        if found:
+            sink(f"Pulling previous image {previous} failed ({error.message}): using this host's")
+        else:
+            sink(f"Previous image {previous} is neither on this host nor in its registry")
+        return found
     sink(f"Pulled previous image {previous} from its registry")
     return docker.image_id(previous)
 
@@ -682,11 +697,12 @@ def _base_image(
     role: str,
     build_id: str,
     sink: LogSink,
+    pull_policy: str,
 ) -> BaseImage:
-    """Pull name if missing, refuse it unless it has the required scripts, and keep what the
-    build needs of it."""
+    """Pull name as its policy says, refuse it unless it has the required scripts, and keep
+    what the build needs of it."""
     missing = NoSuchBaseImage if role == "Base" else NoSuchRuntimeImage
-    image_id = docker.ensure_image(name, sink, missing)
+    image_id = docker.ensure_image(name, sink, missing, pull_policy)
     config = docker.image_config(image_id)
     scripts = inspect_scripts(
         docker, image_id, build_id=build_id, role=f"{role.lower()}-check", config=config

@@ -3,12 +3,10 @@ which values win, and the files a source must not make sti read."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from sti.env_files import (
     MAX_FILE_BYTES,
@@ -17,7 +15,7 @@ from sti.env_files import (
     source_environment,
 )
 from sti.errors import InvalidInput
-from sti_submit import cli
+from tests.unit.cli_requests import local_request
 
 
 def test_the_s2i_format() -> None:
@@ -119,67 +117,31 @@ def test_a_sources_environment_that_is_a_fifo_or_a_directory_is_refused(tmp_path
         source_environment(root)
 
 
-def _local_request(tmp_path: Path, *options: str) -> tuple[int, str]:
-    """What sti-submit build --local would send, without an engine: the request's env as the
-    CLI made it, or its refusal (exit 2)."""
-    runner = CliRunner()
-    seen: dict[str, object] = {}
-
-    class Engine:
-        @staticmethod
-        def build_locally(request: object, docker_url: object, sink: object) -> None:
-            seen["env"] = request.env  # type: ignore[attr-defined]
-            seen["labels"] = {  # type: ignore[attr-defined]
-                **request.labels,  # type: ignore[attr-defined]
-                "display_name": request.display_name,  # type: ignore[attr-defined]
-                "description": request.description,  # type: ignore[attr-defined]
-            }
-            raise SystemExit(0)
-
-    source = tmp_path / "app"
-    source.mkdir(exist_ok=True)
-    original = cli._local_engine
-    cli._local_engine = lambda: Engine  # type: ignore[assignment]
-    try:
-        result = runner.invoke(
-            cli.main, ["build", str(source), "img", "acme/app", "--local", *options]
-        )
-    finally:
-        cli._local_engine = original  # type: ignore[assignment]
-    if "env" not in seen:
-        return result.exit_code, result.output
-    return result.exit_code, json.dumps(seen["env"] if "--label" not in options else seen["labels"])
-
-
 def test_e_files_apply_in_order_and_e_options_win(tmp_path: Path) -> None:
     (tmp_path / "one").write_text("A=one\nB=one\nC=one\n")
     (tmp_path / "two").write_text("B=two\nC=two\n")
     options = ["-E", str(tmp_path / "one"), "--environment-file", str(tmp_path / "two")]
-    code, env = _local_request(tmp_path, *options, "-e", "C=option")
-    assert code == 0
-    assert json.loads(env) == {"A": "one", "B": "two", "C": "option"}
+    submitted = local_request(tmp_path, *options, "-e", "C=option")
+    assert submitted.request is not None, submitted.output
+    assert submitted.request.env == {"A": "one", "B": "two", "C": "option"}
 
 
 def test_a_bad_e_file_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "bad").write_text("not a variable\n")
-    code, output = _local_request(tmp_path, "-E", str(tmp_path / "bad"))
-    assert code == 2
-    assert "line 1: 'not a variable' is not NAME=VALUE" in output
-    code, output = _local_request(tmp_path, "-E", str(tmp_path / "missing"))
-    assert code == 2
-    assert "cannot be read" in output
+    submitted = local_request(tmp_path, "-E", str(tmp_path / "bad"))
+    assert submitted.exit_code == 2
+    assert "line 1: 'not a variable' is not NAME=VALUE" in submitted.output
+    submitted = local_request(tmp_path, "-E", str(tmp_path / "missing"))
+    assert submitted.exit_code == 2
+    assert "cannot be read" in submitted.output
 
 
 def test_labels_a_display_name_and_a_description_reach_the_request(tmp_path: Path) -> None:
     options = ["--label", "team=web", "--label", "url=http://x/?a=b", "-n", "Shop"]
-    code, labels = _local_request(tmp_path, *options, "--description", "The shop")
-    assert code == 0
-    assert json.loads(labels) == {
-        "team": "web",
-        "url": "http://x/?a=b",
-        "display_name": "Shop",
-        "description": "The shop",
-    }
+    request = local_request(tmp_path, *options, "--description", "The shop").request
+    assert request is not None
+    assert request.labels == {"team": "web", "url": "http://x/?a=b"}
+    assert (request.display_name, request.description) == ("Shop", "The shop")
 
 
 @pytest.mark.parametrize(
@@ -191,6 +153,6 @@ def test_labels_a_display_name_and_a_description_reach_the_request(tmp_path: Pat
     ],
 )
 def test_a_bad_label_is_bad_input(tmp_path: Path, option: str, message: str) -> None:
-    code, output = _local_request(tmp_path, "--label", option)
-    assert code == 2
-    assert message in output
+    submitted = local_request(tmp_path, "--label", option)
+    assert submitted.exit_code == 2
+    assert message in submitted.output

@@ -62,3 +62,21 @@ def test_patterns_of_the_source_and_of_exclude_are_applied(tmp_path: Path) -> No
     assert skip("a/.git/")
     assert skip("  #not-a-comment")
     assert not skip("app.py")
+
+
+def test_an_s2iignore_applies_next_to_the_stiignore(tmp_path: Path) -> None:
+    (tmp_path / IGNORE_FILE).write_text("*.log\n")
+    (tmp_path / ".s2iignore").write_text("tmp/\n!keep.log\n")
+    skip = ignore_matcher(tmp_path)
+    assert skip("debug.log") and skip("tmp/")
+    assert not skip("keep.log")  # its negation comes after the .stiignore's pattern
+    assert not skip("app.py")
+    (tmp_path / ".s2iignore").write_text("*.tmp\n" * 200_000)
+    with pytest.raises(InvalidInput, match=r"\.s2iignore is larger than"):
+        ignore_matcher(tmp_path)
+
+
+def test_an_s2iignore_that_is_a_link_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_text("app.py\n")
+    (tmp_path / ".s2iignore").symlink_to(tmp_path / "elsewhere")
+    assert not ignore_matcher(tmp_path)("app.py")
