@@ -136,6 +136,30 @@ def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
     return dict(labels)
 
 
+_SCRIPTS_DIR = re.compile(r"^image://(/[A-Za-z0-9._@+-]+)+/?$")
+
+
+def check_scripts_url(url: str) -> str:
+    """An s2i scripts URL sti takes: image://<absolute directory in the image>."""
+    if not _SCRIPTS_DIR.fullmatch(url) or "/../" in f"{url}/" or "/./" in f"{url}/":
+        raise InvalidInput(
+            f"--scripts-url {url[:200]!r} is not image:///a/directory: sti takes the scripts "
+            "from a directory of the builder image (not yet from http(s):// or file:// URLs)"
+        )
+    return url
+
+
+_DESTINATION = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
+
+
+def check_destination(path: str, origin: str) -> str:
+    """An s2i destination: an absolute directory, plainly written (it is used in a Dockerfile)."""
+    parts = path.split("/")
+    if not _DESTINATION.fullmatch(path) or ".." in parts or "." in parts or len(path) > 1024:
+        raise InvalidInput(f"{origin} {path[:200]!r} is not a plain absolute directory")
+    return path
+
+
 def parse_label_options(options: Iterable[str]) -> dict[str, str]:
     """Repeated --label NAME=VALUE: the value is everything after the first "="."""
     labels: dict[str, str] = {}
@@ -228,6 +252,8 @@ _BUILD_TYPES = {
     "labels": (dict,),
     "display_name": _OPTIONAL,
     "description": _OPTIONAL,
+    "scripts_url": _OPTIONAL,
+    "destination": _OPTIONAL,
     "pull_policy": _STRING,
     "incremental_pull_policy": _STRING,
     "runtime_pull_policy": _STRING,
@@ -239,6 +265,9 @@ _VALIDATE_TYPES = {
     "runtime_image": _OPTIONAL,
     "build_id": _STRING,
 }
+
+
+_REQUIRED_BUILD_FIELDS = ("source", "build_image", "tag")
 
 
 @dataclass(frozen=True)
@@ -258,6 +287,8 @@ class BuildRequest:
     labels: Mapping[str, str] = field(default_factory=dict)  # --label, over the generated ones
     display_name: str | None = None  # io.k8s.display-name (default: the tag), as s2i's -n
     description: str | None = None  # io.k8s.description
+    scripts_url: str | None = None  # image://DIR: the builder's s2i scripts, over its labels
+    destination: str | None = None  # s2i images: where src and artifacts go, over the label
     pull_policy: str = "if-not-present"  # of BUILD_IMAGE, as s2i's --pull-policy
     incremental_pull_policy: str = "if-not-present"  # of the previous image
     runtime_pull_policy: str = "if-not-present"  # of the runtime image
@@ -287,6 +318,10 @@ class BuildRequest:
             if given is not None and (len(given) > 4096 or "\x00" in given):
                 raise InvalidInput(f"{name} must be at most 4096 characters, without NUL")
         object.__setattr__(self, "labels", validate_labels(dict(self.labels)))
+        if self.scripts_url is not None:
+            check_scripts_url(self.scripts_url)
+        if self.destination is not None:
+            check_destination(self.destination, "--destination")
         for name in ("pull_policy", "incremental_pull_policy", "runtime_pull_policy"):
             if getattr(self, name) not in PULL_POLICIES:
                 raise InvalidInput(
@@ -305,6 +340,19 @@ class BuildRequest:
         data["exclude"] = list(self.exclude)
         data["labels"] = dict(self.labels)
         return data
+
+    def task_keywords(self) -> dict[str, Any]:
+        """The keywords of an sti.build message for this request: those not at their default
+        (a worker that predates an option still takes a build that does not use it), without
+        the build id (the task's id)."""
+        defaults = BuildRequest(self.source, self.build_image, self.tag, build_id=self.build_id)
+        given = self.to_json()
+        unchanged = defaults.to_json()
+        return {
+            name: value
+            for name, value in given.items()
+            if name != "build_id" and (name in _REQUIRED_BUILD_FIELDS or value != unchanged[name])
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BuildRequest:

@@ -116,6 +116,10 @@ def main() -> None:
     help="build = generated Dockerfile + docker build; run = container + commit.",
 )
 @click.option("-r", "--ref", help="git branch, tag or commit to build.")
+@click.option(
+    "-s", "--scripts-url", help="image://DIR: the builder's s2i scripts, over its labels."
+)
+@click.option("-d", "--destination", help="s2i builders: where source and artifacts go (/tmp).")
 @click.option("--context-dir", help="Build only this subdirectory of the source.")
 @click.option("--ignore-submodules", is_flag=True, help="Do not fetch git submodules.")
 @click.option("--push", is_flag=True, help="Push APP_IMAGE_TAG to its registry after tagging.")

@@ -63,8 +63,8 @@ class StiClient:
             request = replace(request, env={**found, **request.env})
         if local.exists():
             request = replace(request, source=self._upload(local, request.exclude, say))
-        kwargs = request.to_json()
-        build_id = kwargs.pop("build_id")
+        kwargs = request.task_keywords()
+        build_id = request.build_id
         self._claim_id(build_id)
         self.redis.lpush(SHARED_QUEUE, task_message(BUILD_TASK, build_id, kwargs, SHARED_QUEUE))
         return build_id

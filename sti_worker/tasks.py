@@ -170,7 +170,7 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> int
         return 0
     lock = _tag_lock(request.tag, request.build_id)
     if lock.acquire():
-        keywords = {k: v for k, v in request.to_json().items() if k != "build_id"}
+        keywords = request.task_keywords()
         return _running_builds().start(
             request.build_id,
             settings.host_id,

@@ -39,6 +39,7 @@ class PrepareSpec:
     entrypoint: Sequence[str] | None = field(default=None)
     owner: tuple[int, int] | None = None  # the image's numeric USER owns the inputs
     user: str | None = None  # the image's USER as written
+    input_root: str = "/tmp"  # where the inputs go (an s2i image's destination)
     saved_from: SavedArtifacts | None = None  # BuildKit: run save-artifacts inside the build
     labels: Mapping[str, str] = field(default_factory=dict)  # of the new image (provenance)
 
@@ -178,7 +179,7 @@ def legacy_dockerfile(spec: PrepareSpec) -> str:
     lines += _env_lines(spec)
     for name in _INPUT_DIRS:
         if name in spec.input_dirs:
-            lines.append(f"COPY {_chown(spec)}{name} /tmp/{name}")
+            lines.append(f"COPY {_chown(spec)}{name} {spec.input_root}/{name}")
     lines += [f'RUN ["{spec.scripts.prepare}"]', f'CMD ["{spec.scripts.run}"]']
     return "\n".join(lines) + "\n"
 
@@ -194,14 +195,14 @@ def buildkit_dockerfile(spec: PrepareSpec, references: Mapping[str, str]) -> str
     if spec.saved_from:
         lines += _save_stage(spec.saved_from, references[spec.saved_from.image])
         mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},source=/tmp/artifacts,"
-        mount += "target=/tmp/artifacts,rw "
+        mount += f"target={spec.input_root}/artifacts,rw "
     elif "artifacts" in spec.input_dirs:
         lines += [f"FROM scratch AS {_ARTIFACTS_STAGE}", f"COPY {_chown(spec)}artifacts /"]
-        mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},target=/tmp/artifacts,rw "
+        mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},target={spec.input_root}/artifacts,rw "
     lines.append(f"FROM {references[spec.base_image]}")
     for name in ("src", "build"):
         if name in spec.input_dirs:
-            lines.append(f"COPY {_chown(spec)}{name} /tmp/{name}")
+            lines.append(f"COPY {_chown(spec)}{name} {spec.input_root}/{name}")
     lines.append(f"ARG {BUILD_ID_ARG}")
     lines += _env_lines(spec)
     if spec.owner:
@@ -238,17 +239,18 @@ class ContainerMethod:
     name = "run"
 
     def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
+        root = spec.input_root
         container = host.create_container(
             spec.base_image,
             [spec.scripts.prepare],
             name=container_name(spec.build_id, f"{spec.stage}-prepare"),
             build_id=spec.build_id,
             env=spec.env,
-            empty_volume_at="/tmp/artifacts" if "artifacts" in spec.input_dirs else None,
+            empty_volume_at=f"{root}/artifacts" if "artifacts" in spec.input_dirs else None,
             labels=spec.labels,  # a committed container's labels are its image's
         )
         try:
-            host.put_archive(container, "/tmp", stream_tar(spec.inputs, owner=spec.owner))
+            host.put_archive(container, root, stream_tar(spec.inputs, owner=spec.owner))
             exit_code, last_lines = host.run_to_completion(container, sink)
             if exit_code != 0:
                 oom = host.oom_killed(container)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sti.env_files import SOURCE_ENVIRONMENT, source_environment
-from sti.errors import InvalidImage, NoSuchBaseImage, NoSuchRuntimeImage, StiError
+from sti.errors import InvalidImage, InvalidInput, NoSuchBaseImage, NoSuchRuntimeImage, StiError
 from sti.model import (
     BUILD_ID_PATTERN,
     BuildRequest,
@@ -26,6 +26,7 @@ from sti.model import (
     ValidateRequest,
     build_tag_for,
     check_build_id,
+    check_destination,
     registry_of,
 )
 from sti.redaction import redact
@@ -49,6 +50,7 @@ from .protocol import (
     ARTIFACTS_DIR,
     BUILD_DIR,
     DEPLOY_SCRIPTS,
+    DESTINATION_LABEL,
     INCREMENTAL_SCRIPTS,
     SAVE_ROLE,
     Scripts,
@@ -82,6 +84,7 @@ class BaseImage:
     entrypoint: tuple[str, ...] | None = None
     owner: tuple[int, int] | None = None  # its numeric USER, who gets the inputs
     user: str | None = None  # its USER as written
+    destination: str = "/tmp"  # where its inputs go (s2i's destination)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +93,7 @@ class BaseImage:
             "entrypoint": list(self.entrypoint) if self.entrypoint else None,
             "owner": list(self.owner) if self.owner else None,
             "user": self.user,
+            "destination": self.destination,
         }
 
     @classmethod
@@ -101,6 +105,7 @@ class BaseImage:
             entrypoint=tuple(entrypoint) if entrypoint else None,
             owner=(int(owner[0]), int(owner[1])) if owner else None,
             user=data.get("user"),
+            destination=str(data.get("destination") or "/tmp"),
         )
 
 
@@ -256,6 +261,8 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
         request.build_id,
         bench.sink,
         request.pull_policy,
+        request.scripts_url,
+        request.destination,
     )
     state = replace(state, builder=builder)
     if request.runtime_image:
@@ -292,6 +299,7 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         role="previous",
         config=config,
         check_artifacts_dir=buildkit,
+        scripts_url=request.scripts_url,
     )
     save = scripts.scripts.save_artifacts
     if not scripts.has(SAVE_ROLE):
@@ -376,6 +384,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         entrypoint=builder.entrypoint,
         owner=builder.owner,
         user=builder.user,
+        input_root=builder.destination,
         saved_from=state.saved_from,
         labels=image_labels(request, state.source_labels, (request.build_image, builder.id)),
     )
@@ -422,6 +431,7 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
             entrypoint=runtime.entrypoint,
             owner=runtime.owner,
             user=runtime.user,
+            input_root=runtime.destination,
             labels=image_labels(
                 request, state.source_labels, (request.runtime_image or "", runtime.id)
             ),
@@ -698,6 +708,8 @@ def _base_image(
     build_id: str,
     sink: LogSink,
     pull_policy: str,
+    scripts_url: str | None = None,
+    destination: str | None = None,
 ) -> BaseImage:
     """Pull name as its policy says, refuse it unless it has the required scripts, and keep
     what the build needs of it."""
@@ -705,7 +717,12 @@ def _base_image(
     image_id = docker.ensure_image(name, sink, missing, pull_policy)
     config = docker.image_config(image_id)
     scripts = inspect_scripts(
-        docker, image_id, build_id=build_id, role=f"{role.lower()}-check", config=config
+        docker,
+        image_id,
+        build_id=build_id,
+        role=f"{role.lower()}-check",
+        config=config,
+        scripts_url=scripts_url,
     )
     problems = scripts.problems(required)
     if problems:
@@ -720,7 +737,26 @@ def _base_image(
         tuple(entrypoint) if entrypoint else None,
         _owner(config),
         config.get("User") or None,
+        _destination(name, scripts.scripts, config, destination),
     )
+
+
+def _destination(name: str, scripts: Scripts, config: Mapping[str, Any], given: str | None) -> str:
+    """Where an s2i image's inputs go: --destination, else its io.openshift.s2i.destination
+    label, else /tmp; an original builder keeps the original's /tmp."""
+    if scripts.kind != "s2i":
+        if given:
+            raise InvalidInput(
+                f"--destination applies to s2i builder images; {name} has the original layout "
+                "(/usr/bin/prepare), whose inputs are in /tmp"
+            )
+        return "/tmp"
+    if given:
+        return given
+    label = (config.get("Labels") or {}).get(DESTINATION_LABEL)
+    if not label:
+        return "/tmp"
+    return check_destination(str(label), f"the {DESTINATION_LABEL} label of {name}")
 
 
 def _owner(config: Mapping[str, Any]) -> tuple[int, int] | None:

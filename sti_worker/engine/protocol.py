@@ -1,9 +1,10 @@
 """The builder-image protocols: which scripts an image must have, where, and how sti checks.
 
 The original sti protocol keeps prepare, run and save-artifacts in /usr/bin, and save-artifacts
-fills /tmp/artifacts. An s2i builder image names its scripts directory in the label
-io.openshift.s2i.scripts-url (image://<dir>) and keeps assemble (the prepare step), run and
-save-artifacts there; its save-artifacts writes a tar of the artifacts to stdout. Scripts are
+fills /tmp/artifacts. An s2i builder image keeps assemble (the prepare step), run and
+save-artifacts in the directory --scripts-url, else its label io.openshift.s2i.scripts-url,
+else the legacy io.s2i.scripts-url names (image://<dir>), else in /usr/libexec/s2i when it has
+no /usr/bin/prepare; its save-artifacts writes a tar of the artifacts to stdout. Scripts are
 looked up through the Docker archive API in a created, never started container, so images with
 an ENTRYPOINT, without a shell or without /bin/true are checked just the same.
 """
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sti.errors import InvalidImage
+from sti.errors import InvalidImage, InvalidInput
 
 from .docker_host import DockerHost, PathStat, container_name
 
@@ -27,6 +28,9 @@ INCREMENTAL_SCRIPTS = (PREPARE_ROLE, RUN_ROLE, SAVE_ROLE)
 ARTIFACTS_DIR = "/tmp/artifacts"
 BUILD_DIR = "/tmp/build"
 S2I_SCRIPTS_LABEL = "io.openshift.s2i.scripts-url"
+S2I_LABELS = (S2I_SCRIPTS_LABEL, "io.s2i.scripts-url")  # s2i's order: the legacy one second
+S2I_DEFAULT_DIR = "/usr/libexec/s2i"
+DESTINATION_LABEL = "io.openshift.s2i.destination"
 
 
 @dataclass(frozen=True)
@@ -58,19 +62,34 @@ class Scripts:
 ORIGINAL = Scripts("sti", "/usr/bin/prepare", "/usr/bin/run", "/usr/bin/save-artifacts")
 
 
-def scripts_of(image: str, config: Mapping[str, Any]) -> Scripts:
-    """The scripts of an image, from its labels (s2i) or the original locations."""
-    url = (config.get("Labels") or {}).get(S2I_SCRIPTS_LABEL)
-    if not url:
-        return ORIGINAL
-    if not url.startswith("image://") or ".." in url:
-        raise InvalidImage(
-            f"image {image} keeps its s2i scripts at {url!r}; sti supports image:// locations only"
-        )
-    directory = "/" + url.removeprefix("image://").strip("/")
+def s2i_scripts_at(directory: str) -> Scripts:
+    directory = "/" + directory.strip("/")
     return Scripts(
         "s2i", f"{directory}/assemble", f"{directory}/run", f"{directory}/save-artifacts"
     )
+
+
+S2I_DEFAULT = s2i_scripts_at(S2I_DEFAULT_DIR)
+
+
+def scripts_of(
+    image: str, config: Mapping[str, Any], scripts_url: str | None = None
+) -> Scripts | None:
+    """The scripts that --scripts-url or, failing it, the image's labels name (s2i's order),
+    or None when nothing names them (see inspect_scripts)."""
+    labels = config.get("Labels") or {}
+    named = [("--scripts-url", scripts_url)] + [(name, labels.get(name)) for name in S2I_LABELS]
+    for origin, url in named:
+        if not url:
+            continue
+        if not isinstance(url, str) or not url.startswith("image://") or ".." in url:
+            error = InvalidInput if origin == "--scripts-url" else InvalidImage
+            raise error(
+                f"{origin} of {image} is {url!r}: sti takes image:// locations (a directory "
+                "in the image) only"
+            )
+        return s2i_scripts_at(url.removeprefix("image://"))
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,23 +125,33 @@ def inspect_scripts(
     role: str,
     config: Mapping[str, Any] | None = None,
     check_artifacts_dir: bool = False,
+    scripts_url: str | None = None,
 ) -> ImageScripts:
-    """Find which protocol scripts image has, and where (config: its inspected Config); with
-    check_artifacts_dir, also whether its /tmp/artifacts is empty."""
-    scripts = scripts_of(image, host.image_config(image) if config is None else config)
+    """Find which protocol scripts image has, and where (config: its inspected Config;
+    scripts_url: a --scripts-url over its labels); with check_artifacts_dir, also whether its
+    /tmp/artifacts is empty."""
+    named = scripts_of(image, host.image_config(image) if config is None else config, scripts_url)
+    # nothing named: the original layout, or s2i's default directory if only it is there
+    candidates = [named] if named else [ORIGINAL, S2I_DEFAULT]
 
     def look() -> ImageScripts:
         container = host.create_container(
-            image, [scripts.prepare], name=container_name(build_id, role), build_id=build_id
+            image, [candidates[0].prepare], name=container_name(build_id, role), build_id=build_id
         )
         try:
-            found = {
-                script_role: host.stat(container, scripts.path(script_role))
-                for script_role in INCREMENTAL_SCRIPTS
-            }
+            looked = []
+            for candidate in candidates:
+                stats = {r: host.stat(container, candidate.path(r)) for r in INCREMENTAL_SCRIPTS}
+                looked.append((candidate, stats))
+                if stats[PREPARE_ROLE].exists:
+                    break
+            scripts, found = next(
+                ((c, stats) for c, stats in looked if stats[PREPARE_ROLE].exists), looked[0]
+            )
             empty = check_artifacts_dir and host.is_empty_directory(container, ARTIFACTS_DIR)
         finally:
             host.remove_container(container)
         return ImageScripts(image, scripts, found, empty)
 
-    return host.image_fact(image, ("scripts", scripts, check_artifacts_dir), look)
+    key = ("scripts", named, scripts_url, check_artifacts_dir)
+    return host.image_fact(image, key, look)

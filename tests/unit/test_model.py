@@ -312,3 +312,29 @@ def test_environment_variables_are_limited_in_number_and_size() -> None:
     assert validate_env({"BIG": "x" * (ENV_MAX_BYTES - 3)})
     with pytest.raises(InvalidInput, match="at most 131072"):
         validate_env({"BIG": "x" * (ENV_MAX_BYTES - 2)})
+
+
+def test_a_build_message_carries_only_what_differs_from_the_defaults() -> None:
+    """A worker that predates an option still takes a build that does not use it."""
+    plain = BuildRequest("/src", "acme/builder", "acme/app", build_id=TASK_ID)
+    assert plain.task_keywords() == {
+        "source": "/src",
+        "build_image": "acme/builder",
+        "tag": "acme/app",
+    }
+    given = BuildRequest(
+        "/src", "acme/builder", "acme/app", clean=True, env={"A": "1"}, pull_policy="never"
+    )
+    keywords = given.task_keywords()
+    assert keywords == {
+        "source": "/src",
+        "build_image": "acme/builder",
+        "tag": "acme/app",
+        "clean": True,
+        "env": {"A": "1"},
+        "pull_policy": "never",
+    }
+    assert from_task_arguments(BuildRequest, (), keywords, TASK_ID).to_json() == {
+        **given.to_json(),
+        "build_id": TASK_ID,
+    }

@@ -1,0 +1,180 @@
+"""Where an s2i builder keeps its scripts, found as s2i finds them: --scripts-url, then the
+io.openshift.s2i.scripts-url label, then the legacy io.s2i.scripts-url, then /usr/libexec/s2i;
+an image with the original /usr/bin/prepare stays an original sti builder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from sti.errors import InvalidInput
+from sti_worker.engine.docker_host import DockerHost
+from tests.dockertools import image_config, temporary_image
+from tests.engine_helpers import METHODS, build
+from tests.images import PREPARE, RUN
+
+pytestmark = pytest.mark.docker
+
+
+def _assemble(name: str) -> str:
+    return f'#!/bin/sh\necho "assemble from {name}"\n'
+
+
+def _scripts(directory: str, name: str) -> dict[str, str]:
+    return {f"{directory}/assemble": _assemble(name), f"{directory}/run": "#!/bin/sh\necho run\n"}
+
+
+@pytest.fixture
+def unlabelled(api: docker.APIClient) -> Iterator[str]:
+    """s2i's default directory only, and a second set elsewhere for --scripts-url."""
+    files = {**_scripts("/usr/libexec/s2i", "libexec"), **_scripts("/opt/other", "other")}
+    with temporary_image(api, files, name="s2i-unlabelled") as tag:
+        yield tag
+
+
+@METHODS
+def test_an_image_without_labels_uses_usr_libexec_s2i(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    unlabelled: str,
+    source: str,
+    app_tag: str,
+    method: str,
+) -> None:
+    result, lines = build(docker_host, source, unlabelled, app_tag, method=method)
+    assert result.success, result.messages
+    assert "assemble from libexec" in lines
+    assert image_config(api, app_tag)["Cmd"] == ["/usr/libexec/s2i/run"]
+
+
+@METHODS
+def test_scripts_url_wins_over_everything_the_image_says(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    unlabelled: str,
+    source: str,
+    app_tag: str,
+    method: str,
+) -> None:
+    result, lines = build(
+        docker_host, source, unlabelled, app_tag, method=method, scripts_url="image:///opt/other"
+    )
+    assert result.success, result.messages
+    assert "assemble from other" in lines
+    assert image_config(api, app_tag)["Cmd"] == ["/opt/other/run"]
+
+
+def test_the_legacy_label_is_read_after_the_current_one(
+    api: docker.APIClient, docker_host: DockerHost, source: str, app_tag: str
+) -> None:
+    files = {**_scripts("/opt/legacy", "legacy"), **_scripts("/opt/current", "current")}
+    with temporary_image(
+        api, files, ["LABEL io.s2i.scripts-url=image:///opt/legacy", 'CMD ["/bin/sh"]']
+    ) as legacy_only:
+        result, lines = build(docker_host, source, legacy_only, app_tag)
+        assert result.success, result.messages
+        assert "assemble from legacy" in lines
+    both = [
+        "LABEL io.s2i.scripts-url=image:///opt/legacy",
+        "LABEL io.openshift.s2i.scripts-url=image:///opt/current",
+        'CMD ["/bin/sh"]',
+    ]
+    with temporary_image(api, files, both) as labelled:
+        result, lines = build(docker_host, source, labelled, app_tag)
+    assert result.success, result.messages
+    assert "assemble from current" in lines
+
+
+def test_an_original_builder_with_s2i_scripts_too_stays_original(
+    api: docker.APIClient, docker_host: DockerHost, source: str, app_tag: str
+) -> None:
+    files = {"/usr/bin/prepare": PREPARE, "/usr/bin/run": RUN, **_scripts("/usr/libexec/s2i", "x")}
+    with temporary_image(api, files) as mixed:
+        result, lines = build(docker_host, source, mixed, app_tag)
+    assert result.success, result.messages
+    assert "assemble from x" not in lines
+    assert image_config(api, app_tag)["Cmd"] == ["/usr/bin/run"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://scripts.example/s2i", "file:///tmp/s2i", "image://relative", "image:///a/../etc"],
+)
+def test_a_scripts_url_sti_cannot_take_is_bad_input(
+    docker_host: DockerHost, unlabelled: str, source: str, app_tag: str, url: str
+) -> None:
+    with pytest.raises(InvalidInput, match="is not image:///a/directory"):
+        build(docker_host, source, unlabelled, app_tag, scripts_url=url)
+
+
+DESTINATION_ASSEMBLE = """\
+#!/bin/sh
+set -e
+echo "assemble: src $(ls /opt/dest/src | tr '\\n' ' ')"
+saved=/opt/dest/artifacts/cache.txt
+if [ -f "$saved" ]; then echo "assemble: restored $(cat "$saved")"; fi
+if [ -e /tmp/src ]; then echo "assemble: /tmp/src exists"; fi
+mkdir -p /opt/app && cp -R /opt/dest/src/. /opt/app/ && echo cached > /opt/app/cache.txt
+"""
+
+
+@pytest.fixture
+def destination_builder(api: docker.APIClient) -> Iterator[str]:
+    files = {
+        "/usr/libexec/s2i/assemble": DESTINATION_ASSEMBLE,
+        "/usr/libexec/s2i/run": "#!/bin/sh\nls /opt/app\n",
+        "/usr/libexec/s2i/save-artifacts": "#!/bin/sh\ncd /opt/app\ntar cf - cache.txt\n",
+    }
+    lines = [
+        "RUN mkdir -p /opt/dest",
+        "LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i",
+        "LABEL io.openshift.s2i.destination=/opt/dest",
+        'CMD ["/bin/sh"]',
+    ]
+    with temporary_image(api, files, lines, name="s2i-destination") as tag:
+        yield tag
+
+
+@METHODS
+def test_the_destination_label_places_source_and_artifacts(
+    docker_host: DockerHost, destination_builder: str, source: str, app_tag: str, method: str
+) -> None:
+    first, lines = build(docker_host, source, destination_builder, app_tag, method=method)
+    assert first.success, first.messages
+    assert any(line.startswith("assemble: src ") and "index.html" in line for line in lines), lines
+    assert "assemble: /tmp/src exists" not in lines
+    second, lines = build(docker_host, source, destination_builder, app_tag, method=method)
+    assert second.success and second.incremental, second.messages
+    assert "assemble: restored cached" in lines
+
+
+def test_destination_given_wins_over_the_label_and_is_refused_for_original_builders(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    unlabelled: str,
+    source: str,
+    app_tag: str,
+) -> None:
+    files = {
+        "/usr/libexec/s2i/assemble": '#!/bin/sh\necho "in $(ls -d /srv/in/src)"\n',
+        "/usr/libexec/s2i/run": "#!/bin/sh\n",
+    }
+    lines = ["RUN mkdir -p /srv/in", 'CMD ["/bin/sh"]']
+    with temporary_image(api, files, lines) as image:
+        result, output = build(docker_host, source, image, app_tag, destination="/srv/in")
+    assert result.success, result.messages
+    assert "in /srv/in/src" in output
+    refused, _ = build(docker_host, source, images["sti-fake"], app_tag, destination="/srv/in")
+    assert refused.error_code == "InvalidInput"
+    assert "--destination applies to s2i builder images" in refused.messages[-1]
+
+
+@pytest.mark.parametrize("path", ["relative", "/a/../etc", "/a b", "/a\nRUN x"])
+def test_a_destination_that_is_not_plain_is_bad_input(
+    docker_host: DockerHost, unlabelled: str, source: str, app_tag: str, path: str
+) -> None:
+    with pytest.raises(InvalidInput, match="is not a plain absolute directory"):
+        build(docker_host, source, unlabelled, app_tag, destination=path)
