@@ -137,10 +137,24 @@ def destination_builder(api: docker.APIClient) -> Iterator[str]:
         yield tag
 
 
-@METHODS
+@pytest.mark.parametrize(
+    ("engine", "method"),
+    [
+        ("buildkit_host", "build"),
+        ("legacy_host", "build"),
+        ("docker_host", "build"),  # in a container, under the build limits
+        ("docker_host", "run"),
+    ],
+)
 def test_the_destination_label_places_source_and_artifacts(
-    docker_host: DockerHost, destination_builder: str, source: str, app_tag: str, method: str
+    request: pytest.FixtureRequest,
+    destination_builder: str,
+    source: str,
+    app_tag: str,
+    method: str,
+    engine: str,
 ) -> None:
+    docker_host: DockerHost = request.getfixturevalue(engine)
     first, lines = build(docker_host, source, destination_builder, app_tag, method=method)
     assert first.success, first.messages
     assert any(line.startswith("assemble: src ") and "index.html" in line for line in lines), lines
