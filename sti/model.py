@@ -259,6 +259,7 @@ _BUILD_TYPES = {
     "runtime_pull_policy": _STRING,
     "build_id": _STRING,
 }
+_USAGE_TYPES = {"build_image": _STRING, "scripts_url": _OPTIONAL, "build_id": _STRING}
 _VALIDATE_TYPES = {
     "build_image": _STRING,
     "incremental": (bool,),
@@ -378,6 +379,29 @@ class ValidateRequest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ValidateRequest:
+        return _from_json(cls, data)
+
+
+@dataclass(frozen=True)
+class UsageRequest:
+    """Run an image's usage script and return what it prints (s2i's `usage`)."""
+
+    build_image: str
+    scripts_url: str | None = None
+    build_id: str = field(default_factory=new_build_id)
+
+    def __post_init__(self) -> None:
+        _check_types(self, _USAGE_TYPES)
+        check_build_id(self.build_id)
+        validate_image_ref(self.build_image, "BUILD_IMAGE")
+        if self.scripts_url is not None:
+            check_scripts_url(self.scripts_url)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UsageRequest:
         return _from_json(cls, data)
 
 

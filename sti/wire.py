@@ -5,6 +5,7 @@ from __future__ import annotations
 
 BUILD_TASK = "sti.build"
 VALIDATE_TASK = "sti.validate"
+USAGE_TASK = "sti.usage"
 STEP_TASK = "sti.step"
 FINISH_TASK = "sti.finish"
 ABORT_TASK = "sti.abort"

@@ -20,6 +20,7 @@ from sti.model import (
     PULL_POLICIES,
     BuildRequest,
     Result,
+    UsageRequest,
     ValidateRequest,
     parse_env_options,
     parse_label_options,
@@ -229,6 +230,31 @@ def validate(
 
 
 @main.command()
+@click.argument("build_image")
+@click.option(
+    "-s", "--scripts-url", help="image://DIR: the builder's s2i scripts, over its labels."
+)
+@json_option
+@local_options
+@broker_option
+def usage(
+    build_image: str,
+    scripts_url: str | None,
+    as_json: bool,
+    local: bool,
+    docker_url: str | None,
+    broker: str,
+) -> None:
+    """Print what BUILD_IMAGE's usage script says (s2i's usage)."""
+    request = _checked(lambda: UsageRequest(build_image=build_image, scripts_url=scripts_url))
+    if local:
+        _finish(_local_engine().usage_locally(request, docker_url, _sink(True)), as_json)
+    _finish_queued(
+        broker, lambda client: client.submit_usage(request), as_json, _sink(True), False, None
+    )
+
+
+@main.command()
 @click.argument("build_id")
 @json_option
 @broker_option
@@ -238,10 +264,7 @@ def status(build_id: str, as_json: bool, broker: str) -> None:
     if as_json:
         click.echo(json.dumps(found))
     elif "schema" in found:
-        result = Result.from_json(found)
-        for message in result.messages:
-            click.echo(message)
-        click.echo(_outcome(result))
+        _print_result(Result.from_json(found))
     else:
         host = f" on {found['host']}" if found.get("host") else ""
         click.echo(f"{build_id}: {found['state']} ({found['phase']}){host}")
@@ -366,15 +389,24 @@ def _finish(result: Result, as_json: bool) -> NoReturn:
     if as_json:
         click.echo(json.dumps(result.to_json()))
     else:
-        for message in result.messages:
-            click.echo(message)
-        click.echo(_outcome(result))
+        _print_result(result)
     sys.exit(exit_code_for(result.error_code, result.success))
+
+
+def _print_result(result: Result) -> None:
+    for message in result.messages:
+        click.echo(message)
+    outcome = _outcome(result)
+    if outcome:  # a usage script's output is the whole answer
+        click.echo(outcome)
 
 
 def _outcome(result: Result) -> str:
     if result.kind == "validate":
         return "Valid" if result.success else "Invalid"
+    if result.kind == "usage":
+        code = f" [{result.error_code}]" if result.error_code else ""
+        return "" if result.success else f"Usage failed{code}"
     if result.success:
         return f"Build succeeded: {result.tag} ({result.image_id})"
     code = f" [{result.error_code}]" if result.error_code else ""

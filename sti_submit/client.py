@@ -27,9 +27,9 @@ from sti.celery_protocol import READY_STATES, result_key, task_message, task_sta
 from sti.env_files import source_environment
 from sti.errors import Cancelled, InvalidInput, TimedOut
 from sti.failures import error_for_failure
-from sti.model import BuildRequest, Result, ValidateRequest
+from sti.model import BuildRequest, Result, UsageRequest, ValidateRequest
 from sti.redis_wire import LiteRedis
-from sti.wire import BUILD_TASK, SHARED_QUEUE, VALIDATE_TASK
+from sti.wire import BUILD_TASK, SHARED_QUEUE, USAGE_TASK, VALIDATE_TASK
 
 _CANCEL_EXPIRES_S = 24 * 3600
 _FINAL_RESULT_GRACE_S = 60
@@ -69,9 +69,10 @@ class StiClient:
         self.redis.lpush(SHARED_QUEUE, task_message(BUILD_TASK, build_id, kwargs, SHARED_QUEUE))
         return build_id
 
-    def _claim_id(self, build_id: str) -> None:
-        """A build id names one build: a request submitted twice needs a new id."""
-        if not self.redis.set(keys.submitted(build_id), 1, nx=True, ex=_SUBMITTED_EXPIRES_S):
+    def _claim_id(self, build_id: str, kind: str = "build") -> None:
+        """A build id names one build: a request submitted twice needs a new id. The kind is
+        kept for a result Celery stores without one (a revoked task)."""
+        if not self.redis.set(keys.submitted(build_id), kind, nx=True, ex=_SUBMITTED_EXPIRES_S):
             raise InvalidInput(f"build id {build_id} was already submitted; make a new request")
 
     def _upload(
@@ -90,12 +91,16 @@ class StiClient:
         return str(uploaded.ref)
 
     def submit_validate(self, request: ValidateRequest) -> str:
-        kwargs = request.to_json()
+        return self._submit_checks(VALIDATE_TASK, "validate", request.to_json())
+
+    def submit_usage(self, request: UsageRequest) -> str:
+        return self._submit_checks(USAGE_TASK, "usage", request.to_json())
+
+    def _submit_checks(self, task: str, kind: str, kwargs: dict[str, Any]) -> str:
         build_id = kwargs.pop("build_id")
         self.check_broker()
-        self._claim_id(build_id)
-        message = task_message(VALIDATE_TASK, build_id, kwargs, SHARED_QUEUE)
-        self.redis.lpush(SHARED_QUEUE, message)
+        self._claim_id(build_id, kind)
+        self.redis.lpush(SHARED_QUEUE, task_message(task, build_id, kwargs, SHARED_QUEUE))
         return build_id
 
     # watching
@@ -227,7 +232,9 @@ class StiClient:
         return hosts
 
     def _result_of(self, build_id: str, stored: dict[str, Any]) -> Result:
-        kind = "validate" if stored.get("name") == VALIDATE_TASK else "build"
+        submitted = self.redis.get(keys.submitted(build_id))
+        kind = submitted.decode() if isinstance(submitted, bytes) else "build"
+        kind = kind if kind in ("build", "validate", "usage") else "build"
         if stored["status"] == "SUCCESS" and isinstance(stored["result"], dict):
             return Result.from_json(stored["result"])
         if stored["status"] == "REVOKED":

@@ -9,10 +9,10 @@ import socket
 from collections.abc import Callable
 
 from sti.errors import StiError
-from sti.model import BuildRequest, Result, ValidateRequest
+from sti.model import BuildRequest, Result, UsageRequest, ValidateRequest
 from sti.settings import Settings
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.engine.pipeline import run_build, run_validate
+from sti_worker.engine.pipeline import run_build, run_usage, run_validate
 from sti_worker.engine.sandbox import Sandbox
 from sti_worker.engine.sources import SourcePolicy, Sources
 
@@ -46,6 +46,15 @@ def validate_locally(request: ValidateRequest, docker_url: str | None, sink: Log
         request.build_id,
         docker_url,
         lambda docker, host: run_validate(docker, request, sink, host),
+    )
+
+
+def usage_locally(request: UsageRequest, docker_url: str | None, sink: LogSink) -> Result:
+    return _on_the_engine(
+        "usage",
+        request.build_id,
+        docker_url,
+        lambda docker, host: run_usage(docker, request, sink, host),
     )
 
 

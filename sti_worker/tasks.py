@@ -1,4 +1,5 @@
-"""Public tasks (sti.build, sti.validate) and the host-pinned steps a build is replaced by.
+"""Public tasks (sti.build, sti.validate, sti.usage) and the host-pinned steps a build is
+replaced by.
 
 sti.build claims a build for this host (a slot here, the lock of its tag) and replaces itself
 with a chain of sti.step tasks and sti.finish, all on this host's queue; sti.finish carries the
@@ -24,6 +25,7 @@ from sti.leases import HostSlots, RunningBuilds, StepOnce, TagLock
 from sti.model import (
     BuildRequest,
     Result,
+    UsageRequest,
     ValidateRequest,
     check_build_id,
     from_task_arguments,
@@ -39,6 +41,7 @@ from sti.wire import (
     FINISH_TASK,
     SHARED_QUEUE,
     STEP_TASK,
+    USAGE_TASK,
     VALIDATE_TASK,
     host_queue,
 )
@@ -53,6 +56,7 @@ from .engine.pipeline import (
     cleanup_build,
     result_of,
     run_step,
+    run_usage,
     run_validate,
     stages_for,
     steps_for,
@@ -124,6 +128,19 @@ def validate(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     build = build_log(request.build_id)
     try:
         return run_validate(docker, request, build.write, settings.host_id).to_json()
+    finally:
+        build.end()
+
+
+@app.task(name=USAGE_TASK, bind=True)
+@_ended_early("usage")
+def usage(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments: build_image, scripts_url=None."""
+    request = from_task_arguments(UsageRequest, args, kwargs, self.request.id)
+    docker = docker_host()
+    build = build_log(request.build_id)
+    try:
+        return run_usage(docker, request, build.write, settings.host_id).to_json()
     finally:
         build.end()
 
@@ -465,5 +482,6 @@ __all__ = [
     "end_lost_build",
     "finish_build",
     "run_build_steps",
+    "usage",
     "validate",
 ]

@@ -107,14 +107,6 @@ def buildkit_host() -> Iterator[DockerHost]:
 
 
 @pytest.fixture
-def legacy_host() -> Iterator[DockerHost]:
-    """The engine's legacy builder for the build method, the build limits lifted."""
-    host = DockerHost(builder="legacy", sandbox=Sandbox.engine_defaults())
-    yield host
-    host.close()
-
-
-@pytest.fixture
 def app_tag(api: docker.APIClient) -> Iterator[str]:
     """A fresh APP_IMAGE_TAG; the images tagged with it (and its -build tag) are removed after."""
     tag = f"sti-test/app-{uuid.uuid4().hex[:10]}"

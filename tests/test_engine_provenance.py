@@ -14,7 +14,7 @@ import pytest
 
 from sti_worker.engine.docker_host import DockerHost
 from tests.dockertools import TRACKER, temporary_image
-from tests.engine_helpers import METHODS, build
+from tests.engine_helpers import build
 from tests.images import PREPARE, RUN
 
 pytestmark = pytest.mark.docker
@@ -46,8 +46,9 @@ def _labels(api: docker.APIClient, tag: str) -> dict[str, str]:
     return dict(api.inspect_image(tag)["Config"]["Labels"] or {})
 
 
-@pytest.mark.parametrize("engine", ["buildkit", "sandboxed"])
-@METHODS
+@pytest.mark.parametrize(
+    ("engine", "method"), [("buildkit", "build"), ("sandboxed", "build"), ("sandboxed", "run")]
+)
 def test_a_git_build_is_labelled_with_its_commit_and_builder(
     request: pytest.FixtureRequest,
     api: docker.APIClient,

@@ -10,10 +10,14 @@ import docker
 import pytest
 
 from sti.errors import InvalidInput
+from sti.model import Result, UsageRequest
 from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.pipeline import run_usage
 from tests.dockertools import image_config, temporary_image
 from tests.engine_helpers import METHODS, build
 from tests.images import PREPARE, RUN
+from tests.queue_helpers import sti_submit
+from tests.services import Worker
 
 pytestmark = pytest.mark.docker
 
@@ -23,7 +27,11 @@ def _assemble(name: str) -> str:
 
 
 def _scripts(directory: str, name: str) -> dict[str, str]:
-    return {f"{directory}/assemble": _assemble(name), f"{directory}/run": "#!/bin/sh\necho run\n"}
+    return {
+        f"{directory}/assemble": _assemble(name),
+        f"{directory}/run": "#!/bin/sh\necho run\n",
+        f"{directory}/usage": f'#!/bin/sh\necho "usage of {name}"\necho "  build me"\n',
+    }
 
 
 @pytest.fixture
@@ -141,7 +149,6 @@ def destination_builder(api: docker.APIClient) -> Iterator[str]:
     ("engine", "method"),
     [
         ("buildkit_host", "build"),
-        ("legacy_host", "build"),
         ("docker_host", "build"),  # in a container, under the build limits
         ("docker_host", "run"),
     ],
@@ -192,3 +199,43 @@ def test_a_destination_that_is_not_plain_is_bad_input(
 ) -> None:
     with pytest.raises(InvalidInput, match="is not a plain absolute directory"):
         build(docker_host, source, unlabelled, app_tag, destination=path)
+
+
+def _usage(docker_host: DockerHost, image: str, scripts_url: str | None = None) -> Result:
+    request = UsageRequest(image, scripts_url=scripts_url)
+    return run_usage(docker_host, request, lambda line: None, "test")
+
+
+def test_usage_prints_what_the_images_usage_script_says(
+    docker_host: DockerHost, unlabelled: str
+) -> None:
+    result = _usage(docker_host, unlabelled)
+    assert result.success, result.messages
+    assert result.messages == ("usage of libexec", "  build me")
+    assert _usage(docker_host, unlabelled, "image:///opt/other").messages[0] == "usage of other"
+
+
+def test_usage_of_an_image_without_one_or_with_a_failing_one(
+    api: docker.APIClient, docker_host: DockerHost, images: dict[str, str]
+) -> None:
+    missing = _usage(docker_host, images["sti-fake"])
+    assert missing.error_code == "InvalidImage"
+    assert missing.messages[-1] == f"image {images['sti-fake']} has no usage script /usr/bin/usage"
+    files = {
+        **_scripts("/usr/libexec/s2i", "x"),
+        "/usr/libexec/s2i/usage": "#!/bin/sh\necho no\nexit 3\n",
+    }
+    with temporary_image(api, files) as failing:
+        failed = _usage(docker_host, failing)
+    assert failed.error_code == "BuildFailed"
+    assert failed.messages == ("no", "/usr/libexec/s2i/usage exited with code 3")
+
+
+@pytest.mark.parametrize("where", ["queue", "local"])
+def test_sti_submit_usage_prints_it(
+    worker: Worker, broker_url: str, unlabelled: str, where: str
+) -> None:
+    args = ["usage", unlabelled, *(["--local"] if where == "local" else ["--broker", broker_url])]
+    done = sti_submit(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "usage of libexec\n  build me\n"

@@ -23,6 +23,7 @@ from sti.model import (
     BuildRequest,
     Result,
     Step,
+    UsageRequest,
     ValidateRequest,
     build_tag_for,
     check_build_id,
@@ -673,6 +674,52 @@ def run_validate(docker: DockerHost, request: ValidateRequest, sink: LogSink, ho
         build_id=request.build_id,
         success=success,
         messages=tuple(messages),
+        host=host,
+        duration_s=time.time() - started,
+    )
+
+
+def run_usage(docker: DockerHost, request: UsageRequest, sink: LogSink, host: str) -> Result:
+    """Run the image's usage script (in a container under the build limits) and return what it
+    printed as the messages; a usage script that fails is a failed result with its output."""
+    started = time.time()
+    try:
+        image_id = docker.ensure_image(request.build_image, sink)
+        scripts = inspect_scripts(
+            docker,
+            image_id,
+            build_id=request.build_id,
+            role="usage-check",
+            scripts_url=request.scripts_url,
+        ).scripts
+        container = docker.create_container(
+            image_id,
+            [scripts.usage],
+            name=container_name(request.build_id, "usage"),
+            build_id=request.build_id,
+        )
+        if not docker.stat(container, scripts.usage).executable:
+            raise InvalidImage(f"image {request.build_image} has no usage script {scripts.usage}")
+        output: list[str] = []
+        exit_code, _ = docker.run_to_completion(container, lambda line: output.append(line))
+    except Exception as error:
+        return Result.from_error(
+            "usage",
+            request.build_id,
+            translate_error(error),
+            host=host,
+            duration_s=time.time() - started,
+        )
+    finally:
+        for leftover in docker.containers_named(container_name(request.build_id, "")):
+            docker.remove_container(leftover)
+    failed = [f"{scripts.usage} exited with code {exit_code}"] if exit_code else []
+    return Result(
+        kind="usage",
+        build_id=request.build_id,
+        success=exit_code == 0,
+        messages=(*output, *failed),
+        error={"code": "BuildFailed", "message": failed[0]} if failed else None,
         host=host,
         duration_s=time.time() - started,
     )

@@ -22,6 +22,7 @@ from .docker_host import DockerHost, PathStat, container_name
 PREPARE_ROLE = "prepare"
 RUN_ROLE = "run"
 SAVE_ROLE = "save-artifacts"
+USAGE_ROLE = "usage"
 DEPLOY_SCRIPTS = (PREPARE_ROLE, RUN_ROLE)
 INCREMENTAL_SCRIPTS = (PREPARE_ROLE, RUN_ROLE, SAVE_ROLE)
 
@@ -41,15 +42,15 @@ class Scripts:
     prepare: str
     run: str
     save_artifacts: str
+    usage: str = ""
 
     @property
     def artifacts_on_stdout(self) -> bool:
         return self.kind == "s2i"
 
     def path(self, role: str) -> str:
-        return {PREPARE_ROLE: self.prepare, RUN_ROLE: self.run, SAVE_ROLE: self.save_artifacts}[
-            role
-        ]
+        paths = {PREPARE_ROLE: self.prepare, RUN_ROLE: self.run, SAVE_ROLE: self.save_artifacts}
+        return {**paths, USAGE_ROLE: self.usage}[role]
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
@@ -59,13 +60,19 @@ class Scripts:
         return cls(**data)
 
 
-ORIGINAL = Scripts("sti", "/usr/bin/prepare", "/usr/bin/run", "/usr/bin/save-artifacts")
+ORIGINAL = Scripts(
+    "sti", "/usr/bin/prepare", "/usr/bin/run", "/usr/bin/save-artifacts", "/usr/bin/usage"
+)
 
 
 def s2i_scripts_at(directory: str) -> Scripts:
     directory = "/" + directory.strip("/")
     return Scripts(
-        "s2i", f"{directory}/assemble", f"{directory}/run", f"{directory}/save-artifacts"
+        "s2i",
+        f"{directory}/assemble",
+        f"{directory}/run",
+        f"{directory}/save-artifacts",
+        f"{directory}/usage",
     )
 
 
