@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from sti.env_files import SOURCE_ENVIRONMENT, source_environment
-from sti.errors import InvalidImage, InvalidInput, NoSuchBaseImage, NoSuchRuntimeImage, StiError
+from sti.errors import (
+    BuildFailed,
+    InvalidImage,
+    InvalidInput,
+    NoSuchBaseImage,
+    NoSuchRuntimeImage,
+    StiError,
+)
 from sti.model import (
     BUILD_ID_PATTERN,
     BuildRequest,
@@ -654,36 +661,21 @@ def run_build(
 
 
 def run_validate(docker: DockerHost, request: ValidateRequest, sink: LogSink, host: str) -> Result:
-    started = time.time()
-    try:
+    def validate() -> tuple[list[str], StiError | None]:
         messages = list(validate_images(docker, request, sink))
-    except Exception as error:
-        return Result.from_error(
-            "validate",
-            request.build_id,
-            translate_error(error),
-            host=host,
-            duration_s=time.time() - started,
-        )
-    finally:
-        for container in docker.containers_named(container_name(request.build_id, "")):
-            docker.remove_container(container)
-    success = not any("failed validation" in message for message in messages)
-    return Result(
-        kind="validate",
-        build_id=request.build_id,
-        success=success,
-        messages=tuple(messages),
-        host=host,
-        duration_s=time.time() - started,
-    )
+        return messages, None
+
+    result = _checked_run(docker, "validate", request.build_id, host, validate)
+    if result.error is None and any("failed validation" in m for m in result.messages):
+        return replace(result, success=False)
+    return result
 
 
 def run_usage(docker: DockerHost, request: UsageRequest, sink: LogSink, host: str) -> Result:
     """Run the image's usage script (in a container under the build limits) and return what it
     printed as the messages; a usage script that fails is a failed result with its output."""
-    started = time.time()
-    try:
+
+    def usage() -> tuple[list[str], StiError | None]:
         image_id = docker.ensure_image(request.build_image, sink)
         scripts = inspect_scripts(
             docker,
@@ -701,25 +693,39 @@ def run_usage(docker: DockerHost, request: UsageRequest, sink: LogSink, host: st
         if not docker.stat(container, scripts.usage).executable:
             raise InvalidImage(f"image {request.build_image} has no usage script {scripts.usage}")
         output: list[str] = []
-        exit_code, _ = docker.run_to_completion(container, lambda line: output.append(line))
-    except Exception as error:
-        return Result.from_error(
-            "usage",
-            request.build_id,
-            translate_error(error),
-            host=host,
-            duration_s=time.time() - started,
-        )
+        exit_code, _ = docker.run_to_completion(container, output.append)
+        failed = BuildFailed(f"{scripts.usage} exited with code {exit_code}") if exit_code else None
+        return output, failed
+
+    return _checked_run(docker, "usage", request.build_id, host, usage)
+
+
+def _checked_run(
+    docker: DockerHost,
+    kind: str,
+    build_id: str,
+    host: str,
+    work: Callable[[], tuple[list[str], StiError | None]],
+) -> Result:
+    """A one-off check (validate, usage): its messages, and its error or what it raised, as a
+    result; the containers it made are removed whatever happened."""
+    started = time.time()
+    try:
+        messages, error = work()
+    except Exception as raised:
+        messages, error = [], translate_error(raised)
     finally:
-        for leftover in docker.containers_named(container_name(request.build_id, "")):
-            docker.remove_container(leftover)
-    failed = [f"{scripts.usage} exited with code {exit_code}"] if exit_code else []
+        for container in docker.containers_named(container_name(build_id, "")):
+            docker.remove_container(container)
+    if error is not None:
+        return Result.from_error(
+            kind, build_id, error, messages, host=host, duration_s=time.time() - started
+        )
     return Result(
-        kind="usage",
-        build_id=request.build_id,
-        success=exit_code == 0,
-        messages=(*output, *failed),
-        error={"code": "BuildFailed", "message": failed[0]} if failed else None,
+        kind=kind,
+        build_id=build_id,
+        success=True,
+        messages=tuple(messages),
         host=host,
         duration_s=time.time() - started,
     )
