@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import InvalidBuildMethod, InvalidInput, StiError
 from .redaction import redact
+from .source_scripts import check_script_names
 
 RESULT_SCHEMA = "sti.result/1"
 METHODS = ("build", "run")
@@ -254,6 +255,7 @@ _BUILD_TYPES = {
     "description": _OPTIONAL,
     "scripts_url": _OPTIONAL,
     "destination": _OPTIONAL,
+    "source_scripts": _LISTS,
     "pull_policy": _STRING,
     "incremental_pull_policy": _STRING,
     "runtime_pull_policy": _STRING,
@@ -290,6 +292,9 @@ class BuildRequest:
     description: str | None = None  # io.k8s.description
     scripts_url: str | None = None  # image://DIR: the builder's s2i scripts, over its labels
     destination: str | None = None  # s2i images: where src and artifacts go, over the label
+    # the scripts an uploaded directory has in .s2i/bin (sti-submit finds them: the upload
+    # streams into the build, so the worker cannot look before it)
+    source_scripts: tuple[str, ...] = ()
     pull_policy: str = "if-not-present"  # of BUILD_IMAGE, as s2i's --pull-policy
     incremental_pull_policy: str = "if-not-present"  # of the previous image
     runtime_pull_policy: str = "if-not-present"  # of the runtime image
@@ -300,6 +305,7 @@ class BuildRequest:
         if not self.source.strip():
             raise InvalidInput("SOURCE is empty")
         object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "source_scripts", check_script_names(self.source_scripts))
         validate_image_ref(self.build_image, "BUILD_IMAGE")
         validate_tag(self.tag)
         if self.runtime_image is not None:
@@ -340,6 +346,7 @@ class BuildRequest:
         data["env"] = dict(self.env)
         data["exclude"] = list(self.exclude)
         data["labels"] = dict(self.labels)
+        data["source_scripts"] = list(self.source_scripts)
         return data
 
     def task_keywords(self) -> dict[str, Any]:

@@ -27,8 +27,10 @@ from sti.celery_protocol import READY_STATES, result_key, task_message, task_sta
 from sti.env_files import source_environment
 from sti.errors import Cancelled, InvalidInput, TimedOut
 from sti.failures import error_for_failure
+from sti.ignore import ignore_matcher
 from sti.model import BuildRequest, Result, UsageRequest, ValidateRequest
 from sti.redis_wire import LiteRedis
+from sti.source_scripts import source_scripts
 from sti.wire import BUILD_TASK, SHARED_QUEUE, USAGE_TASK, VALIDATE_TASK
 
 _CANCEL_EXPIRES_S = 24 * 3600
@@ -58,9 +60,11 @@ class StiClient:
         """Enqueue a build; a SOURCE that is a path on this machine is uploaded first."""
         self.check_broker()
         local = Path(request.source).expanduser()
-        if local.is_dir():  # it streams into the build: the worker does not see the file
-            found = source_environment(_context_of(local, request.context_dir))
-            request = replace(request, env={**found, **request.env})
+        if local.is_dir():  # it streams into the build: the worker does not see these files
+            context = _context_of(local, request.context_dir)
+            found = source_environment(context)
+            scripts = source_scripts(context, _skip_within(local, context, request.exclude))
+            request = replace(request, env={**found, **request.env}, source_scripts=scripts)
         if local.exists():
             request = replace(request, source=self._upload(local, request.exclude, say))
         kwargs = request.task_keywords()
@@ -262,3 +266,14 @@ def _context_of(root: Path, context_dir: str | None) -> Path:
     if Path(context_dir).is_absolute() or ".." in parts:
         return root / ".sti-no-such-directory"
     return root.joinpath(*parts)
+
+
+def _skip_within(root: Path, context: Path, exclude: tuple[str, ...]) -> Callable[[str], bool]:
+    """The upload's ignore rules (relative to root) for paths relative to context."""
+    skip = ignore_matcher(root, exclude)
+    try:
+        prefix = context.relative_to(root).as_posix()
+    except ValueError:
+        return skip
+    prefix = "" if prefix == "." else f"{prefix}/"
+    return lambda path: skip(f"{prefix}{path}")

@@ -5,6 +5,7 @@ an image with the original /usr/bin/prepare stays an original sti builder."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -239,3 +240,88 @@ def test_sti_submit_usage_prints_it(
     done = sti_submit(*args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout == "usage of libexec\n  build me\n"
+
+
+SOURCE_ASSEMBLE = """#!/bin/sh
+set -e
+echo "source assemble in $(dirname "$0")"
+if [ -f /tmp/artifacts/cache.txt ]; then echo "restored $(cat /tmp/artifacts/cache.txt)"; fi
+mkdir -p /opt/app && cp -R /tmp/src/. /opt/app/ && echo kept > /opt/app/cache.txt
+"""
+
+
+def _repository_source(root: Path, with_save: bool = True) -> Path:
+    """A source laid out for s2i: its own assemble, run and save-artifacts in .s2i/bin."""
+    source = root / "app"
+    scripts = source / ".s2i" / "bin"
+    scripts.mkdir(parents=True)
+    (source / "index.html").write_text("hello\n")
+    files = {
+        "assemble": SOURCE_ASSEMBLE,
+        "run": "#!/bin/sh\necho source run\n",
+    }
+    if with_save:
+        files["save-artifacts"] = "#!/bin/sh\ncd /opt/app\ntar cf - cache.txt\n"
+    for name, text in files.items():
+        (scripts / name).write_text(text)
+        (scripts / name).chmod(0o755)
+    return source
+
+
+@pytest.mark.parametrize(
+    ("engine", "method"),
+    [("buildkit_host", "build"), ("docker_host", "build"), ("docker_host", "run")],
+)
+def test_a_sources_s2i_scripts_win_over_the_images(
+    request: pytest.FixtureRequest,
+    api: docker.APIClient,
+    unlabelled: str,
+    app_tag: str,
+    tmp_path: Path,
+    engine: str,
+    method: str,
+) -> None:
+    docker_host: DockerHost = request.getfixturevalue(engine)
+    source = str(_repository_source(tmp_path))
+    first, lines = build(docker_host, source, unlabelled, app_tag, method=method)
+    assert first.success, first.messages
+    assert "Scripts from the source's .s2i/bin: assemble, run, save-artifacts" in first.messages
+    assert "source assemble in /tmp/scripts" in lines
+    assert image_config(api, app_tag)["Cmd"] == ["/tmp/scripts/run"]
+    second, lines = build(docker_host, source, unlabelled, app_tag, method=method)
+    assert second.success and second.incremental, second.messages
+    assert "restored kept" in lines  # the source's save-artifacts, kept in the image
+
+
+def test_an_image_with_no_scripts_builds_with_the_sources(
+    api: docker.APIClient, docker_host: DockerHost, app_tag: str, tmp_path: Path
+) -> None:
+    with temporary_image(api, {"/opt/nothing": "x"}, name="no-scripts") as bare:
+        result, lines = build(docker_host, str(_repository_source(tmp_path)), bare, app_tag)
+    assert result.success, result.messages
+    assert "source assemble in /tmp/scripts" in lines
+
+
+def test_an_original_builder_leaves_the_sources_s2i_scripts_alone(
+    docker_host: DockerHost, images: dict[str, str], app_tag: str, tmp_path: Path
+) -> None:
+    source = str(_repository_source(tmp_path))
+    result, lines = build(docker_host, source, images["sti-fake"], app_tag)
+    assert result.success, result.messages
+    assert not any("source assemble" in line for line in lines)
+    assert any("is an original sti builder" in line for line in lines)
+
+
+def test_an_uploaded_repository_brings_its_scripts_through_the_queue(
+    worker: Worker,
+    broker_url: str,
+    api: docker.APIClient,
+    unlabelled: str,
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    source = _repository_source(tmp_path, with_save=False)
+    done = sti_submit("build", str(source), unlabelled, app_tag, "--broker", broker_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "source assemble in /tmp/scripts" in done.stderr
+    assert image_config(api, app_tag)["Cmd"] == ["/tmp/scripts/run"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sti.errors import BuildFailed, BuildStepFailed, InvalidBuildMethod
-from sti.tarstreams import TarPart, small_file, stream_tar
+from sti.errors import BuildFailed, BuildStepFailed, InvalidBuildMethod, InvalidInput
+from sti.source_scripts import SOURCE_SCRIPTS_DIR
+from sti.tarstreams import TarPart, empty_directory, retargeted, small_file, stream_tar
 
 from .docker_host import BUILD_ID_LABEL, DockerHost, LogSink, container_name
 from .protocol import Scripts
@@ -23,6 +24,7 @@ _ARTIFACTS_STAGE = "sti-artifacts"
 BUILD_ID_ARG = "STI_BUILD_ID"
 BASE_REPOSITORY_PREFIX = "sti-base-"
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+_MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # a script of the source, as a tar of one file
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class PrepareSpec:
     owner: tuple[int, int] | None = None  # the image's numeric USER owns the inputs
     user: str | None = None  # the image's USER as written
     input_root: str = "/tmp"  # where the inputs go (an s2i image's destination)
+    source_scripts: Sequence[str] = ()  # copied from src/.s2i/bin to <input_root>/scripts
     saved_from: SavedArtifacts | None = None  # BuildKit: run save-artifacts inside the build
     labels: Mapping[str, str] = field(default_factory=dict)  # of the new image (provenance)
 
@@ -180,6 +183,7 @@ def legacy_dockerfile(spec: PrepareSpec) -> str:
     for name in _INPUT_DIRS:
         if name in spec.input_dirs:
             lines.append(f"COPY {_chown(spec)}{name} {spec.input_root}/{name}")
+    lines += _script_copies(spec)
     lines += [f'RUN ["{spec.scripts.prepare}"]', f'CMD ["{spec.scripts.run}"]']
     return "\n".join(lines) + "\n"
 
@@ -203,6 +207,7 @@ def buildkit_dockerfile(spec: PrepareSpec, references: Mapping[str, str]) -> str
     for name in ("src", "build"):
         if name in spec.input_dirs:
             lines.append(f"COPY {_chown(spec)}{name} {spec.input_root}/{name}")
+    lines += _script_copies(spec)
     lines.append(f"ARG {BUILD_ID_ARG}")
     lines += _env_lines(spec)
     if spec.owner:
@@ -214,6 +219,14 @@ def buildkit_dockerfile(spec: PrepareSpec, references: Mapping[str, str]) -> str
         lines.append(f"USER {spec.user}")
     lines += [f"LABEL {BUILD_ID_LABEL}={spec.build_id}", f'CMD ["{spec.scripts.run}"]']
     return "\n".join(lines) + "\n"
+
+
+def _script_copies(spec: PrepareSpec) -> list[str]:
+    """The source's own s2i scripts, where s2i puts them: <destination>/scripts."""
+    return [
+        f"COPY {_chown(spec)}src/{SOURCE_SCRIPTS_DIR}/{name} {spec.input_root}/scripts/{name}"
+        for name in spec.source_scripts
+    ]
 
 
 def _save_stage(saved: SavedArtifacts, reference: str) -> list[str]:
@@ -251,6 +264,8 @@ class ContainerMethod:
         )
         try:
             host.put_archive(container, root, stream_tar(spec.inputs, owner=spec.owner))
+            if spec.source_scripts:
+                host.put_archive(container, root, _scripts_from_source(host, container, spec))
             exit_code, last_lines = host.run_to_completion(container, sink)
             if exit_code != 0:
                 oom = host.oom_killed(container)
@@ -261,6 +276,27 @@ class ContainerMethod:
             return host.commit(container, changes)
         finally:
             host.remove_container(container)
+
+
+def _scripts_from_source(host: DockerHost, container: str, spec: PrepareSpec) -> Iterator[bytes]:
+    """The source's own s2i scripts, copied within the (not yet started) container from
+    <root>/src/.s2i/bin to <root>/scripts. Each is read whole before the copy is written: the
+    engine serves one archive call on a container at a time."""
+    parts = [empty_directory("scripts")]
+    for name in spec.source_scripts:
+        path = f"{spec.input_root}/src/{SOURCE_SCRIPTS_DIR}/{name}"
+        read = _read_capped(host.get_archive(container, path), path)
+        parts.append(retargeted(lambda read=read: [read], name, f"scripts/{name}"))
+    return stream_tar(parts, owner=spec.owner)
+
+
+def _read_capped(chunks: Iterator[bytes], path: str) -> bytes:
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if len(data) > _MAX_SCRIPT_BYTES:
+            raise InvalidInput(f"{path} is larger than {_MAX_SCRIPT_BYTES} bytes")
+    return bytes(data)
 
 
 _METHODS: dict[str, Callable[[], BuildMethod]] = {

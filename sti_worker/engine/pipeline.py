@@ -25,6 +25,7 @@ from sti.errors import (
     NoSuchRuntimeImage,
     StiError,
 )
+from sti.ignore import ignore_matcher
 from sti.model import (
     BUILD_ID_PATTERN,
     BuildRequest,
@@ -38,6 +39,7 @@ from sti.model import (
     registry_of,
 )
 from sti.redaction import redact
+from sti.source_scripts import source_scripts
 from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted
 
 from .docker_host import (
@@ -60,9 +62,14 @@ from .protocol import (
     DEPLOY_SCRIPTS,
     DESTINATION_LABEL,
     INCREMENTAL_SCRIPTS,
+    PREPARE_ROLE,
+    S2I_DEFAULT_DIR,
     SAVE_ROLE,
+    SCRIPT_ROLES,
+    ImageScripts,
     Scripts,
     inspect_scripts,
+    with_source_scripts,
 )
 from .provenance import image_labels, source_labels
 from .sources import (
@@ -93,6 +100,7 @@ class BaseImage:
     owner: tuple[int, int] | None = None  # its numeric USER, who gets the inputs
     user: str | None = None  # its USER as written
     destination: str = "/tmp"  # where its inputs go (s2i's destination)
+    injected: tuple[str, ...] = ()  # its scripts that come from the source's .s2i/bin
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +110,7 @@ class BaseImage:
             "owner": list(self.owner) if self.owner else None,
             "user": self.user,
             "destination": self.destination,
+            "injected": list(self.injected),
         }
 
     @classmethod
@@ -114,6 +123,7 @@ class BaseImage:
             owner=(int(owner[0]), int(owner[1])) if owner else None,
             user=data.get("user"),
             destination=str(data.get("destination") or "/tmp"),
+            injected=tuple(data.get("injected") or ()),
         )
 
 
@@ -126,6 +136,7 @@ class BuildState:
     started_at: float = field(default_factory=time.time)
     attempt: int = 1  # a build whose worker died runs again from the start as attempt 2
     source_labels: Mapping[str, str] = field(default_factory=dict)  # provenance of the source
+    source_scripts: tuple[str, ...] = ()  # the s2i scripts the source has in .s2i/bin
     source_dir: str | None = None
     source_streamed: bool = False  # the request's source goes into the build as one stream
     revision: str | None = None
@@ -178,6 +189,7 @@ class BuildState:
         data["error"] = dict(self.error) if self.error else None
         data["replaced_images"] = list(self.replaced_images)
         data["source_labels"] = dict(self.source_labels)
+        data["source_scripts"] = list(self.source_scripts)
         for name in ("builder", "runtime"):
             data[name] = data[name].to_json() if data[name] is not None else None
         data["saved_from"] = self.saved_from.to_json() if self.saved_from else None
@@ -192,6 +204,7 @@ class BuildState:
         values["error"] = dict(values["error"]) if values.get("error") else None
         values["replaced_images"] = tuple(values.get("replaced_images", ()))
         values["source_labels"] = dict(values.get("source_labels") or {})
+        values["source_scripts"] = tuple(values.get("source_scripts") or ())
         for name in ("builder", "runtime"):
             if values.get(name) is not None:
                 values[name] = BaseImage.from_json(values[name])
@@ -230,14 +243,20 @@ def fetch_source_step(bench: Workbench, state: BuildState) -> BuildState:
         ignore_submodules=request.ignore_submodules,
         exclude=request.exclude,
     )
+    scripts = request.source_scripts  # an upload streams: sti-submit looked
     if fetched.path and fetched.stream_from is None:
         state = _with_source_environment(bench, state, Path(fetched.path))
+        root = Path(fetched.path)
+        scripts = source_scripts(root, ignore_matcher(root, fetched.exclude))
+    if scripts:
+        state = state.say(bench.sink, f"Scripts from the source's .s2i/bin: {', '.join(scripts)}")
     state = replace(
         state,
         source_dir=fetched.path,
         source_streamed=fetched.stream_from is not None,
         revision=fetched.revision,
         source_labels=source_labels(request, fetched.revision, fetched.commit),
+        source_scripts=scripts,
     )
     if fetched.revision:
         state = state.say(
@@ -271,6 +290,7 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
         request.pull_policy,
         request.scripts_url,
         request.destination,
+        state.source_scripts,
     )
     state = replace(state, builder=builder)
     if request.runtime_image:
@@ -300,6 +320,10 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         return state.say(bench.sink, f"No previous image {previous}: clean build")
     config = bench.docker.image_config(previous_id)
     buildkit = request.method == "build" and bench.docker.builder == "buildkit"
+    scripts_url = request.scripts_url
+    if state.builder and "save-artifacts" in state.builder.injected:
+        # the source's own, which the previous build copied there
+        scripts_url = f"image://{state.builder.destination}/scripts"
     scripts = inspect_scripts(
         bench.docker,
         previous_id,
@@ -307,7 +331,7 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         role="previous",
         config=config,
         check_artifacts_dir=buildkit,
-        scripts_url=request.scripts_url,
+        scripts_url=scripts_url,
     )
     save = scripts.scripts.save_artifacts
     if not scripts.has(SAVE_ROLE):
@@ -393,6 +417,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         owner=builder.owner,
         user=builder.user,
         input_root=builder.destination,
+        source_scripts=builder.injected,
         saved_from=state.saved_from,
         labels=image_labels(request, state.source_labels, (request.build_image, builder.id)),
     )
@@ -763,21 +788,31 @@ def _base_image(
     pull_policy: str,
     scripts_url: str | None = None,
     destination: str | None = None,
+    source_scripts: Sequence[str] = (),
 ) -> BaseImage:
-    """Pull name as its policy says, refuse it unless it has the required scripts, and keep
-    what the build needs of it."""
+    """Pull name as its policy says, refuse it unless it has the required scripts (or the
+    source brings them), and keep what the build needs of it."""
     missing = NoSuchBaseImage if role == "Base" else NoSuchRuntimeImage
     image_id = docker.ensure_image(name, sink, missing, pull_policy)
     config = docker.image_config(image_id)
-    scripts = inspect_scripts(
-        docker,
-        image_id,
-        build_id=build_id,
-        role=f"{role.lower()}-check",
-        config=config,
-        scripts_url=scripts_url,
-    )
-    problems = scripts.problems(required)
+
+    def inspect(url: str | None) -> ImageScripts:
+        check = f"{role.lower()}-check"
+        return inspect_scripts(
+            docker, image_id, build_id=build_id, role=check, config=config, scripts_url=url
+        )
+
+    scripts = inspect(scripts_url)
+    injected: tuple[str, ...] = ()
+    if source_scripts and scripts.scripts.kind == "sti" and scripts.has(PREPARE_ROLE):
+        sink(f"{name} is an original sti builder: the source's .s2i/bin is for s2i builders")
+    elif source_scripts:
+        if scripts.scripts.kind == "sti":  # no scripts of its own: s2i's default directory
+            scripts = inspect(f"image://{S2I_DEFAULT_DIR}")
+        injected = tuple(source_scripts)
+    where = _destination(name, scripts.scripts, config, destination)
+    roles = {SCRIPT_ROLES[script] for script in injected}
+    problems = scripts.problems([r for r in required if r not in roles])
     if problems:
         first, *rest = [f"{role} image {name} failed validation: {p}" for p in problems]
         if role == "Base" and SAVE_ROLE in required and not scripts.has(SAVE_ROLE):
@@ -786,11 +821,12 @@ def _base_image(
     entrypoint = config.get("Entrypoint")
     return BaseImage(
         image_id,
-        scripts.scripts,
+        with_source_scripts(scripts.scripts, injected, where),
         tuple(entrypoint) if entrypoint else None,
         _owner(config),
         config.get("User") or None,
-        _destination(name, scripts.scripts, config, destination),
+        where,
+        injected,
     )
 
 

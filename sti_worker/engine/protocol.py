@@ -12,7 +12,7 @@ an ENTRYPOINT, without a shell or without /bin/true are checked just the same.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sti.errors import InvalidImage, InvalidInput
@@ -77,6 +77,15 @@ def s2i_scripts_at(directory: str) -> Scripts:
 
 
 S2I_DEFAULT = s2i_scripts_at(S2I_DEFAULT_DIR)
+SCRIPT_ROLES = {"assemble": PREPARE_ROLE, "run": RUN_ROLE, "save-artifacts": SAVE_ROLE}
+_FIELDS = {PREPARE_ROLE: "prepare", RUN_ROLE: "run", SAVE_ROLE: "save_artifacts"}
+
+
+def with_source_scripts(scripts: Scripts, names: Iterable[str], destination: str) -> Scripts:
+    """scripts with those the source brings (s2i names) in <destination>/scripts, where they
+    are copied from the source before prepare runs."""
+    moved = {_FIELDS[SCRIPT_ROLES[name]]: f"{destination}/scripts/{name}" for name in names}
+    return replace(scripts, **moved) if moved else scripts
 
 
 def scripts_of(
