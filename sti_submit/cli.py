@@ -72,6 +72,11 @@ wait_options = _stack(
 )
 
 
+scripts_url_option = click.option(
+    "-s", "--scripts-url", help="image://DIR: the builder's s2i scripts, over its labels."
+)
+
+
 def _pull_policy_option(flag: str, what: str) -> Callable[[Any], Any]:
     return click.option(
         flag,
@@ -117,9 +122,7 @@ def main() -> None:
     help="build = generated Dockerfile + docker build; run = container + commit.",
 )
 @click.option("-r", "--ref", help="git branch, tag or commit to build.")
-@click.option(
-    "-s", "--scripts-url", help="image://DIR: the builder's s2i scripts, over its labels."
-)
+@scripts_url_option
 @click.option("-d", "--destination", help="s2i builders: where source and artifacts go (/tmp).")
 @click.option("--context-dir", help="Build only this subdirectory of the source.")
 @click.option("--ignore-submodules", is_flag=True, help="Do not fetch git submodules.")
@@ -231,9 +234,7 @@ def validate(
 
 @main.command()
 @click.argument("build_image")
-@click.option(
-    "-s", "--scripts-url", help="image://DIR: the builder's s2i scripts, over its labels."
-)
+@scripts_url_option
 @json_option
 @local_options
 @broker_option

@@ -444,7 +444,7 @@ def _rerunnable(claim: dict[str, str]) -> dict[str, Any] | None:
     """The task keywords to build again with, if the build ran once and its source can be
     fetched on any host: an upload the store still has, a URL (a path, or a file:// URL, is
     one worker's own disk)."""
-    if int(claim.get("attempt", 1)) > MAX_ATTEMPTS - 1 or "request" not in claim:
+    if int(claim.get("attempt", 1)) >= MAX_ATTEMPTS or "request" not in claim:
         return None
     try:
         keywords = json.loads(claim["request"])

@@ -223,21 +223,17 @@ class DockerHost:
                     raise
                 sink(f"{error.message}; using the image this engine has")
                 return found
-            return self.image_id(ref) or found or self._not_found(ref, missing)
-        if found:
+        elif found:
             return found
-        if policy == "never":
+        elif policy == "never":
             raise missing(f"image {ref} is not on this engine, and the pull policy is never")
-        sink(f"Image {ref} not found locally, pulling it")
-        self.pull(ref)
-        found = self.image_id(ref)
-        if not found:
+        else:
+            sink(f"Image {ref} not found locally, pulling it")
+            self.pull(ref)
+        pulled = self.image_id(ref)
+        if not pulled:
             raise missing(f"image {ref} does not exist, even after pulling it")
-        return found
-
-    @staticmethod
-    def _not_found(ref: str, missing: type[StiError]) -> str:
-        raise missing(f"image {ref} does not exist, even after pulling it")
+        return pulled
 
     def pull(self, ref: str) -> None:
         try:

@@ -26,6 +26,14 @@ USAGE_ROLE = "usage"
 DEPLOY_SCRIPTS = (PREPARE_ROLE, RUN_ROLE)
 INCREMENTAL_SCRIPTS = (PREPARE_ROLE, RUN_ROLE, SAVE_ROLE)
 
+# the Scripts field that holds each role's path
+_FIELDS = {
+    PREPARE_ROLE: "prepare",
+    RUN_ROLE: "run",
+    SAVE_ROLE: "save_artifacts",
+    USAGE_ROLE: "usage",
+}
+
 ARTIFACTS_DIR = "/tmp/artifacts"
 BUILD_DIR = "/tmp/build"
 S2I_SCRIPTS_LABEL = "io.openshift.s2i.scripts-url"
@@ -49,8 +57,7 @@ class Scripts:
         return self.kind == "s2i"
 
     def path(self, role: str) -> str:
-        paths = {PREPARE_ROLE: self.prepare, RUN_ROLE: self.run, SAVE_ROLE: self.save_artifacts}
-        return {**paths, USAGE_ROLE: self.usage}[role]
+        return str(getattr(self, _FIELDS[role]))
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
@@ -78,7 +85,6 @@ def s2i_scripts_at(directory: str) -> Scripts:
 
 S2I_DEFAULT = s2i_scripts_at(S2I_DEFAULT_DIR)
 SCRIPT_ROLES = {"assemble": PREPARE_ROLE, "run": RUN_ROLE, "save-artifacts": SAVE_ROLE}
-_FIELDS = {PREPARE_ROLE: "prepare", RUN_ROLE: "run", SAVE_ROLE: "save_artifacts"}
 
 
 def with_source_scripts(scripts: Scripts, names: Iterable[str], destination: str) -> Scripts:
@@ -169,5 +175,5 @@ def inspect_scripts(
             host.remove_container(container)
         return ImageScripts(image, scripts, found, empty)
 
-    key = ("scripts", named, scripts_url, check_artifacts_dir)
+    key = ("scripts", named, check_artifacts_dir)  # named: what the labels or the URL name
     return host.image_fact(image, key, look)
