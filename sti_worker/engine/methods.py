@@ -22,6 +22,8 @@ from .protocol import Scripts
 _INPUT_DIRS = ("src", "artifacts", "build")
 _ARTIFACTS_STAGE = "sti-artifacts"
 BUILD_ID_ARG = "STI_BUILD_ID"
+BASE_ARG = "STI_BASE"  # the images a BuildKit build starts from, named by build arguments
+PREVIOUS_ARG = "STI_PREVIOUS"
 BASE_REPOSITORY_PREFIX = "sti-base-"
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 _MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # a script of the source, as a tar of one file
@@ -120,15 +122,18 @@ class DockerfileMethod:
                 references[spec.saved_from.image] = base_reference(spec.build_id, "previous")
             for image, reference in references.items():
                 host.tag(image, reference)
-            dockerfile = buildkit_dockerfile(spec, references)
+            dockerfile = buildkit_dockerfile(spec)
             buildargs[BUILD_ID_ARG] = spec.build_id
+            buildargs[BASE_ARG] = references[spec.base_image]
+            if spec.saved_from:
+                buildargs[PREVIOUS_ARG] = references[spec.saved_from.image]
+            labels = {**spec.labels, BUILD_ID_LABEL: spec.build_id}
         else:
             dockerfile = legacy_dockerfile(spec)
+            labels = dict(spec.labels)
         parts = [small_file("Dockerfile", dockerfile.encode()), *spec.inputs]
         try:
-            return host.build(
-                lambda: stream_tar(parts), buildargs=buildargs, labels=spec.labels, sink=sink
-            )
+            return host.build(lambda: stream_tar(parts), buildargs=buildargs, labels=labels, sink=sink)
         except BuildStepFailed as error:
             if _is_step(error.command, spec.scripts.prepare):
                 raise prepare_failed(
@@ -188,22 +193,27 @@ def legacy_dockerfile(spec: PrepareSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def buildkit_dockerfile(spec: PrepareSpec, references: Mapping[str, str]) -> str:
+def buildkit_dockerfile(spec: PrepareSpec) -> str:
     """For BuildKit. Restored artifacts are an input of prepare, not of the image: a stage of
     their own (from the context, or save-artifacts run in the earlier image), mounted
     (writable, changes discarded) at /tmp/artifacts for the prepare step only, so they are not
     stored twice. The source is copied before anything specific to this build, so an unchanged
-    source is a cache hit; the build id argument makes prepare run every time."""
-    lines = []
+    source is a cache hit; the build id argument makes prepare run every time.
+
+    Nothing of one build (its id, the tags that pin its images) is written here but in build
+    arguments and labels: the Dockerfile travels in the context, and BuildKit unpacks a context
+    again unless it is the same bytes as before."""
+    lines = [f"ARG {BASE_ARG}"]
     mount = ""
     if spec.saved_from:
-        lines += _save_stage(spec.saved_from, references[spec.saved_from.image])
+        lines.insert(0, f"ARG {PREVIOUS_ARG}")
+        lines += _save_stage(spec.saved_from, f"${{{PREVIOUS_ARG}}}")
         mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},source=/tmp/artifacts,"
         mount += f"target={spec.input_root}/artifacts,rw "
     elif "artifacts" in spec.input_dirs:
         lines += [f"FROM scratch AS {_ARTIFACTS_STAGE}", f"COPY {_chown(spec)}artifacts /"]
         mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},target={spec.input_root}/artifacts,rw "
-    lines.append(f"FROM {references[spec.base_image]}")
+    lines.append(f"FROM ${{{BASE_ARG}}}")
     for name in ("src", "build"):
         if name in spec.input_dirs:
             lines.append(f"COPY {_chown(spec)}{name} {spec.input_root}/{name}")
@@ -217,7 +227,7 @@ def buildkit_dockerfile(spec: PrepareSpec, references: Mapping[str, str]) -> str
     lines.append(f'RUN {mount}["{spec.scripts.prepare}"]')
     if spec.owner and spec.user:
         lines.append(f"USER {spec.user}")
-    lines += [f"LABEL {BUILD_ID_LABEL}={spec.build_id}", f'CMD ["{spec.scripts.run}"]']
+    lines.append(f'CMD ["{spec.scripts.run}"]')
     return "\n".join(lines) + "\n"
 
 
