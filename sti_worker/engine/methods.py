@@ -133,7 +133,9 @@ class DockerfileMethod:
             labels = dict(spec.labels)
         parts = [small_file("Dockerfile", dockerfile.encode()), *spec.inputs]
         try:
-            return host.build(lambda: stream_tar(parts), buildargs=buildargs, labels=labels, sink=sink)
+            return host.build(
+                lambda: stream_tar(parts), buildargs=buildargs, labels=labels, sink=sink
+            )
         except BuildStepFailed as error:
             if _is_step(error.command, spec.scripts.prepare):
                 raise prepare_failed(
