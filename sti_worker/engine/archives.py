@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import gzip
 import itertools
 import lzma
 import os
@@ -27,6 +26,7 @@ from sti.errors import InvalidInput, StiError
 from sti.tarstreams import empty_directory
 
 from . import zip_directory
+from .inflate import BackgroundGunzip
 
 Read = Callable[[int], bytes]
 EntryKind = Literal["directory", "file", "link"]
@@ -580,7 +580,7 @@ _TAR_READ_BYTES = 256 * 1024  # tarfile's default, 10 KiB, costs a decompress ca
 
 def _decompressed(source: _WatchedStream, kind: str) -> contextlib.AbstractContextManager[Any]:
     if kind == "tar.gz":
-        return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[arg-type]
+        return BackgroundGunzip(source)
     if kind == "tar.bz2":
         return bz2.BZ2File(source, "rb")
     if kind == "tar.xz":
