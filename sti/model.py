@@ -58,14 +58,37 @@ def check_build_id(build_id: object) -> str:
 
 
 def validate_image_ref(ref: str, what: str) -> str:
-    """Return ref if Docker would accept it as an image reference, else raise InvalidInput."""
+    """Return ref if Docker would accept it as an image reference and it is not a name sti
+    keeps for itself, else raise InvalidInput."""
     valid = isinstance(ref, str) and len(ref) <= _MAX_REF_LENGTH and _IMAGE_REF.fullmatch(ref)
     if not valid:
         raise InvalidInput(
             f"{what} {ref!r} is not a valid image reference "
             "(expected [registry/]name[:tag], lower-case name, tag of at most 128 characters)"
         )
+    if _local_name(ref) in RESERVED_REPOSITORIES or _local_name(ref).startswith(RESERVED_PREFIXES):
+        raise InvalidInput(f"{what} {ref!r} names images sti keeps for itself on a build host")
     return ref
+
+
+# the worker's own images: a source image (sti-source:<key>) and the names that pin a build's
+# images while it runs (sti-base-<build id>:<stage>); an image a user tags or pulls so could
+# stand in for them
+SOURCE_REPOSITORY = "sti-source"
+BASE_REPOSITORY_PREFIX = "sti-base-"
+RESERVED_REPOSITORIES = (SOURCE_REPOSITORY,)
+RESERVED_PREFIXES = (BASE_REPOSITORY_PREFIX,)
+
+
+def _local_name(ref: str) -> str:
+    """The repository the engine files ref under: without tag or digest, and without the
+    docker.io/library/ that it adds to a bare name."""
+    name = ref.partition("@")[0]
+    if ":" in name.rpartition("/")[2]:
+        name = name.rpartition(":")[0]
+    for implied in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        name = name.removeprefix(implied)
+    return name.removeprefix("library/")
 
 
 def registry_of(ref: str) -> str | None:

@@ -46,6 +46,7 @@ class Settings:
     registry_auth: dict[str, str] | None
     builder: str
     build_cache_keep_bytes: int
+    source_images_keep: int
     build_memory_bytes: int
     build_pids: int
     build_network: str
@@ -81,6 +82,7 @@ class Settings:
             registry_auth=_registry_auth(),
             builder=os.environ.get("STI_BUILDER") or "auto",
             build_cache_keep_bytes=byte_size("STI_BUILD_CACHE_KEEP", 2 * 1024**3),
+            source_images_keep=_int("STI_SOURCE_IMAGES_KEEP", 10),
             build_memory_bytes=byte_size("STI_BUILD_MEMORY", 4 * 1024**3),
             build_pids=_int("STI_BUILD_PIDS", 4096),
             build_network=os.environ.get("STI_BUILD_NETWORK") or "bridge",

@@ -28,6 +28,7 @@ def _docker_host(docker_url: str | None) -> DockerHost:
         builder=settings.builder,
         build_cache_keep_bytes=settings.build_cache_keep_bytes,
         sandbox=Sandbox.from_settings(settings),
+        source_images_keep=settings.source_images_keep,
     )
 
 

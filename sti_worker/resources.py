@@ -54,6 +54,7 @@ def docker_host() -> DockerHost:
                 builder=settings.builder,
                 build_cache_keep_bytes=settings.build_cache_keep_bytes,
                 sandbox=Sandbox.from_settings(settings),
+                source_images_keep=settings.source_images_keep,
             ),
         )
     return _docker[1]

@@ -121,12 +121,14 @@ class DockerHost:
         builder: str = "auto",
         build_cache_keep_bytes: int | None = None,
         sandbox: Sandbox | None = None,
+        source_images_keep: int = 0,
     ) -> None:
         """registry_auth ({"username", "password"}) comes from the worker's configuration only;
         without it, docker-py uses the Docker config file of the user running the worker.
         builder: "auto", "buildkit", "legacy" or "container" (STI_BUILDER); build_cache_keep_bytes:
         after each BuildKit build, the engine's build cache is pruned down to this size; sandbox:
-        the limits of build code (Sandbox() unless given)."""
+        the limits of build code (Sandbox() unless given); source_images_keep: how many source
+        images (see source_images) this engine keeps, 0 for none (STI_SOURCE_IMAGES_KEEP)."""
         if builder not in BUILDERS:
             raise InvalidInput(f"STI_BUILDER={builder!r} is unknown; use one of: {BUILDERS}")
         self.sandbox = sandbox or Sandbox()
@@ -140,6 +142,8 @@ class DockerHost:
             )
         self._builder = builder
         self._build_cache_keep = build_cache_keep_bytes
+        self.source_images_keep = source_images_keep
+        self._buildkit: bool | None = None
         self._registry_auth = dict(registry_auth) if registry_auth else None
         self._streams: set[CancellableStream] = set()
         self._streams_lock = threading.Lock()
@@ -305,6 +309,16 @@ class DockerHost:
             self._image_facts[key] = answer()
         return self._image_facts[key]  # type: ignore[no-any-return]
 
+    def images_in(self, repository: str) -> list[tuple[str, int]]:
+        """Every repository:tag reference in one repository, with its image's creation time."""
+        found = self.api.images(name=repository)
+        return [
+            (tag, int(image.get("Created") or 0))
+            for image in found
+            for tag in image.get("RepoTags") or ()
+            if tag
+        ]
+
     def references_in(self, repository: str) -> list[str]:
         """Every repository:tag reference in one repository."""
         found = self.api.images(name=repository)
@@ -344,14 +358,20 @@ class DockerHost:
         picks one.
         """
         if self._builder == "auto":
-            version = tuple(int(part) for part in str(self.api.api_version).split("."))
-            os_type = str(self.api.version().get("Os", "linux"))
-            bridge = any(n["Name"] == "bridge" for n in self.api.networks(names=["bridge"]))
-            capable = version >= (1, 39) and os_type == "linux" and bridge
-            candidates = ("buildkit", "legacy") if capable else ("legacy",)
+            candidates = ("buildkit", "legacy") if self.has_buildkit else ("legacy",)
             held = [name for name in candidates if not self.sandbox.not_held_by(name)]
             self._builder = held[0] if held else "container"
         return self._builder
+
+    @property
+    def has_buildkit(self) -> bool:
+        """Whether this engine builds with BuildKit (whether or not prepare runs there)."""
+        if self._buildkit is None:
+            version = tuple(int(part) for part in str(self.api.api_version).split("."))
+            os_type = str(self.api.version().get("Os", "linux"))
+            bridge = any(n["Name"] == "bridge" for n in self.api.networks(names=["bridge"]))
+            self._buildkit = version >= (1, 39) and os_type == "linux" and bridge
+        return self._buildkit
 
     def build(
         self,

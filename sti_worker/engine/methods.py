@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sti.errors import BuildFailed, BuildStepFailed, InvalidBuildMethod, InvalidInput
+from sti.model import BASE_REPOSITORY_PREFIX
 from sti.source_scripts import SOURCE_SCRIPTS_DIR
 from sti.tarstreams import TarPart, empty_directory, retargeted, small_file, stream_tar
 
@@ -24,7 +25,6 @@ _ARTIFACTS_STAGE = "sti-artifacts"
 BUILD_ID_ARG = "STI_BUILD_ID"
 BASE_ARG = "STI_BASE"  # the images a BuildKit build starts from, named by build arguments
 PREVIOUS_ARG = "STI_PREVIOUS"
-BASE_REPOSITORY_PREFIX = "sti-base-"
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 _MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # a script of the source, as a tar of one file
 
@@ -178,7 +178,7 @@ def _env_lines(spec: PrepareSpec) -> list[str]:
     return [*lines, "ENV " + " ".join(pairs)]
 
 
-def _chown(spec: PrepareSpec) -> str:
+def chown_flag(spec: PrepareSpec) -> str:
     return f"--chown={spec.owner[0]}:{spec.owner[1]} " if spec.owner else ""
 
 
@@ -189,8 +189,8 @@ def legacy_dockerfile(spec: PrepareSpec) -> str:
     lines += _env_lines(spec)
     for name in _INPUT_DIRS:
         if name in spec.input_dirs:
-            lines.append(f"COPY {_chown(spec)}{name} {spec.input_root}/{name}")
-    lines += _script_copies(spec)
+            lines.append(f"COPY {chown_flag(spec)}{name} {spec.input_root}/{name}")
+    lines += script_copies(spec)
     lines += [f'RUN ["{spec.scripts.prepare}"]', f'CMD ["{spec.scripts.run}"]']
     return "\n".join(lines) + "\n"
 
@@ -213,13 +213,13 @@ def buildkit_dockerfile(spec: PrepareSpec) -> str:
         mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},source=/tmp/artifacts,"
         mount += f"target={spec.input_root}/artifacts,rw "
     elif "artifacts" in spec.input_dirs:
-        lines += [f"FROM scratch AS {_ARTIFACTS_STAGE}", f"COPY {_chown(spec)}artifacts /"]
+        lines += [f"FROM scratch AS {_ARTIFACTS_STAGE}", f"COPY {chown_flag(spec)}artifacts /"]
         mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},target={spec.input_root}/artifacts,rw "
     lines.append(f"FROM ${{{BASE_ARG}}}")
     for name in ("src", "build"):
         if name in spec.input_dirs:
-            lines.append(f"COPY {_chown(spec)}{name} {spec.input_root}/{name}")
-    lines += _script_copies(spec)
+            lines.append(f"COPY {chown_flag(spec)}{name} {spec.input_root}/{name}")
+    lines += script_copies(spec)
     lines.append(f"ARG {BUILD_ID_ARG}")
     lines += _env_lines(spec)
     if spec.owner:
@@ -233,10 +233,10 @@ def buildkit_dockerfile(spec: PrepareSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _script_copies(spec: PrepareSpec) -> list[str]:
+def script_copies(spec: PrepareSpec) -> list[str]:
     """The source's own s2i scripts, where s2i puts them: <destination>/scripts."""
     return [
-        f"COPY {_chown(spec)}src/{SOURCE_SCRIPTS_DIR}/{name} {spec.input_root}/scripts/{name}"
+        f"COPY {chown_flag(spec)}src/{SOURCE_SCRIPTS_DIR}/{name} {spec.input_root}/scripts/{name}"
         for name in spec.source_scripts
     ]
 

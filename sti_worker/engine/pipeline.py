@@ -41,6 +41,7 @@ from sti.model import (
 from sti.redaction import redact
 from sti.source_scripts import source_scripts
 from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted
+from sti.upload_refs import SCHEME as UPLOAD_SCHEME
 
 from .docker_host import (
     CONTAINER_NAME_PREFIX,
@@ -72,6 +73,7 @@ from .protocol import (
     with_source_scripts,
 )
 from .provenance import image_labels, source_labels
+from .source_images import SourceOrigin, source_image
 from .sources import (
     FetchedSource,
     Sources,
@@ -421,6 +423,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         saved_from=state.saved_from,
         labels=image_labels(request, state.source_labels, (request.build_image, builder.id)),
     )
+    spec = _from_source_image(bench, spec, fetched)
     bench.sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
     method = method_named(request.method)
     try:
@@ -437,6 +440,29 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
     if request.extended:
         return replace(state, stage_image=image)
     return replace(state, image_id=image)
+
+
+def _from_source_image(bench: Workbench, spec: PrepareSpec, fetched: FetchedSource) -> PrepareSpec:
+    """prepare starts from the source image of an uploaded source (see source_images) when it
+    runs on BuildKit and this engine keeps them; the source is then no input of its own. (In
+    a container, the source image costs a first build more than it saves: measured, 56 MB took
+    8.8 s instead of 7.1 s, as a copy into a created container is cheaper than a build.)"""
+    host = bench.docker
+    upload = fetched.stream_from or ""
+    if not upload.startswith(UPLOAD_SCHEME) or not host.source_images_keep:
+        return spec
+    if host.builder != "buildkit":
+        return spec
+    assert spec.input_dirs[0] == "src", "the source is the first input"
+    key = SourceOrigin(upload, fetched.context_dir, tuple(fetched.exclude)).key(spec)
+    image = source_image(host, spec, spec.inputs[0], key, host.source_images_keep, bench.sink)
+    return replace(
+        spec,
+        base_image=image,
+        inputs=spec.inputs[1:],
+        input_dirs=spec.input_dirs[1:],
+        source_scripts=(),
+    )
 
 
 def deploy_step(bench: Workbench, state: BuildState) -> BuildState:

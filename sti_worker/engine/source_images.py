@@ -1,0 +1,86 @@
+"""Source images: a builder image with one uploaded source copied in, kept on the engine.
+
+A source submitted again unchanged (sti-submit knows it, and names the same upload) then costs
+no context at all: prepare starts from the source image, as it would from the builder after the
+copy. The first build of a source pays one more BuildKit request, which only copies files. The
+image is named by a hash of everything the copy depends on, in one
+repository sti keeps for itself (APP_IMAGE_TAG and image names may not use it); the
+STI_SOURCE_IMAGES_KEEP most recently made are kept, older ones removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sti.model import SOURCE_REPOSITORY
+from sti.tarstreams import TarPart, small_file, stream_tar
+
+from .docker_host import DockerHost, LogSink
+from .methods import BASE_ARG, PrepareSpec, base_reference, chown_flag, script_copies
+
+SOURCE_KEY_LABEL = "io.sti.source-key"
+_FORMAT = "sti-source/1"  # part of every key: a new way of copying means new images
+
+
+@dataclass(frozen=True)
+class SourceOrigin:
+    """What a source image copies: an uploaded source (its content digest, the part of it the
+    build takes), into which builder image, owned by whom, where."""
+
+    upload: str  # sti+upload://sha256:...
+    context_dir: str | None
+    exclude: Sequence[str]
+
+    def key(self, spec: PrepareSpec) -> str:
+        described = {
+            "format": _FORMAT,
+            "upload": self.upload,
+            "context_dir": self.context_dir,
+            "exclude": list(self.exclude),
+            "base": spec.base_image,
+            "owner": list(spec.owner) if spec.owner else None,
+            "root": spec.input_root,
+            "scripts": list(spec.source_scripts),
+        }
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def source_image(
+    host: DockerHost, spec: PrepareSpec, source: TarPart, key: str, keep: int, sink: LogSink
+) -> str:
+    """The id of the source image for key, made from spec.base_image and source if the engine
+    does not have it."""
+    reference = f"{SOURCE_REPOSITORY}:{key}"
+    found = host.image_id(reference)
+    if found and host.image_config(found).get("Labels", {}).get(SOURCE_KEY_LABEL) == key:
+        sink("The source is unchanged since an earlier build: starting from its copy")
+        return found
+    pinned = base_reference(spec.build_id, "source")
+    host.tag(spec.base_image, pinned)
+    try:
+        dockerfile = [f"ARG {BASE_ARG}", f"FROM ${{{BASE_ARG}}}"]
+        dockerfile.append(f"COPY {chown_flag(spec)}src {spec.input_root}/src")
+        dockerfile += script_copies(spec)
+        parts = [small_file("Dockerfile", ("\n".join(dockerfile) + "\n").encode()), source]
+        image = host.build(
+            lambda: stream_tar(parts),
+            buildargs={BASE_ARG: pinned},
+            labels={SOURCE_KEY_LABEL: key},
+            sink=sink,
+        )
+    finally:
+        host.remove_reference(pinned)
+    host.tag(image, reference)
+    _forget_older(host, keep)
+    return image
+
+
+def _forget_older(host: DockerHost, keep: int) -> None:
+    """Remove the source images beyond the keep most recently made (a build that starts from
+    one has it pinned by a name of its own, so it stays while in use)."""
+    made = host.images_in(SOURCE_REPOSITORY)
+    for reference, _created in sorted(made, key=lambda item: item[1], reverse=True)[keep:]:
+        host.remove_reference(reference)

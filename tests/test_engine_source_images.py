@@ -1,0 +1,188 @@
+"""Source images: an uploaded source submitted again unchanged starts from the copy an earlier
+build made (BuildKit), with the same output; a different builder or part of the source makes a
+new one; the engine keeps a bounded number; their names cannot be a user's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import redis
+
+from sti.blobstore import BlobStore
+from sti.errors import InvalidInput
+from sti.model import SOURCE_REPOSITORY, BuildRequest, Result, validate_image_ref, validate_tag
+from sti_submit.upload import upload_source
+from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.pipeline import run_build
+from sti_worker.engine.sandbox import Sandbox
+from sti_worker.engine.source_images import SOURCE_KEY_LABEL
+from sti_worker.engine.sources import SourcePolicy, Sources
+from sti_worker.uploads import opener, streamer
+from tests.dockertools import TRACKER, image_files
+
+UNCHANGED = "The source is unchanged since an earlier build: starting from its copy"
+
+
+@pytest.fixture
+def store(broker_url: str) -> Iterator[BlobStore]:
+    client = redis.Redis.from_url(broker_url)
+    yield BlobStore(client, expires_s=600, max_bytes=10**8)
+    client.close()
+
+
+@pytest.fixture
+def keeping_host() -> Iterator[DockerHost]:
+    host = DockerHost(sandbox=Sandbox.engine_defaults(), source_images_keep=2)
+    assert host.builder == "buildkit"
+    yield host
+    host.close()
+
+
+@pytest.fixture
+def source_images(api: docker.APIClient) -> Iterator[None]:
+    """The engine's source images are this test's: none before, none left after."""
+    _remove_source_images(api)
+    yield
+    _remove_source_images(api)
+
+
+def _remove_source_images(api: docker.APIClient) -> None:
+    for reference in _source_images(api):
+        api.remove_image(reference, force=True)
+
+
+def _source_images(api: docker.APIClient) -> list[str]:
+    found = api.images(name=SOURCE_REPOSITORY)
+    return [tag for image in found for tag in image.get("RepoTags") or ()]
+
+
+def _build(
+    host: DockerHost, store: BlobStore, source: Path, image: str, tag: str, **options: object
+) -> tuple[Result, list[str]]:
+    ref = upload_source(store, source).ref
+    sources = Sources(
+        SourcePolicy(),
+        openers={"sti+upload": opener(lambda: store)},
+        streamers={"sti+upload": streamer(lambda: store)},
+    )
+    lines: list[str] = []
+    request = BuildRequest(source=str(ref), build_image=image, tag=tag, clean=True, **options)
+    result = run_build(host, request, lines.append, host="test", sources=sources)
+    TRACKER.built(result.image_id)
+    assert result.success, result.messages
+    return result, lines
+
+
+def _source(root: Path, content: str) -> Path:
+    (root / "app" / "lib").mkdir(parents=True)
+    (root / "app" / "main.txt").write_text(content)
+    (root / "app" / "lib" / "util.txt").write_text("util\n")
+    return root / "app"
+
+
+@pytest.mark.usefixtures("source_images")
+def test_an_unchanged_source_starts_from_its_copy_with_the_same_output(
+    api: docker.APIClient,
+    keeping_host: DockerHost,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    source = _source(tmp_path, "v1\n")
+    expected = {"main.txt": b"v1\n", "lib/util.txt": b"util\n"}
+    first, first_lines = _build(keeping_host, store, source, images["sti-fake"], app_tag)
+    assert image_files(api, str(first.image_id), "/sti-fake/src") == expected
+    again, again_lines = _build(keeping_host, store, source, images["sti-fake"], app_tag)
+    assert image_files(api, str(again.image_id), "/sti-fake/src") == expected
+    assert UNCHANGED not in first_lines and UNCHANGED in again_lines
+    assert not [line for line in again_lines if "COPY src" in line]  # no source sent again
+    (made,) = _source_images(api)
+    key = made.partition(":")[2]
+    assert api.inspect_image(made)["Config"]["Labels"][SOURCE_KEY_LABEL] == key
+    labels = api.inspect_image(str(again.image_id))["Config"]["Labels"]
+    assert labels["io.sti.build-id"] == again.build_id
+    assert SOURCE_KEY_LABEL not in labels or labels[SOURCE_KEY_LABEL] == key
+
+
+@pytest.mark.usefixtures("source_images")
+def test_another_builder_or_context_dir_makes_another_copy_and_only_two_are_kept(
+    api: docker.APIClient,
+    keeping_host: DockerHost,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    source = _source(tmp_path, "v1\n")
+    _build(keeping_host, store, source, images["sti-fake"], app_tag)
+    _, other_builder = _build(keeping_host, store, source, images["sti-fake-no-save"], app_tag)
+    part, part_lines = _build(
+        keeping_host, store, source, images["sti-fake"], app_tag, context_dir="lib"
+    )
+    assert UNCHANGED not in other_builder and UNCHANGED not in part_lines
+    assert image_files(api, str(part.image_id), "/sti-fake/src") == {"util.txt": b"util\n"}
+    assert len(_source_images(api)) == 2  # STI_SOURCE_IMAGES_KEEP, the oldest removed
+
+
+def test_no_source_image_is_made_when_none_are_kept(
+    api: docker.APIClient,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    host = DockerHost(sandbox=Sandbox.engine_defaults(), source_images_keep=0)
+    try:
+        before = _source_images(api)
+        _build(host, store, _source(tmp_path, "v1\n"), images["sti-fake"], app_tag)
+        assert _source_images(api) == before
+    finally:
+        host.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sti-source:0123",
+        "sti-source",
+        "docker.io/library/sti-source:x",
+        "library/sti-source:x",
+        "index.docker.io/library/sti-source@sha256:" + "0" * 64,
+        "sti-base-0123456789abcdef0123456789abcdef:build",
+        "docker.io/sti-base-x:source",
+    ],
+)
+def test_names_sti_keeps_for_itself_are_refused_as_tags_and_images(name: str) -> None:
+    with pytest.raises(InvalidInput, match="sti keeps for itself"):
+        validate_image_ref(name, "BUILD_IMAGE")
+    if "@" not in name:
+        with pytest.raises(InvalidInput, match="sti keeps for itself"):
+            validate_tag(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["registry.example/sti-source:x", "sti-sources:x", "me/sti-base-x:y", "sti-basement"]
+)
+def test_names_that_only_look_alike_are_accepted(name: str) -> None:
+    assert validate_image_ref(name, "BUILD_IMAGE") == name
+
+
+@pytest.mark.usefixtures("source_images")
+def test_an_s2i_builder_of_uid_1001_owns_the_copied_source(
+    api: docker.APIClient,
+    keeping_host: DockerHost,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """assemble moves /tmp/src away, which only its owner may do."""
+    source = _source(tmp_path, "v1\n")
+    _build(keeping_host, store, source, images["s2i-fake"], app_tag)
+    again, lines = _build(keeping_host, store, source, images["s2i-fake"], app_tag)
+    assert UNCHANGED in lines
+    assert image_files(api, str(again.image_id), "/opt/app-root")["main.txt"] == b"v1\n"
