@@ -31,9 +31,9 @@ def opener(store: Callable[[], BlobStore]) -> Callable[..., FetchedSource]:
     ) -> FetchedSource:
         ref = UploadRef.parse(source)
         if _streamable(ref):
-            _check_stored(store(), ref)
+            size = _check_stored(store(), ref)
             sink(f"Uploaded source {ref.digest} goes straight into the build")
-            return FetchedSource("", stream_from=source)
+            return FetchedSource("", stream_from=source, size=size)
         sink(f"Fetching uploaded source {ref.digest}")
         chunks = store().read(ref.digest)
         target = workdir / "upload"
@@ -101,12 +101,14 @@ def _streamable(ref: UploadRef) -> bool:
     return ref.kind != "archive" or archive_kind(ref.name) not in (None, "zip")
 
 
-def _check_stored(store: BlobStore, ref: UploadRef) -> None:
+def _check_stored(store: BlobStore, ref: UploadRef) -> int:
+    """The stored size of the upload, which must be there and within the cap."""
     size = store.size(ref.digest)
     if size is None:
         raise SourceFetchFailed(f"uploaded source {ref.digest} is not in the store (expired?)")
     if size > store.max_bytes:
         raise InvalidInput(store.too_large_message(size))
+    return size
 
 
 def _add_single_file(

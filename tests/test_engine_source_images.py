@@ -15,6 +15,7 @@ from sti.blobstore import BlobStore
 from sti.errors import InvalidInput
 from sti.model import SOURCE_REPOSITORY, BuildRequest, Result, validate_image_ref, validate_tag
 from sti_submit.upload import upload_source
+from sti_worker.engine import pipeline
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_build
 from sti_worker.engine.sandbox import Sandbox
@@ -34,7 +35,9 @@ def store(broker_url: str) -> Iterator[BlobStore]:
 
 
 @pytest.fixture
-def keeping_host() -> Iterator[DockerHost]:
+def keeping_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[DockerHost]:
+    """Keeps two source images, and makes them of sources of any size."""
+    monkeypatch.setattr(pipeline, "SOURCE_IMAGE_MIN_BYTES", 0)
     host = DockerHost(sandbox=Sandbox.engine_defaults(), source_images_keep=2)
     assert host.builder == "buildkit"
     yield host
@@ -128,18 +131,27 @@ def test_another_builder_or_context_dir_makes_another_copy_and_only_two_are_kept
     assert len(_source_images(api)) == 2  # STI_SOURCE_IMAGES_KEEP, the oldest removed
 
 
-def test_no_source_image_is_made_when_none_are_kept(
+@pytest.mark.parametrize(("keep", "least_bytes"), [(0, 0), (2, None)])
+def test_no_source_image_is_made_when_none_are_kept_or_the_source_is_small(
     api: docker.APIClient,
     store: BlobStore,
     images: dict[str, str],
     app_tag: str,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    keep: int,
+    least_bytes: int | None,
 ) -> None:
-    host = DockerHost(sandbox=Sandbox.engine_defaults(), source_images_keep=0)
+    """None kept; or a source (some bytes) smaller than the size that makes one worth it."""
+    if least_bytes is not None:
+        monkeypatch.setattr(pipeline, "SOURCE_IMAGE_MIN_BYTES", least_bytes)
+    host = DockerHost(sandbox=Sandbox.engine_defaults(), source_images_keep=keep)
     try:
         before = _source_images(api)
-        _build(host, store, _source(tmp_path, "v1\n"), images["sti-fake"], app_tag)
-        assert _source_images(api) == before
+        source = _source(tmp_path, "v1\n")
+        for _ in range(2):
+            _, lines = _build(host, store, source, images["sti-fake"], app_tag)
+        assert _source_images(api) == before and UNCHANGED not in lines
     finally:
         host.close()
 

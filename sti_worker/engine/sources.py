@@ -82,6 +82,7 @@ class FetchedSource:
     stream_from: str | None = None
     context_dir: str | None = None
     commit: Mapping[str, str] | None = None  # a git source's author, date and message
+    size: int | None = None  # of a streamed upload as stored (compressed), if known
 
 
 Opener = Callable[[str, Path, LogSink, SourcePolicy], FetchedSource]
