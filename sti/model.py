@@ -14,6 +14,7 @@ from typing import Any
 from .errors import InvalidBuildMethod, InvalidInput, StiError
 from .redaction import redact
 from .source_scripts import check_script_names
+from .uid_ranges import check_user, parse_uid_ranges
 
 RESULT_SCHEMA = "sti.result/1"
 METHODS = ("build", "run")
@@ -278,6 +279,8 @@ _BUILD_TYPES = {
     "description": _OPTIONAL,
     "scripts_url": _OPTIONAL,
     "destination": _OPTIONAL,
+    "assemble_user": _OPTIONAL,
+    "allowed_uids": _OPTIONAL,
     "source_scripts": _LISTS,
     "pull_policy": _STRING,
     "incremental_pull_policy": _STRING,
@@ -315,6 +318,8 @@ class BuildRequest:
     description: str | None = None  # io.k8s.description
     scripts_url: str | None = None  # image://DIR: the builder's s2i scripts, over its labels
     destination: str | None = None  # s2i images: where src and artifacts go, over the label
+    assemble_user: str | None = None  # who runs assemble, over the image's label and USER
+    allowed_uids: str | None = None  # s2i's ranges of uids assemble may run as ("1-": not root)
     # the scripts an uploaded directory has in .s2i/bin (sti-submit finds them: the upload
     # streams into the build, so the worker cannot look before it)
     source_scripts: tuple[str, ...] = ()
@@ -352,6 +357,10 @@ class BuildRequest:
             check_scripts_url(self.scripts_url)
         if self.destination is not None:
             check_destination(self.destination, "--destination")
+        if self.assemble_user is not None:
+            check_user(self.assemble_user, "--assemble-user")
+        if self.allowed_uids is not None:
+            parse_uid_ranges(self.allowed_uids)
         for name in ("pull_policy", "incremental_pull_policy", "runtime_pull_policy"):
             if getattr(self, name) not in PULL_POLICIES:
                 raise InvalidInput(

@@ -124,6 +124,14 @@ def main() -> None:
 @click.option("-r", "--ref", help="git branch, tag or commit to build.")
 @scripts_url_option
 @click.option("-d", "--destination", help="s2i builders: where source and artifacts go (/tmp).")
+@click.option(
+    "--assemble-user", help="Run assemble as this user (over the assemble-user label and USER)."
+)
+@click.option(
+    "-u",
+    "--allowed-uids",
+    help="Refuse to run assemble as a uid outside these ranges (1- forbids root).",
+)
 @click.option("--context-dir", help="Build only this subdirectory of the source.")
 @click.option("--ignore-submodules", is_flag=True, help="Do not fetch git submodules.")
 @click.option("--push", is_flag=True, help="Push APP_IMAGE_TAG to its registry after tagging.")

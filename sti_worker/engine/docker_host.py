@@ -465,8 +465,10 @@ class DockerHost:
         env: Mapping[str, str] | None = None,
         empty_volume_at: str | None = None,
         labels: Mapping[str, str] | None = None,
+        user: str | None = None,
     ) -> str:
-        """Create (not start) a container whose command replaces any ENTRYPOINT of the image.
+        """Create (not start) a container whose command replaces any ENTRYPOINT of the image
+        (user: who runs it, if not the image's USER).
 
         empty_volume_at mounts a fresh anonymous volume there, hiding what the image has at that
         path; it outlives the container's process, so files can be taken out after it exits.
@@ -480,6 +482,7 @@ class DockerHost:
             entrypoint=[],
             environment=[f"{key}={value}" for key, value in (env or {}).items()],
             labels={**(labels or {}), BUILD_ID_LABEL: build_id},
+            user=user,
             host_config=self.api.create_host_config(mounts=mounts, **self.sandbox.host_config()),
             detach=True,
         )

@@ -44,6 +44,7 @@ class PrepareSpec:
     owner: tuple[int, int] | None = None  # the image's numeric USER owns the inputs
     user: str | None = None  # the image's USER as written
     input_root: str = "/tmp"  # where the inputs go (an s2i image's destination)
+    run_as: str | None = None  # uid:gid that runs prepare, when not the image's USER
     source_scripts: Sequence[str] = ()  # copied from src/.s2i/bin to <input_root>/scripts
     saved_from: SavedArtifacts | None = None  # BuildKit: run save-artifacts inside the build
     labels: Mapping[str, str] = field(default_factory=dict)  # of the new image (provenance)
@@ -191,7 +192,12 @@ def legacy_dockerfile(spec: PrepareSpec) -> str:
         if name in spec.input_dirs:
             lines.append(f"COPY {chown_flag(spec)}{name} {spec.input_root}/{name}")
     lines += script_copies(spec)
-    lines += [f'RUN ["{spec.scripts.prepare}"]', f'CMD ["{spec.scripts.run}"]']
+    if spec.run_as:
+        lines.append(f"USER {spec.run_as}")
+    lines.append(f'RUN ["{spec.scripts.prepare}"]')
+    if spec.run_as:
+        lines.append(f"USER {spec.user or '0'}")
+    lines.append(f'CMD ["{spec.scripts.run}"]')
     return "\n".join(lines) + "\n"
 
 
@@ -222,13 +228,14 @@ def buildkit_dockerfile(spec: PrepareSpec) -> str:
     lines += script_copies(spec)
     lines.append(f"ARG {BUILD_ID_ARG}")
     lines += _env_lines(spec)
-    if spec.owner:
+    runner = spec.run_as or (f"{spec.owner[0]}:{spec.owner[1]}" if spec.owner else None)
+    if runner:
         # BuildKit looks a uid without a gid up in /etc/passwd, which builder images need not
         # have; the image keeps its USER as written
-        lines.append(f"USER {spec.owner[0]}:{spec.owner[1]}")
+        lines.append(f"USER {runner}")
     lines.append(f'RUN {mount}["{spec.scripts.prepare}"]')
-    if spec.owner and spec.user:
-        lines.append(f"USER {spec.user}")
+    if runner and (spec.user or spec.run_as):
+        lines.append(f"USER {spec.user or '0'}")
     lines.append(f'CMD ["{spec.scripts.run}"]')
     return "\n".join(lines) + "\n"
 
@@ -273,6 +280,7 @@ class ContainerMethod:
             env=spec.env,
             empty_volume_at=f"{root}/artifacts" if "artifacts" in spec.input_dirs else None,
             labels=spec.labels,  # a committed container's labels are its image's
+            user=spec.run_as,
         )
         try:
             host.put_archive(container, root, stream_tar(spec.inputs, owner=spec.owner))
@@ -283,6 +291,8 @@ class ContainerMethod:
                 oom = host.oom_killed(container)
                 raise prepare_failed(host, spec.scripts.prepare, exit_code, last_lines, oom)
             changes = [f'CMD ["{spec.scripts.run}"]']
+            if spec.run_as:  # the container's user is the image's, as committed
+                changes.append(f"USER {spec.user or '0'}")
             if spec.entrypoint:
                 changes.append(f"ENTRYPOINT {json.dumps(list(spec.entrypoint))}")
             return host.commit(container, changes)

@@ -43,6 +43,7 @@ from sti.source_scripts import source_scripts
 from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted
 from sti.upload_refs import SCHEME as UPLOAD_SCHEME
 
+from . import users
 from .docker_host import (
     CONTAINER_NAME_PREFIX,
     DockerHost,
@@ -106,9 +107,11 @@ class BaseImage:
     user: str | None = None  # its USER as written
     destination: str = "/tmp"  # where its inputs go (s2i's destination)
     injected: tuple[str, ...] = ()  # its scripts that come from the source's .s2i/bin
+    run_as: str | None = None  # uid:gid that runs assemble, when not its USER
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "run_as": self.run_as,
             "id": self.id,
             "scripts": self.scripts.to_json(),
             "entrypoint": list(self.entrypoint) if self.entrypoint else None,
@@ -129,6 +132,7 @@ class BaseImage:
             user=data.get("user"),
             destination=str(data.get("destination") or "/tmp"),
             injected=tuple(data.get("injected") or ()),
+            run_as=data.get("run_as"),
         )
 
 
@@ -298,6 +302,8 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
         request.scripts_url,
         request.destination,
         state.source_scripts,
+        assemble_user=request.assemble_user,
+        allowed_uids=request.allowed_uids,
     )
     state = replace(state, builder=builder)
     if request.runtime_image:
@@ -309,6 +315,7 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
             request.build_id,
             bench.sink,
             request.runtime_pull_policy,
+            allowed_uids=request.allowed_uids,
         )
         state = replace(state, runtime=runtime)
     return state
@@ -424,6 +431,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         owner=builder.owner,
         user=builder.user,
         input_root=builder.destination,
+        run_as=builder.run_as,
         source_scripts=builder.injected,
         saved_from=state.saved_from,
         labels=image_labels(request, state.source_labels, (request.build_image, builder.id)),
@@ -825,9 +833,12 @@ def _base_image(
     scripts_url: str | None = None,
     destination: str | None = None,
     source_scripts: Sequence[str] = (),
+    *,
+    assemble_user: str | None = None,
+    allowed_uids: str | None = None,
 ) -> BaseImage:
     """Pull name as its policy says, refuse it unless it has the required scripts (or the
-    source brings them), and keep what the build needs of it."""
+    source brings them) and a user allowed_uids allows, and keep what the build needs of it."""
     missing = NoSuchBaseImage if role == "Base" else NoSuchRuntimeImage
     image_id = docker.ensure_image(name, sink, missing, pull_policy)
     config = docker.image_config(image_id)
@@ -854,15 +865,35 @@ def _base_image(
         if role == "Base" and SAVE_ROLE in required and not scripts.has(SAVE_ROLE):
             rest.append("extended builds (-R) need a builder image with save-artifacts")
         raise InvalidImage(first, details=rest)
+    who = users.assemble_user(
+        docker,
+        image_id,
+        config,
+        name=name,
+        given=assemble_user,
+        allowed_uids=allowed_uids,
+        build_id=build_id,
+    )
+    if who.own:
+        owner, run_as = _owner(config), None
+    elif who.ids is None:
+        raise InvalidImage(
+            f"{name} has no user {who.written!r} (assemble user) in its /etc/passwd or /etc/group"
+        )
+    else:
+        owner = who.ids if who.ids[0] != 0 else None
+        run_as = f"{who.ids[0]}:{who.ids[1]}"
+        sink(f"assemble runs as {who.written} ({run_as}) in {name}")
     entrypoint = config.get("Entrypoint")
     return BaseImage(
         image_id,
         with_source_scripts(scripts.scripts, injected, where),
         tuple(entrypoint) if entrypoint else None,
-        _owner(config),
+        owner,
         config.get("User") or None,
         where,
         injected,
+        run_as,
     )
 
 
