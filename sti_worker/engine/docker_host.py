@@ -6,6 +6,7 @@ Docker errors are turned into sti errors here, with messages that name what was 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import posixpath
 import re
@@ -66,6 +67,10 @@ _LEGACY_STEP_FAILED = re.compile(r"The command '(.*)' returned a non-zero code: 
 def container_name(build_id: str, role: str) -> str:
     """Containers are found again by name, never by label: labels are inherited by images."""
     return f"{CONTAINER_NAME_PREFIX}{build_id}-{role}"
+
+
+class FileTooLarge(ValueError):
+    """A file of an image is larger than its reader takes."""
 
 
 @dataclass(frozen=True)
@@ -500,6 +505,33 @@ class DockerHost:
                 f"creating a container from {image} failed: {_reason(error)}"
             ) from error
         return str(created["Id"])
+
+    def image_file(
+        self, image: str, path: str, *, max_bytes: int, build_id: str, role: str
+    ) -> bytes | None:
+        """The content of a regular file of an image (through a created, never started
+        container), None if there is none at path; FileTooLarge past max_bytes."""
+        container = self.create_container(
+            image, ["/"], name=container_name(build_id, role), build_id=build_id
+        )
+        try:
+            found = self.stat(container, path)
+            if not found.exists or not found.is_file:
+                return None
+            archive = bytearray()
+            for chunk in self.get_archive(container, path):
+                archive += chunk
+                if len(archive) > max_bytes + 64 * 1024:  # the content, headers and padding
+                    raise FileTooLarge(f"{path} is larger than {max_bytes} bytes")
+        finally:
+            self.remove_container(container)
+        with tarfile.open(fileobj=io.BytesIO(bytes(archive))) as tar:
+            member = tar.next()
+            content = tar.extractfile(member) if member and member.isfile() else None
+            data = content.read(max_bytes + 1) if content else b""
+        if len(data) > max_bytes:
+            raise FileTooLarge(f"{path} is larger than {max_bytes} bytes")
+        return data
 
     def remove_container(self, container_id: str) -> None:
         try:

@@ -51,6 +51,7 @@ from .docker_host import (
     container_name,
     translate_error,
 )
+from .image_metadata import metadata_labels, relabelled
 from .methods import (
     ArtifactsNotSaved,
     PrepareSpec,
@@ -452,7 +453,24 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         image = method.prepare_image(bench.docker, replace(spec, saved_from=None), bench.sink)
     if request.extended:
         return replace(state, stage_image=image)
+    if builder.scripts.kind == "s2i":
+        image = _with_image_metadata(bench, image, builder.destination, request)
     return replace(state, image_id=image)
+
+
+def _with_image_metadata(
+    bench: Workbench, image: str, destination: str, request: BuildRequest
+) -> str:
+    """The image with the labels assemble asked for (see image_metadata), the user's --label
+    over them."""
+    wanted = metadata_labels(bench.docker, image, destination, request.build_id, bench.sink)
+    if not wanted:
+        return image
+    labelled = relabelled(
+        bench.docker, image, {**wanted, **request.labels}, request.build_id, bench.sink
+    )
+    bench.docker.remove_image(image)  # the legacy builder's parent stays, as its layers do
+    return labelled
 
 
 def _from_source_image(

@@ -5,8 +5,6 @@ and --allowed-uids, which refuses an image that would run assemble as a uid outs
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 from sti.errors import InvalidImage
 from sti.uid_ranges import check_user, parse_uid_ranges, uid_allowed
 
-from .docker_host import DockerHost, container_name
+from .docker_host import DockerHost, FileTooLarge
 
 ASSEMBLE_USER_LABEL = "io.openshift.s2i.assemble-user"
 _MAX_ACCOUNTS_BYTES = 1024 * 1024
@@ -98,22 +96,11 @@ def _ids(host: DockerHost, image_id: str, user: str, build_id: str) -> tuple[int
 
 def _accounts(host: DockerHost, image_id: str, path: str, build_id: str) -> list[list[str]]:
     """The colon-separated lines of an account file of the image (none if it has none)."""
-    container = host.create_container(
-        image_id, ["/"], name=container_name(build_id, "user-check"), build_id=build_id
-    )
     try:
-        found = host.stat(container, path)
-        if not found.exists or not found.is_file:
-            return []
-        data = bytearray()
-        for chunk in host.get_archive(container, path):
-            data += chunk
-            if len(data) > _MAX_ACCOUNTS_BYTES:
-                return []  # no real account file is this large
-    finally:
-        host.remove_container(container)
-    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
-        member = tar.next()
-        content = tar.extractfile(member) if member and member.isfile() else None
-        text = content.read(_MAX_ACCOUNTS_BYTES).decode(errors="replace") if content else ""
+        data = host.image_file(
+            image_id, path, max_bytes=_MAX_ACCOUNTS_BYTES, build_id=build_id, role="user-check"
+        )
+    except FileTooLarge:
+        return []  # no real account file is this large
+    text = (data or b"").decode(errors="replace")
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
