@@ -82,3 +82,69 @@ def _read_text(descriptor: int, origin: str) -> str:
         return data.decode()
     except UnicodeDecodeError:
         raise InvalidInput(f"{origin} is not UTF-8 text") from None
+
+
+def archive_environment(path: Path, context_dir: str | None = None) -> dict[str, str]:
+    """The .s2i/environment of a local archive (below context_dir), if it has one: the archive
+    is uploaded as it is and streams into the build, so the client reads it, as it does a
+    directory's. The last entry of that name wins, as in extraction; a link is refused."""
+    from .archive_kinds import archive_kind
+
+    kind = archive_kind(path.name)
+    if kind is None:
+        return {}
+    prefix = f"{context_dir.strip('/')}/" if context_dir and context_dir.strip("/") else ""
+    wanted = f"{prefix}{SOURCE_ENVIRONMENT}"
+    origin = f"{wanted} in {path.name}"
+    data = _zip_member(path, wanted, origin) if kind == "zip" else _tar_member(path, wanted, origin)
+    if data is None:
+        return {}
+    try:
+        return parse_environment(data.decode("utf-8"), origin)
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{origin} is not UTF-8 text") from None
+
+
+def _member_name(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
+
+
+def _tar_member(path: Path, wanted: str, origin: str) -> bytes | None:
+    import tarfile
+
+    found: bytes | None = None
+    try:
+        with tarfile.open(path, "r|*") as archive:
+            for member in archive:
+                if _member_name(member.name) != wanted:
+                    continue
+                if not member.isfile():
+                    raise InvalidInput(f"{origin} is not a regular file")
+                if member.size > MAX_FILE_BYTES:
+                    raise InvalidInput(f"{origin} is larger than {MAX_FILE_BYTES} bytes")
+                content = archive.extractfile(member)
+                found = content.read() if content else b""
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise InvalidInput(f"{path.name} is not a readable archive: {error}") from None
+    return found
+
+
+def _zip_member(path: Path, wanted: str, origin: str) -> bytes | None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [i for i in archive.infolist() if _member_name(i.filename) == wanted]
+            if not infos:
+                return None
+            info = infos[-1]
+            if stat.S_ISLNK(info.external_attr >> 16) or info.is_dir():
+                raise InvalidInput(f"{origin} is not a regular file")
+            if info.file_size > MAX_FILE_BYTES:
+                raise InvalidInput(f"{origin} is larger than {MAX_FILE_BYTES} bytes")
+            with archive.open(info) as member:
+                return member.read(MAX_FILE_BYTES + 1)[: MAX_FILE_BYTES + 1]
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise InvalidInput(f"{path.name} is not a readable archive: {error}") from None

@@ -24,7 +24,7 @@ from sti import keys, settings
 from sti.blobstore import BlobStore
 from sti.cancel_flags import request_cancel
 from sti.celery_protocol import READY_STATES, result_key, task_message, task_state
-from sti.env_files import source_environment
+from sti.env_files import archive_environment, source_environment
 from sti.errors import Cancelled, InvalidInput, TimedOut
 from sti.failures import error_for_failure
 from sti.ignore import ignore_matcher
@@ -65,6 +65,9 @@ class StiClient:
             found = source_environment(context)
             scripts = source_scripts(context, _skip_within(local, context, request.exclude))
             request = replace(request, env={**found, **request.env}, source_scripts=scripts)
+        elif local.is_file():  # an archive streams into the build as it is: read it here
+            found = archive_environment(local, request.context_dir)
+            request = replace(request, env={**found, **request.env})
         if local.exists():
             request = replace(request, source=self._upload(local, request.exclude, say))
         kwargs = request.task_keywords()

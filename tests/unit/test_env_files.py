@@ -3,18 +3,29 @@ which values win, and the files a source must not make sti read."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
+import redis
 
 from sti.env_files import (
     MAX_FILE_BYTES,
+    archive_environment,
     parse_environment,
     read_environment_file,
     source_environment,
 )
 from sti.errors import InvalidInput
+from sti.model import BuildRequest
+from sti.wire import SHARED_QUEUE
+from sti_submit.client import StiClient
+from tests.services import RedisServer
 from tests.unit.cli_requests import local_request
 
 
@@ -156,3 +167,69 @@ def test_a_bad_label_is_bad_input(tmp_path: Path, option: str, message: str) -> 
     submitted = local_request(tmp_path, "--label", option)
     assert submitted.exit_code == 2
     assert message in submitted.output
+
+
+def _tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
+    return path
+
+
+def test_an_archives_environment_is_read_below_its_context_dir(tmp_path: Path) -> None:
+    archive = _tar(
+        tmp_path / "app.tar.gz",
+        {
+            "./.s2i/environment": b"WHERE=root\n",
+            "web/.s2i/environment": b"WHERE=first\n",
+            "web/main.py": b"print()\n",
+            "./web/.s2i/environment": b"WHERE=web\n",  # the last one wins, as extracted
+        },
+    )
+    assert archive_environment(archive) == {"WHERE": "root"}
+    assert archive_environment(archive, "web") == {"WHERE": "web"}
+    assert archive_environment(archive, "other") == {}
+    with zipfile.ZipFile(tmp_path / "app.zip", "w") as zipped:
+        zipped.writestr(".s2i/environment", "MODE=zip\n")
+    assert archive_environment(tmp_path / "app.zip") == {"MODE": "zip"}
+    (tmp_path / "notes.txt").write_text("A=B\n")
+    assert archive_environment(tmp_path / "notes.txt") == {}
+
+
+def test_an_archives_environment_that_is_a_link_or_too_large_is_refused(tmp_path: Path) -> None:
+    linked = _tar(tmp_path / "l.tgz", {}, links={".s2i/environment": "/etc/passwd"})
+    with pytest.raises(InvalidInput, match="not a regular file"):
+        archive_environment(linked)
+    large = _tar(tmp_path / "big.tar.gz", {".s2i/environment": b"A=" + b"x" * MAX_FILE_BYTES})
+    with pytest.raises(InvalidInput, match="larger than"):
+        archive_environment(large)
+    (tmp_path / "broken.tar.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(InvalidInput, match="not a readable archive"):
+        archive_environment(tmp_path / "broken.tar.gz")
+
+
+def test_an_uploaded_archives_environment_reaches_the_build_under_e(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The message sti-submit queues (on a database no worker serves) carries it."""
+    archive = _tar(tmp_path / "app.tar.gz", {".s2i/environment": b"A=archive\nB=archive\n"})
+    url = redis_server.url(11)
+    redis_client = redis.Redis.from_url(url)
+    client = StiClient(url)
+    try:
+        request = BuildRequest(str(archive), "img", "acme/app", env={"B": "option"})
+        client.submit_build(request)
+    finally:
+        client.close()
+    queued = [json.loads(m) for m in redis_client.lrange(SHARED_QUEUE, 0, -1)]
+    (message,) = [m for m in queued if m["headers"]["id"] == request.build_id]
+    _, sent, _ = json.loads(base64.b64decode(message["body"]))
+    assert sent["env"] == {"A": "archive", "B": "option"}
+    redis_client.flushdb()
+    redis_client.close()
