@@ -11,6 +11,7 @@ import os
 import stat
 from pathlib import Path
 
+from .archive_kinds import archive_kind
 from .errors import InvalidInput
 from .model import validate_env
 
@@ -88,8 +89,6 @@ def archive_environment(path: Path, context_dir: str | None = None) -> dict[str,
     """The .s2i/environment of a local archive (below context_dir), if it has one: the archive
     is uploaded as it is and streams into the build, so the client reads it, as it does a
     directory's. The last entry of that name wins, as in extraction; a link is refused."""
-    from .archive_kinds import archive_kind
-
     kind = archive_kind(path.name)
     if kind is None:
         return {}
@@ -112,7 +111,7 @@ def _member_name(name: str) -> str:
 
 
 def _tar_member(path: Path, wanted: str, origin: str) -> bytes | None:
-    import tarfile
+    import tarfile  # here: sti-submit imports this module for every build, most need no archive
 
     found: bytes | None = None
     try:

@@ -112,7 +112,6 @@ class BaseImage:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "run_as": self.run_as,
             "id": self.id,
             "scripts": self.scripts.to_json(),
             "entrypoint": list(self.entrypoint) if self.entrypoint else None,
@@ -120,6 +119,7 @@ class BaseImage:
             "user": self.user,
             "destination": self.destination,
             "injected": list(self.injected),
+            "run_as": self.run_as,
         }
 
     @classmethod
