@@ -326,8 +326,7 @@ class DockerHost:
 
     def references_in(self, repository: str) -> list[str]:
         """Every repository:tag reference in one repository."""
-        found = self.api.images(name=repository)
-        return [tag for image in found for tag in image.get("RepoTags") or () if tag]
+        return [reference for reference, _ in self.images_in(repository)]
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image sti made or replaced; one that is still tagged elsewhere or used by a

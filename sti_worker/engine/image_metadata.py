@@ -13,10 +13,9 @@ from typing import Any
 
 from sti.errors import BuildFailed, InvalidInput
 from sti.model import RESERVED_LABEL_PREFIX, validate_labels
-from sti.tarstreams import small_file, stream_tar
 
 from .docker_host import DockerHost, FileTooLarge, LogSink
-from .methods import BASE_ARG, base_reference
+from .methods import build_on
 
 METADATA_FILE = ".s2i/image_metadata.json"
 _MAX_BYTES = 1024 * 1024
@@ -68,15 +67,6 @@ def relabelled(
     host: DockerHost, image_id: str, labels: Mapping[str, str], build_id: str, sink: LogSink
 ) -> str:
     """A new image of image_id with labels added (a build of FROM alone, labels as given)."""
-    pinned = base_reference(build_id, "labels")
-    host.tag(image_id, pinned)
-    try:
-        dockerfile = f"ARG {BASE_ARG}\nFROM ${{{BASE_ARG}}}\n".encode()
-        return host.build(
-            lambda: stream_tar([small_file("Dockerfile", dockerfile)]),
-            buildargs={BASE_ARG: pinned},
-            labels=labels,
-            sink=sink,
-        )
-    finally:
-        host.remove_reference(pinned)
+    return build_on(
+        host, image_id, build_id=build_id, stage="labels", lines=[], labels=labels, sink=sink
+    )

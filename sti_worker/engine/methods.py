@@ -153,6 +153,31 @@ class DockerfileMethod:
                 host.remove_reference(reference)
 
 
+def build_on(
+    host: DockerHost,
+    image: str,
+    *,
+    build_id: str,
+    stage: str,
+    lines: Sequence[str],
+    inputs: Sequence[TarPart] = (),
+    labels: Mapping[str, str],
+    sink: LogSink,
+) -> str:
+    """A build of FROM image then lines, with inputs in the context; image pinned by a name of
+    this build's while it runs (FROM takes a name, and the same text each time is a cache hit)."""
+    pinned = base_reference(build_id, stage)
+    host.tag(image, pinned)
+    dockerfile = "\n".join([f"ARG {BASE_ARG}", f"FROM ${{{BASE_ARG}}}", *lines]) + "\n"
+    parts = [small_file("Dockerfile", dockerfile.encode()), *inputs]
+    try:
+        return host.build(
+            lambda: stream_tar(parts), buildargs={BASE_ARG: pinned}, labels=labels, sink=sink
+        )
+    finally:
+        host.remove_reference(pinned)
+
+
 def _is_step(command: str, script: str) -> bool:
     """Whether the failed command is the step running script (and not, say, an ONBUILD trigger).
     The legacy builder names it `["/usr/bin/prepare"]`, BuildKit `[2/3] RUN ["/usr/bin/prepare"]`.

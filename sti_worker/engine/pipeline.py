@@ -483,11 +483,8 @@ def _from_source_image(
     copy into a created container is cheaper than a build.)"""
     host = bench.docker
     upload = fetched.stream_from or ""
-    if not upload.startswith(UPLOAD_SCHEME) or not host.source_images_keep:
-        return spec
-    if size < SOURCE_IMAGE_MIN_BYTES:
-        return spec
-    if host.builder != "buildkit":
+    worth_it = size >= SOURCE_IMAGE_MIN_BYTES and host.source_images_keep > 0
+    if not (upload.startswith(UPLOAD_SCHEME) and worth_it and host.builder == "buildkit"):
         return spec
     assert spec.input_dirs[0] == "src", "the source is the first input"
     key = SourceOrigin(upload, fetched.context_dir, tuple(fetched.exclude)).key(spec)

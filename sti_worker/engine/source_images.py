@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sti.model import SOURCE_REPOSITORY
-from sti.tarstreams import TarPart, small_file, stream_tar
+from sti.tarstreams import TarPart
 
 from .docker_host import DockerHost, LogSink
-from .methods import BASE_ARG, PrepareSpec, base_reference, chown_flag, script_copies
+from .methods import PrepareSpec, build_on, chown_flag, script_copies
 
 SOURCE_KEY_LABEL = "io.sti.source-key"
 _FORMAT = "sti-source/1"  # part of every key: a new way of copying means new images
@@ -58,21 +58,17 @@ def source_image(
     if found and host.image_config(found).get("Labels", {}).get(SOURCE_KEY_LABEL) == key:
         sink("The source is unchanged since an earlier build: starting from its copy")
         return found
-    pinned = base_reference(spec.build_id, "source")
-    host.tag(spec.base_image, pinned)
-    try:
-        dockerfile = [f"ARG {BASE_ARG}", f"FROM ${{{BASE_ARG}}}"]
-        dockerfile.append(f"COPY {chown_flag(spec)}src {spec.input_root}/src")
-        dockerfile += script_copies(spec)
-        parts = [small_file("Dockerfile", ("\n".join(dockerfile) + "\n").encode()), source]
-        image = host.build(
-            lambda: stream_tar(parts),
-            buildargs={BASE_ARG: pinned},
-            labels={SOURCE_KEY_LABEL: key},
-            sink=sink,
-        )
-    finally:
-        host.remove_reference(pinned)
+    lines = [f"COPY {chown_flag(spec)}src {spec.input_root}/src", *script_copies(spec)]
+    image = build_on(
+        host,
+        spec.base_image,
+        build_id=spec.build_id,
+        stage="source",
+        lines=lines,
+        inputs=[source],
+        labels={SOURCE_KEY_LABEL: key},
+        sink=sink,
+    )
     host.tag(image, reference)
     _forget_older(host, keep)
     return image
