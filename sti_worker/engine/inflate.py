@@ -1,10 +1,11 @@
-"""gzip inflated on a thread of its own, a few blocks ahead of the reader.
+"""gzip and zstd decoded on a thread of their own, a few blocks ahead of the reader.
 
-Inflating is half of what unpacking an uploaded source costs the worker, and zlib lets go of the
-GIL while it works: on its own thread it overlaps with the tar checks of the reader instead of
-adding to them. Reads as gzip.GzipFile does: members one after another, zero padding between
-them, the CRC and length of each checked, a broken stream a BadGzipFile (with GzipFile's
-words) and one cut short an EOFError.
+Decoding is half of what unpacking an uploaded source costs the worker, and zlib and zstd let go
+of the GIL while they work: on its own thread decoding overlaps with the tar checks of the reader
+instead of adding to them. gzip reads as gzip.GzipFile does: members one after another, zero
+padding between them, the CRC and length of each checked, a broken stream a BadGzipFile (with
+GzipFile's words) and one cut short an EOFError. zstd reads frames one after another; no call
+makes more than a block, however small its input.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from gzip import BadGzipFile
 from typing import Protocol
+
+import zstandard
 
 _BLOCK = 1024 * 1024  # read from the source, and the most one inflate call may produce
 _AHEAD = 8  # blocks inflated and not yet read: the memory this costs is bounded
@@ -31,20 +34,21 @@ class Readable(Protocol):
     def read(self, size: int = -1) -> bytes: ...
 
 
-class BackgroundGunzip:
-    """A readable of the inflated bytes of source; close() stops the thread and waits for it,
+class BackgroundDecoder:
+    """A readable of the decoded bytes of source; close() stops the thread and waits for it,
     after which the caller may read the rest of source itself."""
 
-    def __init__(self, source: Readable) -> None:
+    def __init__(self, source: Readable, decode: Callable[[Readable], Iterator[bytes]]) -> None:
         self._source = source
+        self._decode = decode
         self._blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=_AHEAD)
         self._stopping = threading.Event()
         self._pending = memoryview(b"")
         self._ended = False
-        self._thread = threading.Thread(target=self._inflate, name="sti-gunzip", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="sti-decode", daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> BackgroundGunzip:
+    def __enter__(self) -> BackgroundDecoder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -80,9 +84,9 @@ class BackgroundGunzip:
         self._pending = memoryview(item)
         return True
 
-    def _inflate(self) -> None:
+    def _run(self) -> None:
         try:
-            for block in inflated(self._source):
+            for block in self._decode(self._source):
                 if not self._put(block):
                     return
             self._put(None)
@@ -97,6 +101,28 @@ class BackgroundGunzip:
             except queue.Full:
                 continue
         return False
+
+
+class BackgroundGunzip(BackgroundDecoder):
+    def __init__(self, source: Readable) -> None:
+        super().__init__(source, inflated)
+
+
+class BackgroundUnzstd(BackgroundDecoder):
+    def __init__(self, source: Readable) -> None:
+        super().__init__(source, unzstd)
+
+
+def unzstd(source: Readable) -> Iterator[bytes]:
+    """The decoded bytes of zstd frames one after another, at most _BLOCK at a time. A stream
+    cut short inside a frame ends without an error (zstandard's reader does not tell), so this
+    reads only uploads, whose digest makes them exactly what their sender stored: a short one
+    is a shorter source of the sender's own, and the tar reader fails a tar cut short."""
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        source, read_size=_BLOCK, read_across_frames=True, closefd=False
+    )
+    while block := reader.read(_BLOCK):
+        yield block
 
 
 def inflated(source: Readable) -> Iterator[bytes]:

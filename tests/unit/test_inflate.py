@@ -1,4 +1,5 @@
-"""BackgroundGunzip reads what gzip.GzipFile reads, and fails where it fails."""
+"""BackgroundGunzip reads what gzip.GzipFile reads, and fails where it fails; BackgroundUnzstd
+reads zstd frames one after another, in bounded blocks."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import zlib
 from gzip import BadGzipFile
 
 import pytest
+import zstandard
 
-from sti_worker.engine.inflate import BackgroundGunzip, inflated
+from sti_worker.engine.inflate import BackgroundGunzip, BackgroundUnzstd, inflated, unzstd
 
 
 def _gzip(data: bytes, level: int = 6) -> bytes:
@@ -82,5 +84,35 @@ def test_closing_early_stops_the_thread_and_leaves_the_rest_of_the_source() -> N
     reader = BackgroundGunzip(source)
     assert len(reader.read(1024)) == 1024
     reader.close()
-    assert not [t for t in threading.enumerate() if t.name == "sti-gunzip"]
+    assert not [t for t in threading.enumerate() if t.name == "sti-decode"]
     assert source.tell() < len(source.getvalue())  # at most a few blocks ahead
+
+
+def _zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=1, write_checksum=True).compress(data)
+
+
+def test_zstd_frames_one_after_another() -> None:
+    first, second = os.urandom(3 * 1024 * 1024), b"x" * (5 * 1024 * 1024)
+    with BackgroundUnzstd(io.BytesIO(_zstd(first) + _zstd(b"") + _zstd(second))) as reader:
+        assert reader.read(10) == first[:10]
+        assert reader.read() == first[10:] + second
+
+
+def test_a_zstd_bomb_comes_out_in_bounded_blocks() -> None:
+    blob = _zstd(b"\0" * (256 * 1024 * 1024))
+    assert len(blob) < 20_000
+    assert max(len(block) for block in unzstd(io.BytesIO(blob))) <= 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        _zstd(b"hello world" * 1000) + b"garbage after",
+        _zstd(b"hello world")[:-4] + b"\0\0\0\0",  # wrong checksum
+        b"\x1f\x8b not zstd",
+    ],
+)
+def test_what_zstd_refuses_is_refused(blob: bytes) -> None:
+    with pytest.raises(zstandard.ZstdError), BackgroundUnzstd(io.BytesIO(blob)) as reader:
+        reader.read()

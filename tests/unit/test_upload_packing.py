@@ -1,16 +1,16 @@
-"""Packing a source on the laptop: the gzip stream is valid, whole and deterministic however
-it is split into members and threads."""
+"""Packing a source on the laptop: the zstd stream is valid, whole and deterministic however
+it is split into frames and threads."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
-from sti_submit.upload import gzip_chunks, pack_directory
+from sti_submit.upload import pack_directory, zstd_frames
 
 
 def _pieces(data: bytes, size: int) -> list[bytes]:
@@ -18,11 +18,11 @@ def _pieces(data: bytes, size: int) -> list[bytes]:
 
 
 @pytest.mark.parametrize("size", [0, 1, 1024 * 1024 - 1, 1024 * 1024, 5 * 1024 * 1024 + 17])
-def test_gzip_chunks_is_gzip_of_the_whole_input_and_the_same_every_time(size: int) -> None:
+def test_zstd_frames_are_zstd_of_the_whole_input_and_the_same_every_time(size: int) -> None:
     data = os.urandom(size // 2) + b"source code " * (size // 24)
-    packed = b"".join(gzip_chunks(_pieces(data, 64 * 1024)))
-    assert gzip.decompress(packed) == data
-    assert b"".join(gzip_chunks(_pieces(data, 1000))) == packed  # however the input is split
+    packed = b"".join(zstd_frames(_pieces(data, 64 * 1024)))
+    assert _unzstd(packed) == data
+    assert b"".join(zstd_frames(_pieces(data, 1000))) == packed  # however the input is split
 
 
 def test_a_packed_directory_has_whole_second_times_and_no_extended_headers(tmp_path: Path) -> None:
@@ -30,11 +30,15 @@ def test_a_packed_directory_has_whole_second_times_and_no_extended_headers(tmp_p
     (source / "pkg").mkdir(parents=True)
     (source / "pkg" / "app.py").write_text("print('hi')\n")
     os.utime(source / "pkg" / "app.py", (1_700_000_000.75, 1_700_000_000.75))
-    packed = tmp_path / "packed.tar.gz"
-    packed.write_bytes(b"".join(pack_directory(source)))
-    with tarfile.open(packed, "r:gz") as tar:
+    packed = tmp_path / "packed.tar"
+    packed.write_bytes(_unzstd(b"".join(pack_directory(source))))
+    with tarfile.open(packed) as tar:
         members = tar.getmembers()
     assert [member.pax_headers for member in members] == [{} for _ in members]
     assert {member.name.split("/", 1)[-1]: member.mtime for member in members}["pkg/app.py"] == (
         1_700_000_000
     )
+
+
+def _unzstd(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(data)
