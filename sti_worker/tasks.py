@@ -60,9 +60,9 @@ from .engine.pipeline import (
     run_validate,
     stages_for,
     steps_for,
-    trim_build_cache,
 )
 from .engine.sources import is_git_url
+from .housekeeping import trim_in_background
 from .resources import blob_store, build_log, docker_host, redis_client, sources
 from .state_seal import seal, unseal
 
@@ -294,15 +294,16 @@ class _TrimsAfterItsResult(Task):
     is trimmed: Celery calls on_success after storing it."""
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        _trim_now_and_then(lambda: _reachable_docker(_log.warning), _log.warning)
+        _trim_now_and_then(lambda: _reachable_docker(_log.warning))
 
 
-def _trim_now_and_then(engine: Callable[[], DockerHost | None], say: Callable[[str], None]) -> None:
-    """Trim the engine's build cache unless a worker of this host did in the last minute: a
-    prune deletes hundreds of MB at a time and takes seconds of disk, so a busy host trims once
-    a minute (the cache can outgrow its limit by what a minute of builds adds)."""
+def _trim_now_and_then(engine: Callable[[], DockerHost | None]) -> None:
+    """Trim the engine's build cache, off this task's slot, unless a worker of this host did
+    in the last minute: a prune deletes hundreds of MB at a time and takes seconds of disk, so a
+    busy host trims once a minute (the cache can outgrow its limit by what a minute of builds
+    adds)."""
     if redis_client().set(keys.cache_trimmed(settings.host_id), 1, nx=True, ex=_TRIM_EVERY_S):
-        trim_build_cache(engine(), say)
+        trim_in_background(engine)
 
 
 @app.task(name=FINISH_TASK, bind=True, base=_TrimsAfterItsResult)
@@ -358,7 +359,7 @@ def abort_build(
     docker = _reachable_docker(buildlog.write)
     try:
         cleanup_build(docker, build_id)
-        _trim_now_and_then(lambda: docker, buildlog.write)
+        _trim_now_and_then(lambda: docker)
     finally:
         _release_leases(build_id, tag)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)
