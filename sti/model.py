@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import InvalidBuildMethod, InvalidInput, StiError
@@ -267,6 +267,7 @@ _BUILD_TYPES = {
     "tag": _STRING,
     "clean": (bool,),
     "env": (dict,),
+    "build_env": (dict,),
     "runtime_image": _OPTIONAL,
     "method": _STRING,
     "ref": _OPTIONAL,
@@ -326,6 +327,8 @@ class BuildRequest:
     pull_policy: str = "if-not-present"  # of BUILD_IMAGE, as s2i's --pull-policy
     incremental_pull_policy: str = "if-not-present"  # of the previous image
     runtime_pull_policy: str = "if-not-present"  # of the runtime image
+    # --build-env: for prepare only, never in the image's config, history or layers
+    build_env: Mapping[str, str] = field(default_factory=dict)
     build_id: str = field(default_factory=new_build_id)
 
     def __post_init__(self) -> None:
@@ -349,6 +352,13 @@ class BuildRequest:
                 f"build method {self.method!r} is unknown; use one of: {', '.join(METHODS)}"
             )
         object.__setattr__(self, "env", validate_env(dict(self.env)))
+        object.__setattr__(self, "build_env", validate_env(dict(self.build_env)))
+        validate_env({**self.env, **self.build_env})  # the two together within the limits
+        if both := sorted(set(self.env) & set(self.build_env)):
+            raise InvalidInput(
+                f"environment variable {both[0]} is given both for the image (-e, -E) and "
+                "for the build only (--build-env)"
+            )
         for name, given in (("display_name", self.display_name), ("description", self.description)):
             if given is not None and (len(given) > 4096 or "\x00" in given):
                 raise InvalidInput(f"{name} must be at most 4096 characters, without NUL")
@@ -373,9 +383,16 @@ class BuildRequest:
     def extended(self) -> bool:
         return self.runtime_image is not None
 
+    def with_source_environment(self, found: Mapping[str, str]) -> BuildRequest:
+        """The source's .s2i/environment under this request's: -e and -E win, as in s2i, and a
+        name given to --build-env stays out of the image."""
+        kept = {name: value for name, value in found.items() if name not in self.build_env}
+        return replace(self, env={**kept, **self.env})
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["env"] = dict(self.env)
+        data["build_env"] = dict(self.build_env)
         data["exclude"] = list(self.exclude)
         data["labels"] = dict(self.labels)
         data["source_scripts"] = list(self.source_scripts)

@@ -106,6 +106,12 @@ def main() -> None:
     help="File of NAME=VALUE lines, as s2i reads it (repeatable; -e wins).",
 )
 @click.option(
+    "--build-env",
+    "build_env_options",
+    multiple=True,
+    help="NAME=VALUE for prepare/assemble only, never in the image (repeatable).",
+)
+@click.option(
     "--label", "label_options", multiple=True, help="Image label NAME=VALUE (repeatable)."
 )
 @click.option(
@@ -157,6 +163,7 @@ def build(
     app_image_tag: str,
     env_options: tuple[str, ...],
     env_files: tuple[Path, ...],
+    build_env_options: tuple[str, ...],
     label_options: tuple[str, ...],
     exclude: tuple[str, ...],
     incremental: bool,
@@ -189,6 +196,7 @@ def build(
             build_image=build_image,
             tag=app_image_tag,
             env=_environment(env_files, env_options),
+            build_env=parse_env_options(build_env_options),
             labels=parse_label_options(label_options),
             exclude=exclude,
             **options,

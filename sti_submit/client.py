@@ -64,10 +64,10 @@ class StiClient:
             context = _context_of(local, request.context_dir)
             found = source_environment(context)
             scripts = source_scripts(context, _skip_within(local, context, request.exclude))
-            request = replace(request, env={**found, **request.env}, source_scripts=scripts)
+            request = replace(request.with_source_environment(found), source_scripts=scripts)
         elif local.is_file():  # an archive streams into the build as it is: read it here
             found = archive_environment(local, request.context_dir)
-            request = replace(request, env={**found, **request.env})
+            request = request.with_source_environment(found)
         if local.exists():
             request = replace(request, source=self._upload(local, request.exclude, say))
         kwargs = request.task_keywords()

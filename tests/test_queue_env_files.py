@@ -59,3 +59,36 @@ def test_a_source_environment_that_is_a_link_is_refused(
     done = sti_submit("build", str(source), printing_builder, app_tag, "--local", "--json")
     assert done.returncode == 2, done.stdout + done.stderr
     assert ".s2i/environment in the source is a symbolic link" in done.stdout
+
+
+@pytest.mark.parametrize("where", ["queue", "local"])
+def test_build_only_values_reach_prepare_and_leave_the_source_environments_name_out(
+    worker: Worker,
+    broker_url: str,
+    api: docker.APIClient,
+    printing_builder: str,
+    app_tag: str,
+    tmp_path: Path,
+    where: str,
+) -> None:
+    source = tmp_path / "app"
+    (source / ".s2i").mkdir(parents=True)
+    (source / ".s2i" / "environment").write_text("A=source\nB=source\n")
+    args = ["build", str(source), printing_builder, app_tag, "--build-env", "B=build-only"]
+    args += ["--build-env", "C=only, this", "-e", "A=option"]
+    args += ["--local"] if where == "local" else ["--broker", broker_url]
+    done = sti_submit(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "seen: A=option B=build-only C=only, this" in done.stderr
+    env = api.inspect_image(app_tag)["Config"]["Env"]
+    assert "A=option" in env
+    assert not [item for item in env if item.startswith(("B=", "C="))]
+
+
+def test_a_name_both_for_the_image_and_the_build_only_is_bad_input(
+    printing_builder: str, app_tag: str, tmp_path: Path
+) -> None:
+    args = ["build", str(tmp_path), printing_builder, app_tag, "-e", "B=1", "--build-env", "B=2"]
+    done = sti_submit(*args, "--local")
+    assert done.returncode == 2
+    assert "B is given both for the image (-e, -E) and for the build only" in done.stderr

@@ -12,7 +12,7 @@ import posixpath
 import re
 import tarfile
 import threading
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,19 +467,21 @@ class DockerHost:
         name: str,
         build_id: str,
         env: Mapping[str, str] | None = None,
-        empty_volume_at: str | None = None,
+        empty_volumes_at: Sequence[str] = (),
         labels: Mapping[str, str] | None = None,
         user: str | None = None,
     ) -> str:
         """Create (not start) a container whose command replaces any ENTRYPOINT of the image
         (user: who runs it, if not the image's USER).
 
-        empty_volume_at mounts a fresh anonymous volume there, hiding what the image has at that
-        path; it outlives the container's process, so files can be taken out after it exits.
+        empty_volumes_at mounts a fresh anonymous volume at each path, hiding what the image has
+        there; a volume outlives the container's process, so files can be taken out after it
+        exits, and a commit leaves it out.
         """
-        mounts = []
-        if empty_volume_at:
-            mounts.append(Mount(target=empty_volume_at, source=None, type="volume", no_copy=True))
+        mounts = [
+            Mount(target=path, source=None, type="volume", no_copy=True)
+            for path in empty_volumes_at
+        ]
         config = self.api.create_container_config(
             image,
             command=command,

@@ -17,6 +17,7 @@ from sti.model import BASE_REPOSITORY_PREFIX
 from sti.source_scripts import SOURCE_SCRIPTS_DIR
 from sti.tarstreams import TarPart, empty_directory, retargeted, small_file, stream_tar
 
+from . import build_env
 from .docker_host import BUILD_ID_LABEL, DockerHost, LogSink, container_name
 from .protocol import Scripts
 
@@ -48,6 +49,7 @@ class PrepareSpec:
     source_scripts: Sequence[str] = ()  # copied from src/.s2i/bin to <input_root>/scripts
     saved_from: SavedArtifacts | None = None  # BuildKit: run save-artifacts inside the build
     labels: Mapping[str, str] = field(default_factory=dict)  # of the new image (provenance)
+    build_env: Mapping[str, str] = field(default_factory=dict)  # for prepare only
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,9 @@ class DockerfileMethod:
     name = "build"
 
     def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
-        if host.builder == "container":  # the engine's builders cannot hold the sandbox
+        if host.builder == "container" or (spec.build_env and host.builder != "buildkit"):
+            # the engine's builders cannot hold the sandbox; the legacy one has no RUN --mount
+            # to keep build-only values out of the image
             return ContainerMethod().prepare_image(host, spec, sink)
         buildargs = {env_arg(index): value for index, value in enumerate(spec.env.values())}
         references: dict[str, str] = {}
@@ -133,6 +137,8 @@ class DockerfileMethod:
             dockerfile = legacy_dockerfile(spec)
             labels = dict(spec.labels)
         parts = [small_file("Dockerfile", dockerfile.encode()), *spec.inputs]
+        if spec.build_env:
+            parts.append(build_env.context_part(spec.build_env))
         try:
             return host.build(
                 lambda: stream_tar(parts), buildargs=buildargs, labels=labels, sink=sink
@@ -180,10 +186,15 @@ def build_on(
 
 def _is_step(command: str, script: str) -> bool:
     """Whether the failed command is the step running script (and not, say, an ONBUILD trigger).
-    The legacy builder names it `["/usr/bin/prepare"]`, BuildKit `[2/3] RUN ["/usr/bin/prepare"]`.
+    The legacy builder names it `["/usr/bin/prepare"]`, BuildKit `[2/3] RUN ["/usr/bin/prepare"]`
+    (`[3/3] RUN --mount=... ["/bin/sh", "-c", "...", "/usr/bin/prepare"]` with --build-env: the
+    script is the last argument).
     """
-    quoted = json.dumps([script])
-    return command == script or command.endswith(quoted)
+    return command == script or command.endswith(f"{json.dumps(script)}]")
+
+
+def _prepare_command(spec: PrepareSpec) -> list[str]:
+    return build_env.prepare_command(spec.scripts.prepare, spec.input_root, spec.build_env)
 
 
 def base_reference(build_id: str, stage: str) -> str:
@@ -258,7 +269,9 @@ def buildkit_dockerfile(spec: PrepareSpec) -> str:
         # BuildKit looks a uid without a gid up in /etc/passwd, which builder images need not
         # have; the image keeps its USER as written
         lines.append(f"USER {runner}")
-    lines.append(f'RUN {mount}["{spec.scripts.prepare}"]')
+    if spec.build_env:
+        mount += build_env.buildkit_mount(spec.input_root)
+    lines.append(f"RUN {mount}{json.dumps(_prepare_command(spec))}")
     if runner and (spec.user or spec.run_as):
         lines.append(f"USER {spec.user or '0'}")
     lines.append(f'CMD ["{spec.scripts.run}"]')
@@ -291,24 +304,30 @@ def env_arg(index: int) -> str:
 
 class ContainerMethod:
     """prepare in a container, committed. Restored artifacts go into an anonymous volume at
-    /tmp/artifacts: a commit leaves volumes out, so they are not stored in the image twice."""
+    /tmp/artifacts: a commit leaves volumes out, so they are not stored in the image twice (and
+    build-only values, in a volume of their own, not at all)."""
 
     name = "run"
 
     def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
         root = spec.input_root
+        volumes = [f"{root}/artifacts"] if "artifacts" in spec.input_dirs else []
+        inputs = list(spec.inputs)
+        if spec.build_env:
+            volumes.append(build_env.mount_point(root))
+            inputs += build_env.volume_parts(spec.build_env)
         container = host.create_container(
             spec.base_image,
-            [spec.scripts.prepare],
+            _prepare_command(spec),
             name=container_name(spec.build_id, f"{spec.stage}-prepare"),
             build_id=spec.build_id,
             env=spec.env,
-            empty_volume_at=f"{root}/artifacts" if "artifacts" in spec.input_dirs else None,
+            empty_volumes_at=volumes,
             labels=spec.labels,  # a committed container's labels are its image's
             user=spec.run_as,
         )
         try:
-            host.put_archive(container, root, stream_tar(spec.inputs, owner=spec.owner))
+            host.put_archive(container, root, stream_tar(inputs, owner=spec.owner))
             if spec.source_scripts:
                 host.put_archive(container, root, _scripts_from_source(host, container, spec))
             exit_code, last_lines = host.run_to_completion(container, sink)

@@ -69,6 +69,7 @@ from .protocol import (
     S2I_DEFAULT_DIR,
     SAVE_ROLE,
     SCRIPT_ROLES,
+    SHELL,
     ImageScripts,
     Scripts,
     inspect_scripts,
@@ -283,8 +284,7 @@ def _with_source_environment(bench: Workbench, state: BuildState, root: Path) ->
     found = source_environment(root)
     if not found:
         return state
-    request = replace(state.request, env={**found, **state.request.env})
-    state = replace(state, request=request)
+    state = replace(state, request=state.request.with_source_environment(found))
     return state.say(bench.sink, f"Environment from {SOURCE_ENVIRONMENT}: {', '.join(found)}")
 
 
@@ -305,6 +305,7 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
         state.source_scripts,
         assemble_user=request.assemble_user,
         allowed_uids=request.allowed_uids,
+        needs_shell=bool(request.build_env),
     )
     state = replace(state, builder=builder)
     if request.runtime_image:
@@ -317,6 +318,7 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
             bench.sink,
             request.runtime_pull_policy,
             allowed_uids=request.allowed_uids,
+            needs_shell=bool(request.build_env),
         )
         state = replace(state, runtime=runtime)
     return state
@@ -364,7 +366,7 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         [save],
         name=container_name(request.build_id, "artifacts"),
         build_id=request.build_id,
-        empty_volume_at=ARTIFACTS_DIR,
+        empty_volumes_at=[ARTIFACTS_DIR],
     )
     artifacts_tar = None
     if scripts.scripts.artifacts_on_stdout:
@@ -425,6 +427,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         inputs=inputs,
         input_dirs=input_dirs,
         env=request.env,
+        build_env=request.build_env,
         build_id=request.build_id,
         scripts=builder.scripts,
         stage="builder" if request.extended else "build",
@@ -517,6 +520,7 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
             ],
             input_dirs=["src"],
             env=request.env,
+            build_env=request.build_env,
             build_id=request.build_id,
             scripts=runtime.scripts,
             stage="runtime",
@@ -851,9 +855,11 @@ def _base_image(
     *,
     assemble_user: str | None = None,
     allowed_uids: str | None = None,
+    needs_shell: bool = False,
 ) -> BaseImage:
     """Pull name as its policy says, refuse it unless it has the required scripts (or the
-    source brings them) and a user allowed_uids allows, and keep what the build needs of it."""
+    source brings them), a user allowed_uids allows and, for --build-env, /bin/sh; and keep
+    what the build needs of it."""
     missing = NoSuchBaseImage if role == "Base" else NoSuchRuntimeImage
     image_id = docker.ensure_image(name, sink, missing, pull_policy)
     config = docker.image_config(image_id)
@@ -875,6 +881,8 @@ def _base_image(
     where = _destination(name, scripts.scripts, config, destination)
     roles = {SCRIPT_ROLES[script] for script in injected}
     problems = scripts.problems([r for r in required if r not in roles])
+    if needs_shell and not scripts.has_shell:
+        problems.append(f"no {SHELL}, which hands the --build-env values to prepare")
     if problems:
         first, *rest = [f"{role} image {name} failed validation: {p}" for p in problems]
         if role == "Base" and SAVE_ROLE in required and not scripts.has(SAVE_ROLE):

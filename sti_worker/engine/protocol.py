@@ -36,6 +36,7 @@ _FIELDS = {
 
 ARTIFACTS_DIR = "/tmp/artifacts"
 BUILD_DIR = "/tmp/build"
+SHELL = "/bin/sh"
 S2I_SCRIPTS_LABEL = "io.openshift.s2i.scripts-url"
 S2I_LABELS = (S2I_SCRIPTS_LABEL, "io.s2i.scripts-url")  # s2i's order: the legacy one second
 S2I_DEFAULT_DIR = "/usr/libexec/s2i"
@@ -120,6 +121,7 @@ class ImageScripts:
     scripts: Scripts
     found: Mapping[str, PathStat]
     artifacts_dir_empty: bool = False  # /tmp/artifacts in the image is empty or missing
+    has_shell: bool = False  # /bin/sh (--build-env hands its values to prepare through it)
 
     def has(self, role: str) -> bool:
         stat = self.found.get(role)
@@ -171,9 +173,10 @@ def inspect_scripts(
                 ((c, stats) for c, stats in looked if stats[PREPARE_ROLE].exists), looked[0]
             )
             empty = check_artifacts_dir and host.is_empty_directory(container, ARTIFACTS_DIR)
+            shell = host.stat(container, SHELL).exists
         finally:
             host.remove_container(container)
-        return ImageScripts(image, scripts, found, empty)
+        return ImageScripts(image, scripts, found, empty, shell)
 
     key = ("scripts", named, check_artifacts_dir)  # named: what the labels or the URL name
     return host.image_fact(image, key, look)
