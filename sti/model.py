@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import InvalidBuildMethod, InvalidInput, StiError
 from .redaction import redact
+from .runtime_artifacts import parse_runtime_artifacts
 from .source_scripts import check_script_names
 from .uid_ranges import check_user, parse_uid_ranges
 
@@ -269,6 +270,8 @@ _BUILD_TYPES = {
     "env": (dict,),
     "build_env": (dict,),
     "runtime_image": _OPTIONAL,
+    "s2i_runtime_image": _OPTIONAL,
+    "runtime_artifacts": _LISTS,
     "method": _STRING,
     "ref": _OPTIONAL,
     "context_dir": _OPTIONAL,
@@ -329,6 +332,10 @@ class BuildRequest:
     runtime_pull_policy: str = "if-not-present"  # of the runtime image
     # --build-env: for prepare only, never in the image's config, history or layers
     build_env: Mapping[str, str] = field(default_factory=dict)
+    # s2i's --runtime-image: what assemble made, copied (runtime_artifacts, SRC[:DEST], or the
+    # image's assemble-input-files label) into this image's WORKDIR, then its assemble-runtime
+    s2i_runtime_image: str | None = None
+    runtime_artifacts: tuple[str, ...] = ()
     build_id: str = field(default_factory=new_build_id)
 
     def __post_init__(self) -> None:
@@ -342,6 +349,8 @@ class BuildRequest:
         if self.runtime_image is not None:
             validate_image_ref(self.runtime_image, "runtime image")
             build_tag_for(self.tag)
+        object.__setattr__(self, "runtime_artifacts", tuple(self.runtime_artifacts))
+        self._check_s2i_runtime()
         if self.push and registry_of(self.tag) is None:
             raise InvalidInput(
                 f"--push needs APP_IMAGE_TAG to name its registry, e.g. "
@@ -379,6 +388,19 @@ class BuildRequest:
                 )
         check_build_id(self.build_id)
 
+    def _check_s2i_runtime(self) -> None:
+        if self.s2i_runtime_image is None:
+            if self.runtime_artifacts:
+                raise InvalidInput("--runtime-artifact needs --runtime-image")
+            return
+        validate_image_ref(self.s2i_runtime_image, "--runtime-image")
+        if self.runtime_image is not None:
+            raise InvalidInput(
+                "-R/--runtime (the original's extended build) and --runtime-image (s2i's) "
+                "cannot be used together"
+            )
+        parse_runtime_artifacts(self.runtime_artifacts)
+
     @property
     def extended(self) -> bool:
         return self.runtime_image is not None
@@ -396,6 +418,7 @@ class BuildRequest:
         data["exclude"] = list(self.exclude)
         data["labels"] = dict(self.labels)
         data["source_scripts"] = list(self.source_scripts)
+        data["runtime_artifacts"] = list(self.runtime_artifacts)
         return data
 
     def task_keywords(self) -> dict[str, Any]:

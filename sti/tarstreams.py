@@ -246,12 +246,17 @@ def prefixed(open_chunks: Callable[[], Iterable[bytes]], to_prefix: str) -> TarP
 
 
 def retargeted(
-    open_chunks: Callable[[], Iterable[bytes]], from_prefix: str, to_prefix: str
+    open_chunks: Callable[[], Iterable[bytes]],
+    from_prefix: str,
+    to_prefix: str,
+    *,
+    s2i_modes: bool = False,
 ) -> TarPart:
     """A part copying the members of another tar stream, renaming from_prefix to to_prefix.
 
     Used to hand /tmp/artifacts or /tmp/build taken out of one container to the next one; the
-    stream is opened only when the part is written.
+    stream is opened only when the part is written. s2i_modes: directories and executable
+    files 0755, other files 0644, as s2i copies runtime artifacts.
     """
 
     def rename(name: str) -> str:
@@ -268,6 +273,8 @@ def retargeted(
                 member.name = rename(member.name)
                 if member.islnk():
                     member.linkname = rename(member.linkname)
+                if s2i_modes and (member.isdir() or member.isreg()):
+                    member.mode = 0o755 if member.isdir() or member.mode & 0o111 else 0o644
                 content = source.extractfile(member) if member.isreg() else None
                 tar.addfile(member, content)
 

@@ -120,6 +120,18 @@ def main() -> None:
 @click.option("--description", help="io.k8s.description of the image.")
 @click.option("-R", "--runtime", "runtime_image", help="Extended build: deploy into this image.")
 @click.option(
+    "--runtime-image",
+    "s2i_runtime_image",
+    help="s2i's: copy the runtime artifacts into this image, then run its assemble-runtime.",
+)
+@click.option(
+    "-a",
+    "--runtime-artifact",
+    "runtime_artifacts",
+    multiple=True,
+    help="SRC[:DEST] copied from the built image into the runtime image's WORKDIR (repeatable).",
+)
+@click.option(
     "-m",
     "--method",
     type=click.Choice(METHODS),
@@ -182,6 +194,8 @@ def build(
     """Build SOURCE with BUILD_IMAGE into an image tagged APP_IMAGE_TAG."""
     if incremental and options.get("clean"):
         raise click.BadParameter("--incremental and --clean contradict each other")
+    if incremental and options.get("s2i_runtime_image"):
+        raise click.BadParameter("a --runtime-image build is never incremental, as in s2i")
     for given, note in (
         (incremental, "--incremental: sti builds incrementally whenever it can (--clean not)"),
         (remove_previous, "--rm: sti removes the image its tag named before, unless in use"),

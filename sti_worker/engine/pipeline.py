@@ -39,6 +39,7 @@ from sti.model import (
     registry_of,
 )
 from sti.redaction import redact
+from sti.runtime_artifacts import RuntimeArtifact
 from sti.source_scripts import source_scripts
 from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted
 from sti.upload_refs import SCHEME as UPLOAD_SCHEME
@@ -54,6 +55,7 @@ from .docker_host import (
 from .image_metadata import metadata_labels, relabelled
 from .methods import (
     ArtifactsNotSaved,
+    ContainerMethod,
     PrepareSpec,
     SavedArtifacts,
     base_reference,
@@ -66,6 +68,7 @@ from .protocol import (
     DESTINATION_LABEL,
     INCREMENTAL_SCRIPTS,
     PREPARE_ROLE,
+    RUN_ROLE,
     S2I_DEFAULT_DIR,
     SAVE_ROLE,
     SCRIPT_ROLES,
@@ -76,6 +79,12 @@ from .protocol import (
     with_source_scripts,
 )
 from .provenance import image_labels, source_labels
+from .runtime_artifacts import (
+    artifact_parts,
+    artifacts_for,
+    assemble_runtime_path,
+    check_assemble_runtime,
+)
 from .source_images import SourceOrigin, source_image
 from .sources import (
     FetchedSource,
@@ -309,19 +318,47 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
     )
     state = replace(state, builder=builder)
     if request.runtime_image:
-        runtime = _base_image(
-            bench.docker,
-            request.runtime_image,
-            DEPLOY_SCRIPTS,
-            "Runtime",
-            request.build_id,
-            bench.sink,
-            request.runtime_pull_policy,
-            allowed_uids=request.allowed_uids,
-            needs_shell=bool(request.build_env),
-        )
+        runtime = _runtime_base(bench, request, request.runtime_image, DEPLOY_SCRIPTS)
         state = replace(state, runtime=runtime)
+    if request.s2i_runtime_image:
+        state = replace(state, runtime=_s2i_runtime_image(bench, request, builder))
     return state
+
+
+def _runtime_base(
+    bench: Workbench, request: BuildRequest, name: str, required: Sequence[str]
+) -> BaseImage:
+    return _base_image(
+        bench.docker,
+        name,
+        required,
+        "Runtime",
+        request.build_id,
+        bench.sink,
+        request.runtime_pull_policy,
+        allowed_uids=request.allowed_uids,
+        needs_shell=bool(request.build_env),
+    )
+
+
+def _s2i_runtime_image(bench: Workbench, request: BuildRequest, builder: BaseImage) -> BaseImage:
+    """A --runtime-image needs run and assemble-runtime, and artifacts to copy."""
+    name = request.s2i_runtime_image or ""
+    runtime = _runtime_base(bench, request, name, (RUN_ROLE,))
+    check_assemble_runtime(bench.docker, runtime.id, name, runtime.scripts, request.build_id)
+    _runtime_artifacts(bench, request, runtime, builder)
+    return runtime
+
+
+def _runtime_artifacts(
+    bench: Workbench, request: BuildRequest, runtime: BaseImage, builder: BaseImage
+) -> list[RuntimeArtifact]:
+    return artifacts_for(
+        request.runtime_artifacts,
+        request.s2i_runtime_image or "",
+        bench.docker.image_config(runtime.id),
+        bench.docker.image_config(builder.id),
+    )
 
 
 def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
@@ -329,6 +366,8 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     request = state.request
     if request.clean:
         return state.say(bench.sink, "Clean build: previous artifacts are not reused")
+    if request.s2i_runtime_image:
+        return state.say(bench.sink, "A --runtime-image build is clean, as in s2i")
     previous = build_tag_for(request.tag) if request.extended else request.tag
     previous_id = _previous_image(
         bench.docker, previous, request.incremental_pull_policy, bench.sink
@@ -454,7 +493,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         )
         state = replace(state, incremental=False, messages=(*state.messages, *error.details[-5:]))
         image = method.prepare_image(bench.docker, replace(spec, saved_from=None), bench.sink)
-    if request.extended:
+    if request.extended or request.s2i_runtime_image:
         return replace(state, stage_image=image)
     if builder.scripts.kind == "s2i":
         image = _with_image_metadata(bench, image, builder.destination, request)
@@ -502,7 +541,10 @@ def _from_source_image(
 
 
 def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
-    """Extended builds: hand the builder's /tmp/build to the runtime image as its /tmp/src."""
+    """Extended builds: hand the builder's /tmp/build to the runtime image as its /tmp/src, or
+    (s2i's --runtime-image) the runtime artifacts to its WORKDIR and its assemble-runtime."""
+    if state.request.s2i_runtime_image:
+        return _deploy_runtime_artifacts(bench, state)
     request = state.request
     runtime = state.runtime
     assert state.stage_image and runtime, "build and check_images run first"
@@ -537,6 +579,48 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
     finally:
         bench.docker.remove_container(extract)
     return replace(state, image_id=image)
+
+
+def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState:
+    """Copy the artifacts out of the image assemble made into a container of the runtime image,
+    run assemble-runtime there as the image's USER, in its WORKDIR, and commit it with the
+    runtime's run as CMD; the image assemble made goes."""
+    request = state.request
+    runtime, builder, made = state.runtime, state.builder, state.stage_image
+    assert runtime and builder and made, "build and check_images run first"
+    name = request.s2i_runtime_image or ""
+    artifacts = _runtime_artifacts(bench, request, runtime, builder)
+    workdir = bench.docker.image_config(runtime.id).get("WorkingDir") or "/"
+    script = assemble_runtime_path(runtime.scripts)
+    extract = bench.docker.create_container(
+        made,
+        ["/bin/true"],  # never started: it only holds the artifacts for the copy
+        name=container_name(request.build_id, "extract"),
+        build_id=request.build_id,
+    )
+    try:
+        spec = PrepareSpec(
+            base_image=runtime.id,
+            inputs=artifact_parts(bench.docker, extract, artifacts),
+            input_dirs=[],
+            env=request.env,
+            build_env=request.build_env,
+            build_id=request.build_id,
+            scripts=replace(runtime.scripts, prepare=script),
+            stage="runtime",
+            entrypoint=runtime.entrypoint,
+            owner=runtime.owner,
+            user=runtime.user,
+            input_root=workdir,
+            labels=image_labels(request, state.source_labels, (name, runtime.id)),
+        )
+        listed = ", ".join(str(artifact) for artifact in artifacts)
+        bench.sink(f"Copying {listed} into {name} at {workdir}; running {script}")
+        image = ContainerMethod().prepare_image(bench.docker, spec, bench.sink)
+    finally:
+        bench.docker.remove_container(extract)
+    bench.docker.remove_image(made)
+    return replace(state, image_id=image, stage_image=None)
 
 
 def tag_step(bench: Workbench, state: BuildState) -> BuildState:
@@ -613,7 +697,7 @@ def steps_for(request: BuildRequest) -> list[tuple[str, StepFunction]]:
         ("save_artifacts", save_artifacts_step),
         ("build", build_step),
     ]
-    if request.extended:
+    if request.extended or request.s2i_runtime_image:
         steps.append(("deploy", deploy_step))
     steps.append(("tag", tag_step))
     if request.push:
@@ -720,7 +804,7 @@ def _build_fields(state: BuildState) -> dict[str, Any]:
         "image_id": state.image_id if state.tagged else None,
         "incremental": state.incremental,
         "method": request.method,
-        "runtime_image": request.runtime_image,
+        "runtime_image": request.runtime_image or request.s2i_runtime_image,
         "revision": state.revision,
         "digest": state.digest,
         "host": state.host,
