@@ -32,14 +32,13 @@ def parse_runtime_artifact(text: str, origin: str = "--runtime-artifact") -> Run
     source, _, destination = text.partition(":")
     if ":" in destination:
         raise InvalidInput(f"{origin} {text!r} has more than one ':'")
-    source_parts = source.rstrip("/").split("/")
-    if not source.startswith("/") or source.rstrip("/") == "" or _climbs(source_parts[1:]):
+    source = source.rstrip("/")
+    if not source.startswith("/") or _climbs(source[1:]):
         raise InvalidInput(f"{origin} {text!r}: SRC must be an absolute path below /, without ..")
-    destination = destination.strip("/") if destination not in ("", ".") else ""
-    if text.partition(":")[2].startswith("/") or _climbs(destination.split("/")):
+    if destination and (destination.startswith("/") or _climbs(destination.rstrip("/"))):
         raise InvalidInput(f"{origin} {text!r}: DEST must be a relative directory, without ..")
-    normalized = posixpath.normpath(destination) if destination else ""
-    return RuntimeArtifact(source.rstrip("/"), "" if normalized == "." else normalized)
+    destination = posixpath.normpath(destination) if destination else "."
+    return RuntimeArtifact(source, "" if destination == "." else destination)
 
 
 def parse_assemble_input_files(value: str, origin: str) -> list[RuntimeArtifact]:
@@ -57,5 +56,7 @@ def _at_most(found: list[RuntimeArtifact], origin: str) -> list[RuntimeArtifact]
     return found
 
 
-def _climbs(parts: list[str]) -> bool:
-    return any(part in ("..",) for part in parts) or any(part == "" for part in parts[:-1])
+def _climbs(path: str) -> bool:
+    """An empty path, or one with a ".." or an empty part (a doubled slash)."""
+    parts = path.split("/")
+    return ".." in parts or "" in parts

@@ -74,10 +74,12 @@ def streamer(store: Callable[[], BlobStore]) -> Callable[..., TarPart]:
 
         def add(tar: tarfile.TarFile) -> None:
             blobs = store()
-            packing, reader = _packed(blobs.read(ref.digest))
+            chunks = blobs.read(ref.digest)
+            reader = IterReader(chunks)
             if ref.kind == "file":
                 _add_single_file(tar, ref, blobs.size(ref.digest), reader, context_dir, policy)
             elif ref.kind == "dir":
+                packing, reader = _packed(chunks)
                 # a packed directory keeps its links as links, as a local directory does
                 retar_tar_stream(
                     reader,

@@ -5,6 +5,7 @@ Through the engine with both methods, and through the queue with the s2i flags."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,7 @@ def builder(api: docker.APIClient) -> Iterator[str]:
         yield tag
 
 
+@contextlib.contextmanager
 def _runtime(api: docker.APIClient, *labels: str) -> Iterator[str]:
     files = {"/usr/libexec/s2i/assemble-runtime": ASSEMBLE_RUNTIME, "/usr/libexec/s2i/run": RUN}
     lines = [
@@ -75,7 +77,8 @@ def _runtime(api: docker.APIClient, *labels: str) -> Iterator[str]:
 
 @pytest.fixture
 def runtime(api: docker.APIClient) -> Iterator[str]:
-    yield from _runtime(api, LABEL)
+    with _runtime(api, LABEL) as tag:
+        yield tag
 
 
 @pytest.fixture
@@ -165,7 +168,7 @@ def test_a_missing_artifact_fails_the_build_with_nothing_tagged(
 def test_no_artifacts_or_no_assemble_runtime_is_refused_before_building(
     api: docker.APIClient, docker_host: DockerHost, builder: str, app_tag: str, source: str
 ) -> None:
-    for runtime in _runtime(api):  # no assemble-input-files label anywhere
+    with _runtime(api) as runtime:  # no assemble-input-files label anywhere
         result, lines = build(docker_host, source, builder, app_tag, s2i_runtime_image=runtime)
         assert result.error_code == "InvalidInput"
         assert "needs --runtime-artifact SRC[:DEST], or the" in str(result.error)

@@ -346,18 +346,19 @@ def _s2i_runtime_image(bench: Workbench, request: BuildRequest, builder: BaseIma
     name = request.s2i_runtime_image or ""
     runtime = _runtime_base(bench, request, name, (RUN_ROLE,))
     check_assemble_runtime(bench.docker, runtime.id, name, runtime.scripts, request.build_id)
-    _runtime_artifacts(bench, request, runtime, builder)
+    _runtime_artifacts(bench, request, bench.docker.image_config(runtime.id), builder)
     return runtime
 
 
 def _runtime_artifacts(
-    bench: Workbench, request: BuildRequest, runtime: BaseImage, builder: BaseImage
+    bench: Workbench, request: BuildRequest, runtime_config: Mapping[str, Any], builder: BaseImage
 ) -> list[RuntimeArtifact]:
+    """Checked in check_images, found again by the deploy step (which may run in another task)."""
     return artifacts_for(
         request.runtime_artifacts,
         request.s2i_runtime_image or "",
-        bench.docker.image_config(runtime.id),
-        bench.docker.image_config(builder.id),
+        runtime_config,
+        bench.docker.image_config(builder.id) if not request.runtime_artifacts else {},
     )
 
 
@@ -589,8 +590,9 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
     runtime, builder, made = state.runtime, state.builder, state.stage_image
     assert runtime and builder and made, "build and check_images run first"
     name = request.s2i_runtime_image or ""
-    artifacts = _runtime_artifacts(bench, request, runtime, builder)
-    workdir = bench.docker.image_config(runtime.id).get("WorkingDir") or "/"
+    config = bench.docker.image_config(runtime.id)
+    artifacts = _runtime_artifacts(bench, request, config, builder)
+    workdir = config.get("WorkingDir") or "/"
     script = assemble_runtime_path(runtime.scripts)
     extract = bench.docker.create_container(
         made,

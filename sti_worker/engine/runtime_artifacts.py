@@ -16,7 +16,7 @@ from sti.runtime_artifacts import (
 )
 from sti.tarstreams import TarPart, empty_directory, retargeted
 
-from .docker_host import DockerHost, container_name
+from .docker_host import DockerHost, PathStat, container_name
 from .protocol import Scripts
 
 ASSEMBLE_RUNTIME = "assemble-runtime"
@@ -55,13 +55,18 @@ def check_assemble_runtime(
     docker: DockerHost, image_id: str, name: str, scripts: Scripts, build_id: str
 ) -> str:
     path = assemble_runtime_path(scripts)
-    container = docker.create_container(
-        image_id, [path], name=container_name(build_id, "assemble-runtime-check"), build_id=build_id
-    )
-    try:
-        found = docker.stat(container, path)
-    finally:
-        docker.remove_container(container)
+
+    def look() -> PathStat:
+        role = "assemble-runtime-check"
+        container = docker.create_container(
+            image_id, [path], name=container_name(build_id, role), build_id=build_id
+        )
+        try:
+            return docker.stat(container, path)
+        finally:
+            docker.remove_container(container)
+
+    found = docker.image_fact(image_id, (ASSEMBLE_RUNTIME, path), look)
     if not (found.exists and found.is_file and found.executable):
         raise InvalidImage(f"Runtime image {name} failed validation: missing {path}")
     return path
