@@ -14,6 +14,7 @@ from typing import Any
 from .errors import InvalidBuildMethod, InvalidInput, StiError
 from .redaction import redact
 from .runtime_artifacts import parse_runtime_artifacts
+from .scripts_urls import check_scripts_url
 from .source_scripts import check_script_names
 from .uid_ranges import check_user, parse_uid_ranges
 
@@ -160,19 +161,6 @@ def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
         if not isinstance(value, str) or "\x00" in value:
             raise InvalidInput(f"label {name} must have a string value without NUL bytes")
     return dict(labels)
-
-
-_SCRIPTS_DIR = re.compile(r"^image://(/[A-Za-z0-9._@+-]+)+/?$")
-
-
-def check_scripts_url(url: str) -> str:
-    """An s2i scripts URL sti takes: image://<absolute directory in the image>."""
-    if not _SCRIPTS_DIR.fullmatch(url) or "/../" in f"{url}/" or "/./" in f"{url}/":
-        raise InvalidInput(
-            f"--scripts-url {url[:200]!r} is not image:///a/directory: sti takes the scripts "
-            "from a directory of the builder image (not yet from http(s):// or file:// URLs)"
-        )
-    return url
 
 
 _DESTINATION = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")

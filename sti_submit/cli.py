@@ -73,7 +73,10 @@ wait_options = _stack(
 
 
 scripts_url_option = click.option(
-    "-s", "--scripts-url", help="image://DIR: the builder's s2i scripts, over its labels."
+    "-s",
+    "--scripts-url",
+    help="The builder's s2i scripts, over its labels: image://DIR (in the image), "
+    "http(s)://HOST/DIR (fetched by the worker) or file:///DIR (uploaded with the source).",
 )
 
 

@@ -30,6 +30,7 @@ from sti.failures import error_for_failure
 from sti.ignore import ignore_matcher
 from sti.model import BuildRequest, Result, UsageRequest, ValidateRequest
 from sti.redis_wire import LiteRedis
+from sti.scripts_urls import UPLOADED_SCHEME, local_directory, pack_scripts
 from sti.source_scripts import source_scripts
 from sti.wire import BUILD_TASK, SHARED_QUEUE, USAGE_TASK, VALIDATE_TASK
 
@@ -70,6 +71,8 @@ class StiClient:
             request = request.with_source_environment(found)
         if local.exists():
             request = replace(request, source=self._upload(local, request.exclude, say))
+        if request.scripts_url and request.scripts_url.startswith("file://"):
+            request = replace(request, scripts_url=self._upload_scripts(request.scripts_url, say))
         kwargs = request.task_keywords()
         build_id = request.build_id
         self._claim_id(build_id)
@@ -87,20 +90,33 @@ class StiClient:
     ) -> str:
         from sti_submit.upload import upload_source
 
-        store = BlobStore(
-            self.redis, expires_s=settings.upload_expires_s(), max_bytes=settings.upload_max_bytes()
-        )
-        uploaded = upload_source(store, path, exclude)
+        uploaded = upload_source(self._store(), path, exclude)
         if say and uploaded.sent:
             say(f"Uploaded {path} ({uploaded.size} bytes) as {uploaded.ref.digest}")
         elif say:
             say(f"Already uploaded: {path} as {uploaded.ref.digest}")
         return str(uploaded.ref)
 
+    def _upload_scripts(self, url: str, say: Callable[[str], None] | None) -> str:
+        """The scripts of a file:// --scripts-url, uploaded: the worker cannot read them."""
+        packed, names = pack_scripts(local_directory(url))
+        digest, _ = self._store().put([packed])
+        if say:
+            say(f"Uploaded {', '.join(names)} of {url} as {digest}")
+        return f"{UPLOADED_SCHEME}{digest}"
+
+    def _store(self) -> BlobStore:
+        return BlobStore(
+            self.redis, expires_s=settings.upload_expires_s(), max_bytes=settings.upload_max_bytes()
+        )
+
     def submit_validate(self, request: ValidateRequest) -> str:
         return self._submit_checks(VALIDATE_TASK, "validate", request.to_json())
 
     def submit_usage(self, request: UsageRequest) -> str:
+        if request.scripts_url and request.scripts_url.startswith("file://"):
+            self.check_broker()
+            request = replace(request, scripts_url=self._upload_scripts(request.scripts_url, None))
         return self._submit_checks(USAGE_TASK, "usage", request.to_json())
 
     def _submit_checks(self, task: str, kind: str, kwargs: dict[str, Any]) -> str:

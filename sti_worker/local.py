@@ -55,7 +55,7 @@ def usage_locally(request: UsageRequest, docker_url: str | None, sink: LogSink) 
         "usage",
         request.build_id,
         docker_url,
-        lambda docker, host: run_usage(docker, request, sink, host),
+        lambda docker, host: run_usage(docker, request, sink, host, sources=_OWN_MACHINE),
     )
 
 

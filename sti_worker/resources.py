@@ -99,4 +99,5 @@ def sources() -> Sources:
         ),
         openers={SCHEME: opener(blob_store)},
         streamers={SCHEME: streamer(blob_store)},
+        uploaded_scripts=lambda digest: blob_store().read(digest),
     )

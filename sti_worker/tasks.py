@@ -140,7 +140,9 @@ def usage(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     docker = docker_host()
     build = build_log(request.build_id)
     try:
-        return run_usage(docker, request, build.write, settings.host_id).to_json()
+        return run_usage(
+            docker, request, build.write, settings.host_id, sources=sources()
+        ).to_json()
     finally:
         build.end()
 

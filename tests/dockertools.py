@@ -56,6 +56,12 @@ def run_default_command(api: docker.APIClient, image: str, timeout: int = 30) ->
         return exit_code
 
 
+def run_output(api: docker.APIClient, image: str, timeout: int = 30) -> str:
+    """What the image's own CMD prints on stdout, run to completion in a throwaway container."""
+    with _container(api, image, run=True, timeout=timeout) as (container, _):
+        return str(api.logs(container, stdout=True, stderr=False).decode())
+
+
 def run_and_read(api: docker.APIClient, image: str, path: str) -> dict[str, bytes]:
     """Run the image's CMD, then return {relative name: content} of regular files under path.
 

@@ -104,3 +104,65 @@ def test_metadata_without_labels_changes_nothing(
     result, lines = build(docker_host, str(tmp_path), builder, app_tag)
     assert result.success, result.messages
     assert not any("Labels from" in line for line in lines)
+
+
+EXTENDED_ASSEMBLE = """\
+#!/bin/sh
+set -e
+mkdir -p /tmp/.s2i /tmp/build
+cp /tmp/src/metadata.json /tmp/.s2i/image_metadata.json
+cp /tmp/src/metadata.json /tmp/build/
+"""
+
+
+@pytest.fixture
+def extended_builder(api: docker.APIClient) -> Iterator[str]:
+    """Writes its metadata and its output (/tmp/build) for a runtime image."""
+    files = {
+        "/usr/libexec/s2i/assemble": EXTENDED_ASSEMBLE,
+        "/usr/libexec/s2i/run": "#!/bin/sh\n",
+        "/usr/libexec/s2i/save-artifacts": "#!/bin/sh\n",
+    }
+    lines = ["LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i", 'CMD ["/bin/sh"]']
+    with temporary_image(api, files, lines, name="metadata-extended") as tag:
+        yield tag
+
+
+@pytest.fixture
+def s2i_runtime(api: docker.APIClient) -> Iterator[str]:
+    files = {
+        "/usr/libexec/s2i/assemble-runtime": "#!/bin/sh\n",
+        "/usr/libexec/s2i/run": "#!/bin/sh\n",
+    }
+    lines = [
+        "LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i",
+        "LABEL io.openshift.s2i.assemble-input-files=/tmp/build",
+        "WORKDIR /opt/runtime",
+        'CMD ["/bin/sh"]',
+    ]
+    with temporary_image(api, files, lines, name="metadata-runtime") as tag:
+        yield tag
+
+
+@pytest.mark.parametrize("kind", ["-R", "--runtime-image"])
+def test_an_extended_builds_output_image_gets_the_builders_metadata_labels(
+    request: pytest.FixtureRequest,
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    extended_builder: str,
+    app_tag: str,
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    metadata = {"labels": [{"from-assemble": "yes"}]}
+    if kind == "-R":
+        options: dict[str, object] = {"runtime_image": images["sti-fake"]}
+    else:
+        options = {"s2i_runtime_image": request.getfixturevalue("s2i_runtime")}
+    result, lines = build(
+        docker_host, _source(tmp_path, metadata), extended_builder, app_tag, **options
+    )
+    assert result.success, result.messages
+    assert image_config(api, app_tag)["Labels"]["from-assemble"] == "yes"
+    assert "Labels from /tmp/.s2i/image_metadata.json: from-assemble" in lines

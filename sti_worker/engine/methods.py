@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sti.errors import BuildFailed, BuildStepFailed, InvalidBuildMethod, InvalidInput
+from sti.errors import BuildFailed, BuildStepFailed, InvalidBuildMethod
 from sti.model import BASE_REPOSITORY_PREFIX
+from sti.scripts_urls import read_capped
 from sti.source_scripts import SOURCE_SCRIPTS_DIR
 from sti.tarstreams import TarPart, empty_directory, retargeted, small_file, stream_tar
 
@@ -21,13 +22,12 @@ from . import build_env
 from .docker_host import BUILD_ID_LABEL, DockerHost, LogSink, container_name
 from .protocol import Scripts
 
-_INPUT_DIRS = ("src", "artifacts", "build")
+_INPUT_DIRS = ("src", "artifacts", "build", "scripts")
 _ARTIFACTS_STAGE = "sti-artifacts"
 BUILD_ID_ARG = "STI_BUILD_ID"
 BASE_ARG = "STI_BASE"  # the images a BuildKit build starts from, named by build arguments
 PREVIOUS_ARG = "STI_PREVIOUS"
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
-_MAX_SCRIPT_BYTES = 4 * 1024 * 1024  # a script of the source, as a tar of one file
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ def buildkit_dockerfile(spec: PrepareSpec) -> str:
         lines += [f"FROM scratch AS {_ARTIFACTS_STAGE}", f"COPY {chown_flag(spec)}artifacts /"]
         mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},target={spec.input_root}/artifacts,rw "
     lines.append(f"FROM ${{{BASE_ARG}}}")
-    for name in ("src", "build"):
+    for name in ("src", "build", "scripts"):
         if name in spec.input_dirs:
             lines.append(f"COPY {chown_flag(spec)}{name} {spec.input_root}/{name}")
     lines += script_copies(spec)
@@ -351,18 +351,9 @@ def _scripts_from_source(host: DockerHost, container: str, spec: PrepareSpec) ->
     parts = [empty_directory("scripts")]
     for name in spec.source_scripts:
         path = f"{spec.input_root}/src/{SOURCE_SCRIPTS_DIR}/{name}"
-        read = _read_capped(host.get_archive(container, path), path)
+        read = read_capped(host.get_archive(container, path), path)
         parts.append(retargeted(lambda read=read: [read], name, f"scripts/{name}"))
     return stream_tar(parts, owner=spec.owner)
-
-
-def _read_capped(chunks: Iterator[bytes], path: str) -> bytes:
-    data = bytearray()
-    for chunk in chunks:
-        data += chunk
-        if len(data) > _MAX_SCRIPT_BYTES:
-            raise InvalidInput(f"{path} is larger than {_MAX_SCRIPT_BYTES} bytes")
-    return bytes(data)
 
 
 _METHODS: dict[str, Callable[[], BuildMethod]] = {

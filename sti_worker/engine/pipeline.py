@@ -41,7 +41,7 @@ from sti.model import (
 from sti.redaction import redact
 from sti.runtime_artifacts import RuntimeArtifact
 from sti.source_scripts import source_scripts
-from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted
+from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted, stream_tar
 from sti.upload_refs import SCHEME as UPLOAD_SCHEME
 
 from . import users
@@ -69,6 +69,7 @@ from .protocol import (
     INCREMENTAL_SCRIPTS,
     PREPARE_ROLE,
     RUN_ROLE,
+    S2I_DEFAULT,
     S2I_DEFAULT_DIR,
     SAVE_ROLE,
     SCRIPT_ROLES,
@@ -93,6 +94,7 @@ from .sources import (
     describe,
 )
 from .trees import remove_tree
+from .url_scripts import fetch_scripts, fetched_scripts_part, is_fetched
 
 WORKDIR_PREFIX = "sti-"
 # a source image costs one more BuildKit request (about 0.3 s here); sending and unpacking a
@@ -118,6 +120,7 @@ class BaseImage:
     user: str | None = None  # its USER as written
     destination: str = "/tmp"  # where its inputs go (s2i's destination)
     injected: tuple[str, ...] = ()  # its scripts that come from the source's .s2i/bin
+    fetched: tuple[str, ...] = ()  # its scripts that come from a --scripts-url (not image://)
     run_as: str | None = None  # uid:gid that runs assemble, when not its USER
 
     def to_json(self) -> dict[str, Any]:
@@ -129,6 +132,7 @@ class BaseImage:
             "user": self.user,
             "destination": self.destination,
             "injected": list(self.injected),
+            "fetched": list(self.fetched),
             "run_as": self.run_as,
         }
 
@@ -143,6 +147,7 @@ class BaseImage:
             user=data.get("user"),
             destination=str(data.get("destination") or "/tmp"),
             injected=tuple(data.get("injected") or ()),
+            fetched=tuple(data.get("fetched") or ()),
             run_as=data.get("run_as"),
         )
 
@@ -157,6 +162,7 @@ class BuildState:
     attempt: int = 1  # a build whose worker died runs again from the start as attempt 2
     source_labels: Mapping[str, str] = field(default_factory=dict)  # provenance of the source
     source_scripts: tuple[str, ...] = ()  # the s2i scripts the source has in .s2i/bin
+    url_scripts: tuple[str, ...] = ()  # those --scripts-url gave, in the work dir
     source_dir: str | None = None
     source_streamed: bool = False  # the request's source goes into the build as one stream
     source_bytes: int | None = None  # the streamed source's size as stored, if known
@@ -211,6 +217,7 @@ class BuildState:
         data["replaced_images"] = list(self.replaced_images)
         data["source_labels"] = dict(self.source_labels)
         data["source_scripts"] = list(self.source_scripts)
+        data["url_scripts"] = list(self.url_scripts)
         for name in ("builder", "runtime"):
             data[name] = data[name].to_json() if data[name] is not None else None
         data["saved_from"] = self.saved_from.to_json() if self.saved_from else None
@@ -226,6 +233,7 @@ class BuildState:
         values["replaced_images"] = tuple(values.get("replaced_images", ()))
         values["source_labels"] = dict(values.get("source_labels") or {})
         values["source_scripts"] = tuple(values.get("source_scripts") or ())
+        values["url_scripts"] = tuple(values.get("url_scripts") or ())
         for name in ("builder", "runtime"):
             if values.get(name) is not None:
                 values[name] = BaseImage.from_json(values[name])
@@ -271,6 +279,11 @@ def fetch_source_step(bench: Workbench, state: BuildState) -> BuildState:
         scripts = source_scripts(root, ignore_matcher(root, fetched.exclude))
     if scripts:
         state = state.say(bench.sink, f"Scripts from the source's .s2i/bin: {', '.join(scripts)}")
+    if is_fetched(request.scripts_url):
+        url = str(request.scripts_url)
+        fetched_scripts = fetch_scripts(url, workdir, bench.sources, bench.sink)
+        state = replace(state, url_scripts=fetched_scripts)
+        state = state.say(bench.sink, f"Scripts from {url}: {', '.join(fetched_scripts)}")
     state = replace(
         state,
         source_dir=fetched.path,
@@ -312,6 +325,7 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
         request.scripts_url,
         request.destination,
         state.source_scripts,
+        state.url_scripts,
         assemble_user=request.assemble_user,
         allowed_uids=request.allowed_uids,
         needs_shell=bool(request.build_env),
@@ -378,8 +392,8 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     config = bench.docker.image_config(previous_id)
     buildkit = request.method == "build" and bench.docker.builder == "buildkit"
     scripts_url = request.scripts_url
-    if state.builder and "save-artifacts" in state.builder.injected:
-        # the source's own, which the previous build copied there
+    if state.builder and "save-artifacts" in state.builder.injected + state.builder.fetched:
+        # the source's own or the URL's, which the previous build copied there
         scripts_url = f"image://{state.builder.destination}/scripts"
     scripts = inspect_scripts(
         bench.docker,
@@ -462,6 +476,9 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
     if request.extended:
         inputs.append(empty_directory("build"))
         input_dirs.append("build")
+    if builder.fetched:
+        inputs.append(fetched_scripts_part(workdir_for(request.build_id), builder.fetched))
+        input_dirs.append("scripts")
     spec = PrepareSpec(
         base_image=builder.id,
         inputs=inputs,
@@ -496,17 +513,26 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         image = method.prepare_image(bench.docker, replace(spec, saved_from=None), bench.sink)
     if request.extended or request.s2i_runtime_image:
         return replace(state, stage_image=image)
-    if builder.scripts.kind == "s2i":
-        image = _with_image_metadata(bench, image, builder.destination, request)
+    image = _with_image_metadata(bench, image, request, [(image, builder)])
     return replace(state, image_id=image)
 
 
 def _with_image_metadata(
-    bench: Workbench, image: str, destination: str, request: BuildRequest
+    bench: Workbench,
+    image: str,
+    request: BuildRequest,
+    written: Sequence[tuple[str | None, BaseImage | None]],
 ) -> str:
-    """The image with the labels assemble asked for (see image_metadata), the user's --label
-    over them."""
-    wanted = metadata_labels(bench.docker, image, destination, request.build_id, bench.sink)
+    """The image with the labels assemble asked for (see image_metadata) in each image an s2i
+    base made (the later over the earlier: an extended build's runtime over its builder), the
+    user's --label over them."""
+    wanted: dict[str, str] = {}
+    for made, base in written:
+        if made and base and base.scripts.kind == "s2i":
+            found = metadata_labels(
+                bench.docker, made, base.destination, request.build_id, bench.sink
+            )
+            wanted.update(found)
     if not wanted:
         return image
     labelled = relabelled(
@@ -579,7 +605,8 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
         image = method_named(request.method).prepare_image(bench.docker, spec, bench.sink)
     finally:
         bench.docker.remove_container(extract)
-    return replace(state, image_id=image)
+    made = [(state.stage_image, state.builder), (image, runtime)]
+    return replace(state, image_id=_with_image_metadata(bench, image, request, made))
 
 
 def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState:
@@ -621,7 +648,10 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
         image = ContainerMethod().prepare_image(bench.docker, spec, bench.sink)
     finally:
         bench.docker.remove_container(extract)
-    bench.docker.remove_image(made)
+    try:
+        image = _with_image_metadata(bench, image, request, [(made, builder)])
+    finally:
+        bench.docker.remove_image(made)
     return replace(state, image_id=image, stage_image=None)
 
 
@@ -845,33 +875,66 @@ def run_validate(docker: DockerHost, request: ValidateRequest, sink: LogSink, ho
     return result
 
 
-def run_usage(docker: DockerHost, request: UsageRequest, sink: LogSink, host: str) -> Result:
+def run_usage(
+    docker: DockerHost,
+    request: UsageRequest,
+    sink: LogSink,
+    host: str,
+    sources: Sources | None = None,
+) -> Result:
     """Run the image's usage script (in a container under the build limits) and return what it
-    printed as the messages; a usage script that fails is a failed result with its output."""
+    printed as the messages; a usage script that fails is a failed result with its output. A
+    fetched --scripts-url with a usage script brings its own (sources: where it may come from)."""
 
     def usage() -> tuple[list[str], StiError | None]:
         image_id = docker.ensure_image(request.build_image, sink)
+        url = request.scripts_url
         scripts = inspect_scripts(
             docker,
             image_id,
             build_id=request.build_id,
             role="usage-check",
-            scripts_url=request.scripts_url,
+            scripts_url=None if is_fetched(url) else url,
         ).scripts
+        brought = _fetched_usage(docker, request, image_id, sources or Sources(), sink)
+        script = f"{brought}/scripts/usage" if brought else scripts.usage
         container = docker.create_container(
             image_id,
-            [scripts.usage],
+            [script],
             name=container_name(request.build_id, "usage"),
             build_id=request.build_id,
         )
-        if not docker.stat(container, scripts.usage).executable:
-            raise InvalidImage(f"image {request.build_image} has no usage script {scripts.usage}")
+        if brought:
+            part = fetched_scripts_part(workdir_for(request.build_id), ["usage"])
+            docker.put_archive(container, brought, stream_tar([part]))
+        elif not docker.stat(container, script).executable:
+            raise InvalidImage(f"image {request.build_image} has no usage script {script}")
         output: list[str] = []
         exit_code, _ = docker.run_to_completion(container, output.append)
-        failed = BuildFailed(f"{scripts.usage} exited with code {exit_code}") if exit_code else None
+        failed = BuildFailed(f"{script} exited with code {exit_code}") if exit_code else None
         return output, failed
 
-    return _checked_run(docker, "usage", request.build_id, host, usage)
+    try:
+        return _checked_run(docker, "usage", request.build_id, host, usage)
+    finally:
+        remove_tree(workdir_for(request.build_id))
+
+
+def _fetched_usage(
+    docker: DockerHost, request: UsageRequest, image_id: str, sources: Sources, sink: LogSink
+) -> str | None:
+    """Where the usage script of a fetched --scripts-url goes (the image's destination, whose
+    scripts/ it is put in), or None when the URL is the image's own or has no usage script."""
+    url = request.scripts_url
+    if not url or not is_fetched(url):
+        return None
+    workdir = workdir_for(request.build_id)
+    remove_tree(workdir)
+    workdir.mkdir(mode=0o700)
+    if "usage" not in fetch_scripts(url, workdir, sources, sink):
+        return None
+    config = docker.image_config(image_id)
+    return _destination(request.build_image, S2I_DEFAULT, config, None)
 
 
 def _checked_run(
@@ -938,14 +1001,15 @@ def _base_image(
     scripts_url: str | None = None,
     destination: str | None = None,
     source_scripts: Sequence[str] = (),
+    url_scripts: Sequence[str] = (),
     *,
     assemble_user: str | None = None,
     allowed_uids: str | None = None,
     needs_shell: bool = False,
 ) -> BaseImage:
     """Pull name as its policy says, refuse it unless it has the required scripts (or the
-    source brings them), a user allowed_uids allows and, for --build-env, /bin/sh; and keep
-    what the build needs of it."""
+    source or a fetched --scripts-url brings them, in that order), a user allowed_uids allows
+    and, for --build-env, /bin/sh; and keep what the build needs of it."""
     missing = NoSuchBaseImage if role == "Base" else NoSuchRuntimeImage
     image_id = docker.ensure_image(name, sink, missing, pull_policy)
     config = docker.image_config(image_id)
@@ -956,16 +1020,22 @@ def _base_image(
             docker, image_id, build_id=build_id, role=check, config=config, scripts_url=url
         )
 
-    scripts = inspect(scripts_url)
+    scripts = inspect(None if is_fetched(scripts_url) else scripts_url)
     injected: tuple[str, ...] = ()
-    if source_scripts and scripts.scripts.kind == "sti" and scripts.has(PREPARE_ROLE):
+    fetched = tuple(script for script in url_scripts if script not in source_scripts)
+    if (
+        source_scripts
+        and not fetched
+        and scripts.scripts.kind == "sti"
+        and scripts.has(PREPARE_ROLE)
+    ):
         sink(f"{name} is an original sti builder: the source's .s2i/bin is for s2i builders")
-    elif source_scripts:
+    elif source_scripts or fetched:
         if scripts.scripts.kind == "sti":  # no scripts of its own: s2i's default directory
             scripts = inspect(f"image://{S2I_DEFAULT_DIR}")
         injected = tuple(source_scripts)
     where = _destination(name, scripts.scripts, config, destination)
-    roles = {SCRIPT_ROLES[script] for script in injected}
+    roles = {SCRIPT_ROLES[script] for script in injected + fetched}
     problems = scripts.problems([r for r in required if r not in roles])
     if needs_shell and not scripts.has_shell:
         problems.append(f"no {SHELL}, which hands the --build-env values to prepare")
@@ -996,12 +1066,13 @@ def _base_image(
     entrypoint = config.get("Entrypoint")
     return BaseImage(
         image_id,
-        with_source_scripts(scripts.scripts, injected, where),
+        with_source_scripts(scripts.scripts, injected + fetched, where),
         tuple(entrypoint) if entrypoint else None,
         owner,
         config.get("User") or None,
         where,
         injected,
+        fetched,
         run_as,
     )
 

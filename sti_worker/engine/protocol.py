@@ -85,7 +85,12 @@ def s2i_scripts_at(directory: str) -> Scripts:
 
 
 S2I_DEFAULT = s2i_scripts_at(S2I_DEFAULT_DIR)
-SCRIPT_ROLES = {"assemble": PREPARE_ROLE, "run": RUN_ROLE, "save-artifacts": SAVE_ROLE}
+SCRIPT_ROLES = {
+    "assemble": PREPARE_ROLE,
+    "run": RUN_ROLE,
+    "save-artifacts": SAVE_ROLE,
+    "usage": USAGE_ROLE,
+}
 
 
 def with_source_scripts(scripts: Scripts, names: Iterable[str], destination: str) -> Scripts:

@@ -14,7 +14,7 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -100,6 +100,8 @@ class Sources:
     policy: SourcePolicy = field(default_factory=SourcePolicy)
     openers: Mapping[str, Opener] = field(default_factory=dict)
     streamers: Mapping[str, Streamer] = field(default_factory=dict)
+    # the tar of scripts sti-submit uploaded for a file:// --scripts-url, by its digest
+    uploaded_scripts: Callable[[str], Iterator[bytes]] | None = None
 
     def fetch(
         self,
