@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 from .blobstore import check_digest
 from .errors import InvalidInput
 
-URL_SCRIPT_NAMES = ("assemble", "run", "save-artifacts", "usage")
+URL_SCRIPT_NAMES = ("assemble", "run", "save-artifacts", "usage", "assemble-runtime")
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024
 UPLOADED_SCHEME = "sti+scripts://"
 MAX_URL_CHARS = 2048

@@ -1,6 +1,7 @@
-"""The s2i scripts a source brings in its .s2i/bin (assemble, run, save-artifacts), as s2i
-takes them over the builder image's own. Only their names are found here: the files go into
-the build inside the source itself and are copied from there to <destination>/scripts.
+"""The s2i scripts a source brings in its .s2i/bin (assemble, run, save-artifacts, and
+assemble-runtime for a --runtime-image), as s2i takes them over the images' own. Only their
+names are found here: the files go into the build inside the source itself and are copied from
+there to <destination>/scripts.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from .errors import InvalidInput
 
-S2I_SCRIPT_NAMES = ("assemble", "run", "save-artifacts")
+S2I_SCRIPT_NAMES = ("assemble", "run", "save-artifacts", "assemble-runtime")
 SOURCE_SCRIPTS_DIR = ".s2i/bin"
 
 

@@ -43,13 +43,13 @@ def _builder(api: docker.APIClient, *lines: str) -> Iterator[str]:
         yield tag
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def labelled(api: docker.APIClient) -> Iterator[str]:
     """No USER (root), assemble-user label 1001."""
     yield from _builder(api, "LABEL io.openshift.s2i.assemble-user=1001")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def rooted(api: docker.APIClient) -> Iterator[str]:
     yield from _builder(api)
 

@@ -47,7 +47,7 @@ RUN = "#!/bin/sh\ntest -s app.war || test -s deploy/app.war\n"
 LABEL = "io.openshift.s2i.assemble-input-files=/opt/app-root/dist/app.war:deploy;/opt/app-root/lib"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def builder(api: docker.APIClient) -> Iterator[str]:
     files = {"/usr/libexec/s2i/assemble": ASSEMBLE, "/usr/libexec/s2i/run": "#!/bin/sh\n"}
     lines = [
@@ -75,7 +75,7 @@ def _runtime(api: docker.APIClient, *labels: str) -> Iterator[str]:
         yield tag
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def runtime(api: docker.APIClient) -> Iterator[str]:
     with _runtime(api, LABEL) as tag:
         yield tag
@@ -204,3 +204,45 @@ def test_through_the_queue_with_the_s2i_flags(
     assert refused.returncode == 2 and "never incremental" in refused.stderr
     refused = sti_submit(*args, "-a", "/opt/*.war", "--broker", broker_url)
     assert refused.returncode == 2 and "without wildcards" in refused.stderr
+
+
+SOURCE_ASSEMBLE_RUNTIME = '#!/bin/sh\necho "brought assemble-runtime: $0 as $(id -u) in $(pwd)"\n'
+
+
+@pytest.mark.parametrize("brought_by", ["source", "scripts-url"])
+def test_the_sources_or_the_urls_assemble_runtime_serves_a_runtime_without_one(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    http_server: tuple[str, Path],
+    builder: str,
+    app_tag: str,
+    tmp_path: Path,
+    brought_by: str,
+) -> None:
+    source = tmp_path / "app"
+    (source / ".s2i" / "bin").mkdir(parents=True)
+    (source / "app.txt").write_text("the application\n")
+    options: dict[str, object] = {}
+    if brought_by == "source":
+        script = source / ".s2i" / "bin" / "assemble-runtime"
+    else:
+        base, root = http_server
+        script = root / "s2i" / "assemble-runtime"
+        script.parent.mkdir()
+        options["scripts_url"] = f"{base}/s2i"
+    script.write_text(SOURCE_ASSEMBLE_RUNTIME)
+    script.chmod(0o755)
+    lines_of_image = ["LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i", "USER 1002"]
+    with temporary_image(api, {"/usr/libexec/s2i/run": RUN}, lines_of_image, "no-ar") as runtime:
+        result, lines = build(
+            docker_host,
+            str(source),
+            builder,
+            app_tag,
+            s2i_runtime_image=runtime,
+            runtime_artifacts=("/opt/app-root/dist/app.war",),
+            **options,
+        )
+    assert result.success, result.messages
+    assert "brought assemble-runtime: /tmp/scripts/assemble-runtime as 1002 in /" in lines
+    assert image_files(api, app_tag, "/")["app.war"] == b"the application\n"

@@ -50,6 +50,8 @@ class PrepareSpec:
     saved_from: SavedArtifacts | None = None  # BuildKit: run save-artifacts inside the build
     labels: Mapping[str, str] = field(default_factory=dict)  # of the new image (provenance)
     build_env: Mapping[str, str] = field(default_factory=dict)  # for prepare only
+    # inputs put at a directory of their own, as (directory, part); the container path only
+    placed: Sequence[tuple[str, TarPart]] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class DockerfileMethod:
             # the engine's builders cannot hold the sandbox; the legacy one has no RUN --mount
             # to keep build-only values out of the image
             return ContainerMethod().prepare_image(host, spec, sink)
+        assert not spec.placed, "placed inputs are for the container path"
         buildargs = {env_arg(index): value for index, value in enumerate(spec.env.values())}
         references: dict[str, str] = {}
         if host.builder == "buildkit":
@@ -330,6 +333,8 @@ class ContainerMethod:
             host.put_archive(container, root, stream_tar(inputs, owner=spec.owner))
             if spec.source_scripts:
                 host.put_archive(container, root, _scripts_from_source(host, container, spec))
+            for directory, part in spec.placed:
+                host.put_archive(container, directory, stream_tar([part]))
             exit_code, last_lines = host.run_to_completion(container, sink)
             if exit_code != 0:
                 oom = host.oom_killed(container)

@@ -41,7 +41,14 @@ from sti.model import (
 from sti.redaction import redact
 from sti.runtime_artifacts import RuntimeArtifact
 from sti.source_scripts import source_scripts
-from sti.tarstreams import empty_directory, file_chunks, prefixed, retargeted, stream_tar
+from sti.tarstreams import (
+    TarPart,
+    empty_directory,
+    file_chunks,
+    prefixed,
+    retargeted,
+    stream_tar,
+)
 from sti.upload_refs import SCHEME as UPLOAD_SCHEME
 
 from . import users
@@ -81,6 +88,7 @@ from .protocol import (
 )
 from .provenance import image_labels, source_labels
 from .runtime_artifacts import (
+    ASSEMBLE_RUNTIME,
     artifact_parts,
     artifacts_for,
     assemble_runtime_path,
@@ -359,9 +367,16 @@ def _s2i_runtime_image(bench: Workbench, request: BuildRequest, builder: BaseIma
     """A --runtime-image needs run and assemble-runtime, and artifacts to copy."""
     name = request.s2i_runtime_image or ""
     runtime = _runtime_base(bench, request, name, (RUN_ROLE,))
-    check_assemble_runtime(bench.docker, runtime.id, name, runtime.scripts, request.build_id)
+    if not _brings_assemble_runtime(builder):
+        check_assemble_runtime(bench.docker, runtime.id, name, runtime.scripts, request.build_id)
     _runtime_artifacts(bench, request, bench.docker.image_config(runtime.id), builder)
     return runtime
+
+
+def _brings_assemble_runtime(builder: BaseImage) -> bool:
+    """Whether the source's .s2i/bin or the --scripts-url has an assemble-runtime (which the
+    build put in the builder's <destination>/scripts, from where the deploy takes it)."""
+    return ASSEMBLE_RUNTIME in builder.injected + builder.fetched
 
 
 def _runtime_artifacts(
@@ -621,6 +636,9 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
     artifacts = _runtime_artifacts(bench, request, config, builder)
     workdir = config.get("WorkingDir") or "/"
     script = assemble_runtime_path(runtime.scripts)
+    brought = _brings_assemble_runtime(builder)
+    if brought:
+        script = f"{runtime.destination}/scripts/{ASSEMBLE_RUNTIME}"
     extract = bench.docker.create_container(
         made,
         ["/bin/true"],  # never started: it only holds the artifacts for the copy
@@ -641,6 +659,7 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
             owner=runtime.owner,
             user=runtime.user,
             input_root=workdir,
+            placed=_placed_assemble_runtime(bench, extract, builder, script) if brought else (),
             labels=image_labels(request, state.source_labels, (name, runtime.id)),
         )
         listed = ", ".join(str(artifact) for artifact in artifacts)
@@ -653,6 +672,20 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
     finally:
         bench.docker.remove_image(made)
     return replace(state, image_id=image, stage_image=None)
+
+
+def _placed_assemble_runtime(
+    bench: Workbench, extract: str, builder: BaseImage, script: str
+) -> list[tuple[str, TarPart]]:
+    """The assemble-runtime the build brought, out of the image assemble made, at script."""
+    brought = f"{builder.destination}/scripts/{ASSEMBLE_RUNTIME}"
+    part = retargeted(
+        lambda: bench.docker.get_archive(extract, brought),
+        ASSEMBLE_RUNTIME,
+        script.lstrip("/"),
+        s2i_modes=True,
+    )
+    return [("/", part)]
 
 
 def tag_step(bench: Workbench, state: BuildState) -> BuildState:
@@ -1035,7 +1068,7 @@ def _base_image(
             scripts = inspect(f"image://{S2I_DEFAULT_DIR}")
         injected = tuple(source_scripts)
     where = _destination(name, scripts.scripts, config, destination)
-    roles = {SCRIPT_ROLES[script] for script in injected + fetched}
+    roles = {SCRIPT_ROLES[script] for script in injected + fetched if script in SCRIPT_ROLES}
     problems = scripts.problems([r for r in required if r not in roles])
     if needs_shell and not scripts.has_shell:
         problems.append(f"no {SHELL}, which hands the --build-env values to prepare")

@@ -96,7 +96,11 @@ SCRIPT_ROLES = {
 def with_source_scripts(scripts: Scripts, names: Iterable[str], destination: str) -> Scripts:
     """scripts with those the source brings (s2i names) in <destination>/scripts, where they
     are copied from the source before prepare runs."""
-    moved = {_FIELDS[SCRIPT_ROLES[name]]: f"{destination}/scripts/{name}" for name in names}
+    moved = {
+        _FIELDS[SCRIPT_ROLES[name]]: f"{destination}/scripts/{name}"
+        for name in names
+        if name in SCRIPT_ROLES  # assemble-runtime is the runtime image's
+    }
     return replace(scripts, **moved) if moved else scripts
 
 

@@ -201,7 +201,13 @@ def test_http_scripts_one_request_each_a_404_is_no_script(
     workdir = tmp_path / "work"
     workdir.mkdir()
     assert fetch_scripts(f"{base}/s2i/", workdir, Sources(), print) == ("assemble", "usage")
-    assert asked == ["/s2i/assemble", "/s2i/run", "/s2i/save-artifacts", "/s2i/usage"]
+    assert asked == [
+        "/s2i/assemble",
+        "/s2i/run",
+        "/s2i/save-artifacts",
+        "/s2i/usage",
+        "/s2i/assemble-runtime",
+    ]
     assert (workdir / FETCHED_DIR / "assemble").read_text() == "#!/bin/sh\necho a\n"
 
 
