@@ -12,7 +12,8 @@ MAX_SCRIPT_BYTES; anything else in it is refused.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import requests
@@ -88,6 +89,7 @@ def _download(url: str, target: Path, sources: Sources, sink: LogSink) -> tuple[
     allowed = None if policy.allow_internal_urls else policy.is_reachable
     base = url.rstrip("/")
     found = []
+    deadline = time.monotonic() + policy.download_timeout_s  # for all of them together
     with guarded_session(allowed) as session:
         for name in URL_SCRIPT_NAMES:
             script = f"{base}/{name}"
@@ -99,7 +101,10 @@ def _download(url: str, target: Path, sources: Sources, sink: LogSink) -> tuple[
                         raise SourceFetchFailed(
                             f"downloading {script} failed: HTTP {response.status_code}"
                         )
-                    data = read_capped(response.iter_content(64 * 1024), script)
+                    response.raw.decode_content = True
+                    arriving = iter(lambda: response.raw.read1(64 * 1024), b"")  # as they come
+                    chunks = _until(deadline, arriving, script)
+                    data = read_capped(chunks, script)
             except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
                 raise SourceFetchFailed(f"downloading {script} failed: {error}") from error
             _write(target / name, data)
@@ -107,6 +112,14 @@ def _download(url: str, target: Path, sources: Sources, sink: LogSink) -> tuple[
     if found:
         sink(f"Downloaded {', '.join(found)} from {base}")
     return tuple(found)
+
+
+def _until(deadline: float, chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
+    """chunks, as long as the deadline has not passed (a server may send a byte a minute)."""
+    for chunk in chunks:
+        if time.monotonic() > deadline:
+            raise SourceFetchFailed(f"downloading {what} took too long (STI_DOWNLOAD_TIMEOUT)")
+        yield chunk
 
 
 def _unpack(chunks: Iterable[bytes], target: Path, what: str) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ import http.server
 import io
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,3 +233,29 @@ def test_http_scripts_on_an_internal_address_are_refused_by_a_shared_worker(
     with pytest.raises((RefusedAddress, InvalidInput)):
         fetch_scripts(f"{base}/s2i", tmp_path, shared, print)
     assert asked == []
+
+
+def test_http_scripts_trickled_past_the_download_timeout_fail(tmp_path: Path) -> None:
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(20):
+                self.wfile.write(b"#")
+                self.wfile.flush()
+                time.sleep(0.2)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.block_on_close = False  # the trickle goes on after the client gave up
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        patient = Sources(SourcePolicy(download_timeout_s=0.5))
+        url = f"http://127.0.0.1:{server.server_address[1]}/s2i"
+        with pytest.raises(SourceFetchFailed, match="took too long"):
+            fetch_scripts(url, tmp_path, patient, print)
+    finally:
+        server.shutdown()
+        server.server_close()
