@@ -272,7 +272,7 @@ def _download_archive(
             if declared > policy.download_max_bytes:
                 raise InvalidInput(_too_large(url, policy.download_max_bytes))
             deadline = time.monotonic() + policy.download_timeout_s
-            body = _CappedReader(response.raw, policy.download_max_bytes, url, deadline)
+            body = CappedReader(response.raw, policy.download_max_bytes, url, deadline)
             response.raw.decode_content = True
             if kind == "zip":
                 archive = workdir / "download.zip"
@@ -287,16 +287,25 @@ def _download_archive(
     return FetchedSource(str(target))
 
 
-def _too_large(url: str, limit: int) -> str:
-    return f"{url} is larger than {limit} bytes (STI_DOWNLOAD_MAX_BYTES)"
+def _too_large(url: str, limit: int, limit_name: str = "STI_DOWNLOAD_MAX_BYTES") -> str:
+    return f"{url} is larger than {limit} bytes ({limit_name})"
 
 
-class _CappedReader:
-    """A binary reader that refuses to read past a byte limit or a deadline."""
+class CappedReader:
+    """A binary reader that refuses to read past a byte limit (limit_name says which) or a
+    deadline."""
 
-    def __init__(self, raw: BinaryIO, limit: int, what: str, deadline: float) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        limit: int,
+        what: str,
+        deadline: float,
+        limit_name: str = "STI_DOWNLOAD_MAX_BYTES",
+    ) -> None:
         self._raw = raw
         self._limit = limit
+        self._limit_name = limit_name
         self._what = what
         self._read = 0
         self._deadline = deadline  # a server sending a byte a minute would pass every read's
@@ -318,7 +327,7 @@ class _CappedReader:
             count += len(part)
         self._read += count
         if self._read > self._limit:
-            raise InvalidInput(_too_large(self._what, self._limit))
+            raise InvalidInput(_too_large(self._what, self._limit, self._limit_name))
         return b"".join(parts)
 
 

@@ -11,9 +11,10 @@ MAX_SCRIPT_BYTES; anything else in it is refused.
 
 from __future__ import annotations
 
+import io
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import requests
@@ -28,11 +29,11 @@ from sti.scripts_urls import (
     pack_scripts,
     read_capped,
 )
-from sti.tarstreams import IterReader, TarPart, empty_directory, small_file
+from sti.tarstreams import TarPart, empty_directory, small_file
 
 from .docker_host import LogSink
 from .guarded_http import guarded_session
-from .sources import Sources, check_url_host
+from .sources import CappedReader, Sources, check_url_host
 
 FETCHED_DIR = "url-scripts"
 _TIMEOUT_S = (10, 60)
@@ -102,9 +103,10 @@ def _download(url: str, target: Path, sources: Sources, sink: LogSink) -> tuple[
                             f"downloading {script} failed: HTTP {response.status_code}"
                         )
                     response.raw.decode_content = True
-                    arriving = iter(lambda: response.raw.read1(64 * 1024), b"")  # as they come
-                    chunks = _until(deadline, arriving, script)
-                    data = read_capped(chunks, script)
+                    body = CappedReader(
+                        response.raw, MAX_SCRIPT_BYTES, script, deadline, "a script's limit"
+                    )
+                    data = body.read(MAX_SCRIPT_BYTES + 1)
             except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
                 raise SourceFetchFailed(f"downloading {script} failed: {error}") from error
             _write(target / name, data)
@@ -114,21 +116,13 @@ def _download(url: str, target: Path, sources: Sources, sink: LogSink) -> tuple[
     return tuple(found)
 
 
-def _until(deadline: float, chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
-    """chunks, as long as the deadline has not passed (a server may send a byte a minute)."""
-    for chunk in chunks:
-        if time.monotonic() > deadline:
-            raise SourceFetchFailed(f"downloading {what} took too long (STI_DOWNLOAD_TIMEOUT)")
-        yield chunk
-
-
 def _unpack(chunks: Iterable[bytes], target: Path, what: str) -> tuple[str, ...]:
     """The scripts of a tar made by pack_scripts (or by anyone who can write to Redis)."""
     found: list[str] = []
     limit = len(URL_SCRIPT_NAMES) * (MAX_SCRIPT_BYTES + 4096) + 4096
-    reader = IterReader(iter(_capped_stream(chunks, limit, what)))
+    packed = read_capped(chunks, what, limit)  # all of it: reading to the end verifies a digest
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
+        with tarfile.open(fileobj=io.BytesIO(packed), mode="r|") as tar:
             for member in tar:
                 name = member.name
                 if name not in URL_SCRIPT_NAMES or name in found:
@@ -139,20 +133,9 @@ def _unpack(chunks: Iterable[bytes], target: Path, what: str) -> tuple[str, ...]
                 assert extracted is not None
                 _write(target / name, extracted.read(member.size))
                 found.append(name)
-        while reader.read(64 * 1024):  # to the end, which verifies an upload's digest
-            pass
     except tarfile.TarError as error:
         raise InvalidInput(f"{what} is not a tar of scripts: {error}") from error
     return tuple(found)
-
-
-def _capped_stream(chunks: Iterable[bytes], limit: int, what: str) -> Iterable[bytes]:
-    total = 0
-    for chunk in chunks:
-        total += len(chunk)
-        if total > limit:
-            raise InvalidInput(f"{what} is larger than {limit} bytes")
-        yield chunk
 
 
 def _write(path: Path, data: bytes) -> None:
