@@ -1,14 +1,17 @@
 """A content-addressed store of uploaded sources in Redis: chunked, expiring, size-capped.
 
-Keyed by the SHA-256 of the content, so the same content is stored once. An upload is written
-under a staging name while it is hashed, then renamed to its digest; readers verify the digest
-of what they read.
+A blob is named by the SHA-256 of its content (sha256:<hex>), so the same content is stored
+once. An upload writes its chunks under a name of its own (upload:<hex>) while it hashes them,
+then records its digest as pointing at them; readers verify the digest of what they read. An
+upload can also be begun before its bytes are sent: a build then names it upload:<hex> and reads
+its chunks as they arrive, checking at the end that they are what the uploader hashed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -20,14 +23,37 @@ if TYPE_CHECKING:
     from .redis_wire import RedisClient
 
 CHUNK_BYTES = 1024 * 1024
-_PIPELINE_CHUNKS = 8
+_PIPELINE_CHUNKS = 4  # chunks sent in one round trip: a reader following the upload sees them
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_UPLOAD = re.compile(r"upload:[0-9a-f]{32}")
+_WAIT_S = (0.005, 0.05)  # first and longest pause of a reader waiting for the next chunk
+_MESSAGE_CHARS = 500
+OPEN, DONE, FAILED = "open", "done", "failed"
 
 
 def check_digest(digest: str) -> str:
     if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise InvalidInput(f"{digest!r} is not a sha256:<64 hex> digest")
     return digest
+
+
+def is_upload_name(name: str) -> bool:
+    return isinstance(name, str) and bool(_UPLOAD.fullmatch(name))
+
+
+def check_blob(name: str) -> str:
+    """A blob's digest, or the name of an upload that may still be arriving."""
+    if is_upload_name(name):
+        return name
+    if not isinstance(name, str) or not _DIGEST.fullmatch(name):
+        raise InvalidInput(
+            f"{name!r} is neither a sha256:<64 hex> digest nor an upload:<32 hex> name"
+        )
+    return name
+
+
+def new_upload_name() -> str:
+    return f"upload:{uuid.uuid4().hex}"
 
 
 def rechunk(chunks: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -43,30 +69,76 @@ def rechunk(chunks: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]
 
 
 class BlobStore:
-    def __init__(self, client: RedisClient, *, expires_s: int, max_bytes: int) -> None:
+    def __init__(
+        self, client: RedisClient, *, expires_s: int, max_bytes: int, stall_s: float = 60
+    ) -> None:
         self._client = client
         self._expires_s = expires_s
         self.max_bytes = max_bytes
+        self.stall_s = stall_s  # how long a reader waits for the next chunk of an open upload
 
-    def has(self, digest: str) -> bool:
-        """True if the blob is stored whole; its expiry is renewed, as it is about to be used."""
-        meta = self._client.hgetall(keys.blob_meta(check_digest(digest)))
+    # what is stored
+
+    def has(self, name: str) -> bool:
+        """True if the blob is stored whole, or is an upload still arriving; the expiry of what
+        is stored is renewed, as it is about to be used."""
+        if is_upload_name(check_blob(name)):
+            record = self._record(name)
+            if not record or record.get(b"state") == FAILED.encode():
+                return False
+            if record.get(b"state") == OPEN.encode():
+                return bool(self._client.expire(keys.blob_meta(name), self._expires_s))
+            return self._renew(name, name, _count(record, b"chunks"))
+        meta = self._client.hgetall(keys.blob_meta(name))
         if not meta:
             return False
+        return self._renew(name, _chunks_name(name, meta), _count(meta, b"chunks"))
+
+    def _renew(self, meta_name: str, chunks_name: str, count: int) -> bool:
         pipe = self._client.pipeline(transaction=False)
-        pipe.expire(keys.blob_meta(digest), self._expires_s)
-        for index in range(int(meta[b"chunks"])):
-            pipe.expire(keys.blob_chunk(digest, index), self._expires_s)
+        pipe.expire(keys.blob_meta(meta_name), self._expires_s)
+        for index in range(count):
+            pipe.expire(keys.blob_chunk(chunks_name, index), self._expires_s)
         return all(pipe.execute())
 
-    def size(self, digest: str) -> int | None:
-        """The stored blob's size in bytes, or None if it is not stored."""
-        size = self._client.hget(keys.blob_meta(check_digest(digest)), "size")
+    def size(self, name: str) -> int | None:
+        """The stored blob's size in bytes (of an upload still arriving, the size its uploader
+        expects), or None if it is not stored; an upload that failed raises its failure."""
+        if is_upload_name(check_blob(name)):
+            record = self._record(name)
+            if not record:
+                return None
+            self._raise_if_failed(name, record)
+            field = b"size" if record.get(b"state") == DONE.encode() else b"expected"
+            return _count(record, field)
+        size = self._client.hget(keys.blob_meta(name), "size")
         return int(size) if size is not None else None
 
-    def put(self, chunks: Iterable[bytes]) -> tuple[str, int]:
-        """Store chunks, hashing them on the way; return (digest, size). One pass, flat memory."""
-        staging = f"staging-{uuid.uuid4().hex}"
+    def digest_of(self, name: str) -> str | None:
+        """The digest of a blob: itself, or that of an upload once it has all arrived."""
+        if not is_upload_name(check_blob(name)):
+            return name
+        record = self._record(name)
+        if record.get(b"state") != DONE.encode():
+            return None
+        return check_digest(record.get(b"digest", b"").decode(errors="replace"))
+
+    # uploading
+
+    def begin(self, name: str, expected_bytes: int) -> None:
+        """Open an upload (new_upload_name) that readers may follow before put(chunks,
+        upload=name) sends it."""
+        pipe = self._client.pipeline(transaction=False)
+        record = {"state": OPEN, "expected": expected_bytes}
+        pipe.hset(keys.blob_meta(check_blob(name)), mapping=record)
+        pipe.expire(keys.blob_meta(name), self._expires_s)
+        pipe.execute()
+
+    def put(self, chunks: Iterable[bytes], *, upload: str | None = None) -> tuple[str, int]:
+        """Store chunks, hashing them on the way; return (digest, size). One pass, flat memory.
+        With upload (from begin), readers following it get each chunk as it is stored, and its
+        end or its failure."""
+        name = upload or new_upload_name()
         hasher = hashlib.sha256()
         size = count = 0
         pipe = self._client.pipeline(transaction=False)
@@ -76,44 +148,63 @@ class BlobStore:
                 size += len(chunk)
                 if size > self.max_bytes:
                     raise InvalidInput(self.too_large_message(size))
-                pipe.set(keys.blob_chunk(staging, count), chunk, ex=self._expires_s)
+                pipe.set(keys.blob_chunk(name, count), chunk, ex=self._expires_s)
                 count += 1
                 if len(pipe) >= _PIPELINE_CHUNKS:
                     pipe.execute()
             pipe.execute()
-        except BaseException:
+        except BaseException as error:
             pipe.reset()
-            self._delete(staging, count)
+            self._delete(name, count)
+            if upload:
+                self.fail(upload, _failure_message(error))
             raise
         digest = f"sha256:{hasher.hexdigest()}"
-        if self.has(digest):
-            self._delete(staging, count)
-        else:
-            self._publish(staging, digest, count, size)
+        stored_before = self.has(digest)
+        if upload:
+            record = {"state": DONE, "digest": digest, "size": size, "chunks": count}
+            self._client.hset(keys.blob_meta(upload), mapping=record)
+        elif stored_before:
+            self._delete(name, count)
+        if not stored_before:
+            self._publish(name, digest, count, size)
+        # an upload others followed keeps its chunks when the content was stored already: a
+        # reader may still be on them, and they expire
         return digest, size
 
-    def _publish(self, staging: str, digest: str, count: int, size: int) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for index in range(count):
-            pipe.rename(keys.blob_chunk(staging, index), keys.blob_chunk(digest, index))
+    def fail(self, upload: str, message: str) -> None:
+        """Tell the readers of an upload that it will not arrive, and why."""
+        record = {"state": FAILED, "message": message[:_MESSAGE_CHARS]}
+        self._client.hset(keys.blob_meta(check_blob(upload)), mapping=record)
+
+    def _publish(self, name: str, digest: str, count: int, size: int) -> None:
         meta = keys.blob_meta(digest)
-        pipe.hset(meta, mapping={"size": size, "chunks": count})
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(meta, mapping={"size": size, "chunks": count, "name": name})
         pipe.expire(meta, self._expires_s)
         pipe.execute()
 
-    def read(self, digest: str) -> Iterator[bytes]:
-        """The blob's bytes; raises SourceFetchFailed at the end if they do not match digest, and
-        InvalidInput as soon as it is larger than max_bytes (the worker's STI_UPLOAD_MAX_BYTES
-        holds whatever the client checked)."""
-        meta = self._client.hgetall(keys.blob_meta(check_digest(digest)))
+    # reading
+
+    def read(self, name: str) -> Iterator[bytes]:
+        """The blob's bytes (an upload's as they arrive); raises SourceFetchFailed at the end if
+        they do not match its digest, and InvalidInput as soon as it is larger than max_bytes
+        (the worker's STI_UPLOAD_MAX_BYTES holds whatever the client checked)."""
+        if is_upload_name(check_blob(name)):
+            return self._follow(name)
+        return self._read_stored(name)
+
+    def _read_stored(self, digest: str) -> Iterator[bytes]:
+        meta = self._client.hgetall(keys.blob_meta(digest))
         if not meta:
             raise SourceFetchFailed(f"uploaded source {digest} is not in the store (expired?)")
-        if int(meta.get(b"size", 0)) > self.max_bytes:
-            raise InvalidInput(self.too_large_message(int(meta[b"size"])))
+        if _count(meta, b"size") > self.max_bytes:
+            raise InvalidInput(self.too_large_message(_count(meta, b"size")))
+        chunks_name = _chunks_name(digest, meta)
         hasher = hashlib.sha256()
         size = 0
-        for index in range(int(meta[b"chunks"])):
-            chunk = self._client.get(keys.blob_chunk(digest, index))
+        for index in range(_count(meta, b"chunks")):
+            chunk = self._client.get(keys.blob_chunk(chunks_name, index))
             if chunk is None:
                 raise SourceFetchFailed(f"uploaded source {digest} is incomplete (expired?)")
             size += len(chunk)
@@ -124,6 +215,54 @@ class BlobStore:
         if f"sha256:{hasher.hexdigest()}" != digest:
             raise SourceFetchFailed(f"uploaded source {digest} does not match its digest")
 
+    def _follow(self, upload: str) -> Iterator[bytes]:
+        """An upload's chunks as its uploader stores them, until its record says it is done."""
+        hasher = hashlib.sha256()
+        size = index = 0
+        pause, longest = _WAIT_S
+        waiting_since = time.monotonic()
+        while True:
+            chunk = self._client.get(keys.blob_chunk(upload, index))
+            if chunk is not None:
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise InvalidInput(self.too_large_message(size))
+                hasher.update(chunk)
+                index += 1
+                yield chunk
+                pause, waiting_since = _WAIT_S[0], time.monotonic()
+                continue
+            record = self._record(upload)
+            if not record:
+                raise SourceFetchFailed(f"uploaded source {upload} is not in the store (expired?)")
+            self._raise_if_failed(upload, record)
+            if record.get(b"state") == DONE.encode():
+                if self._client.exists(keys.blob_chunk(upload, index)):
+                    continue  # stored between the read and the record
+                if index != _count(record, b"chunks"):
+                    raise SourceFetchFailed(f"uploaded source {upload} is incomplete (expired?)")
+                if f"sha256:{hasher.hexdigest()}" != record.get(b"digest", b"").decode():
+                    raise SourceFetchFailed(f"uploaded source {upload} does not match its digest")
+                return
+            if time.monotonic() - waiting_since > self.stall_s:
+                raise SourceFetchFailed(
+                    f"the upload of {upload} stopped: nothing arrived for {self.stall_s:g}s "
+                    "(STI_UPLOAD_STALL_TIMEOUT)"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
+
+    def _record(self, upload: str) -> dict[bytes, bytes]:
+        return self._client.hgetall(keys.blob_meta(upload))
+
+    def _raise_if_failed(self, upload: str, record: dict[bytes, bytes]) -> None:
+        if record.get(b"state") == FAILED.encode():
+            said = record.get(b"message", b"").decode("utf-8", errors="replace")
+            said = "".join(c if c.isprintable() else " " for c in said[:_MESSAGE_CHARS])
+            raise SourceFetchFailed(f"the upload of {upload} failed on the submitting side: {said}")
+
+    # fingerprints
+
     def remember(self, fingerprint: str, digest: str) -> None:
         """Note that a source with this fingerprint packs to digest (see upload.fingerprint)."""
         self._client.set(keys.fingerprint(fingerprint), digest, ex=self._expires_s)
@@ -132,7 +271,7 @@ class BlobStore:
         """The digest a source with this fingerprint packed to, if it is still stored."""
         found = self._client.get(keys.fingerprint(fingerprint))
         digest = found.decode() if isinstance(found, bytes) else found
-        return digest if digest and self.has(digest) else None
+        return digest if digest and _DIGEST.fullmatch(digest) and self.has(digest) else None
 
     def too_large_message(self, size: int) -> str:
         return (
@@ -144,3 +283,26 @@ class BlobStore:
         names = [keys.blob_chunk(name, index) for index in range(chunks)]
         if names:
             self._client.delete(*names)
+
+
+def _count(record: dict[bytes, bytes], field: bytes) -> int:
+    """A count from a record anyone on Redis could have written."""
+    value = record.get(field, b"0")
+    if not value.isdigit() or len(value) > 15:
+        raise SourceFetchFailed(f"an upload record has a malformed {field.decode()}: {value!r}")
+    return int(value)
+
+
+def _chunks_name(digest: str, meta: dict[bytes, bytes]) -> str:
+    """Where a stored blob's chunks are: under the upload that stored it (an older sti-submit
+    renamed them to the digest)."""
+    name = meta.get(b"name", digest.encode()).decode(errors="replace")
+    if name != digest and not is_upload_name(name):
+        raise SourceFetchFailed(f"uploaded source {digest} has a malformed record")
+    return name
+
+
+def _failure_message(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "the upload was interrupted"
+    return str(error) or type(error).__name__

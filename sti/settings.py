@@ -43,6 +43,7 @@ class Settings:
     download_timeout_s: int
     upload_max_bytes: int
     upload_expires_s: int
+    upload_stall_s: int
     registry_auth: dict[str, str] | None
     builder: str
     build_cache_keep_bytes: int
@@ -79,6 +80,7 @@ class Settings:
             download_timeout_s=_int("STI_DOWNLOAD_TIMEOUT", 60),
             upload_max_bytes=upload_max_bytes(),
             upload_expires_s=upload_expires_s(),
+            upload_stall_s=_int("STI_UPLOAD_STALL_TIMEOUT", 60),
             registry_auth=_registry_auth(),
             builder=os.environ.get("STI_BUILDER") or "auto",
             build_cache_keep_bytes=byte_size("STI_BUILD_CACHE_KEEP", 2 * 1024**3),

@@ -1,8 +1,9 @@
 """How an uploaded source is named in a build request (light: the client imports it).
 
-A reference is sti+upload://sha256:<hex>/<kind>[/<file name>], kind being dir (a tar the
-client packed, as zstd frames; a tar.gz from an older client), archive (a user's archive, named
-for its kind) or file (delivered as is).
+A reference is sti+upload://<blob>/<kind>[/<file name>], blob being the content's digest
+(sha256:<hex>) or, for a directory the client sends while the build starts, the upload's name
+(upload:<hex>); kind being dir (a tar the client packed, as zstd frames; a tar.gz from an older
+client), archive (a user's archive, named for its kind) or file (delivered as is).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-from .blobstore import check_digest
+from .blobstore import check_blob
 from .errors import InvalidInput
 
 SCHEME = "sti+upload://"
@@ -21,20 +22,20 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # how a zstd frame begins
 
 @dataclass(frozen=True)
 class UploadRef:
-    digest: str
+    blob: str  # a digest, or an upload's name (see blobstore)
     kind: str
     name: str = ""
 
     def __str__(self) -> str:
         suffix = f"/{quote(self.name, safe='')}" if self.name else ""
-        return f"{SCHEME}{self.digest}/{self.kind}{suffix}"
+        return f"{SCHEME}{self.blob}/{self.kind}{suffix}"
 
     @classmethod
     def parse(cls, source: str) -> UploadRef:
         if not source.startswith(SCHEME):
             raise InvalidInput(f"{source!r} is not an uploaded source")
-        digest, _, rest = source[len(SCHEME) :].partition("/")
+        blob, _, rest = source[len(SCHEME) :].partition("/")
         kind, _, name = rest.partition("/")
         if kind not in KINDS or (kind != "dir") != bool(name):
             raise InvalidInput(f"uploaded source reference {source!r} is malformed")
-        return cls(check_digest(digest), kind, unquote(name))
+        return cls(check_blob(blob), kind, unquote(name))

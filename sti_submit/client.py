@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sti import keys, settings
 from sti.blobstore import BlobStore
@@ -33,6 +33,9 @@ from sti.redis_wire import LiteRedis
 from sti.scripts_urls import UPLOADED_SCHEME, local_directory, pack_scripts
 from sti.source_scripts import source_scripts
 from sti.wire import BUILD_TASK, SHARED_QUEUE, USAGE_TASK, VALIDATE_TASK
+
+if TYPE_CHECKING:
+    from sti_submit.upload import SourceUpload
 
 _CANCEL_EXPIRES_S = 24 * 3600
 _FINAL_RESULT_GRACE_S = 60
@@ -58,7 +61,9 @@ class StiClient:
     # submitting
 
     def submit_build(self, request: BuildRequest, say: Callable[[str], None] | None = None) -> str:
-        """Enqueue a build; a SOURCE that is a path on this machine is uploaded first."""
+        """Enqueue a build; a SOURCE that is a path on this machine is uploaded (a directory
+        after the build is queued: the worker reads it as it arrives). Returns once the upload
+        is complete."""
         self.check_broker()
         local = Path(request.source).expanduser()
         if local.is_dir():  # it streams into the build: the worker does not see these files
@@ -69,14 +74,21 @@ class StiClient:
         elif local.is_file():  # an archive streams into the build as it is: read it here
             found = archive_environment(local, request.context_dir)
             request = request.with_source_environment(found)
-        if local.exists():
-            request = replace(request, source=self._upload(local, request.exclude, say))
+        upload = self._source_upload(local, request.exclude) if local.exists() else None
+        if upload and not upload.streams:
+            request = replace(request, source=self._send(upload, local, say))
+        elif upload:
+            request = replace(request, source=str(upload.ref))
         if request.scripts_url and request.scripts_url.startswith("file://"):
             request = replace(request, scripts_url=self._upload_scripts(request.scripts_url, say))
         kwargs = request.task_keywords()
         build_id = request.build_id
         self._claim_id(build_id)
+        if upload and upload.streams:
+            upload.open()
         self.redis.lpush(SHARED_QUEUE, task_message(BUILD_TASK, build_id, kwargs, SHARED_QUEUE))
+        if upload and upload.streams:
+            self._send(upload, local, say)  # a failure reaches the worker too, which ends the build
         return build_id
 
     def _claim_id(self, build_id: str, kind: str = "build") -> None:
@@ -85,16 +97,17 @@ class StiClient:
         if not self.redis.set(keys.submitted(build_id), kind, nx=True, ex=_SUBMITTED_EXPIRES_S):
             raise InvalidInput(f"build id {build_id} was already submitted; make a new request")
 
-    def _upload(
-        self, path: Path, exclude: tuple[str, ...], say: Callable[[str], None] | None
-    ) -> str:
-        from sti_submit.upload import upload_source
+    def _source_upload(self, path: Path, exclude: tuple[str, ...]) -> SourceUpload:
+        from sti_submit.upload import SourceUpload
 
-        uploaded = upload_source(self._store(), path, exclude)
+        return SourceUpload(self._store(), path, exclude)
+
+    def _send(self, upload: SourceUpload, path: Path, say: Callable[[str], None] | None) -> str:
+        uploaded = upload.send()
         if say and uploaded.sent:
-            say(f"Uploaded {path} ({uploaded.size} bytes) as {uploaded.ref.digest}")
+            say(f"Uploaded {path} ({uploaded.size} bytes) as {uploaded.ref.blob}")
         elif say:
-            say(f"Already uploaded: {path} as {uploaded.ref.digest}")
+            say(f"Already uploaded: {path} as {uploaded.ref.blob}")
         return str(uploaded.ref)
 
     def _upload_scripts(self, url: str, say: Callable[[str], None] | None) -> str:

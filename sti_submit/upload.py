@@ -3,7 +3,8 @@
 A directory becomes a deterministic tar stream (sorted, owner-less, .stiignore and --exclude
 applied), compressed as zstd frames, uploaded in one pass while it is hashed. A fingerprint of
 the names, sizes, modes and times of what would be packed lets an unchanged source be
-resubmitted without packing or uploading anything.
+resubmitted without packing or uploading anything. A directory that surely fits the upload cap
+is sent after its build is queued, under the upload's name: the worker reads it as it arrives.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import zstandard
 
 from sti.archive_kinds import archive_kind
-from sti.blobstore import BlobStore, rechunk
+from sti.blobstore import BlobStore, new_upload_name, rechunk
 from sti.errors import InvalidInput
 from sti.ignore import ignore_matcher
 from sti.tarstreams import directory, file_chunks, stream_tar
@@ -33,11 +34,21 @@ _FORMAT = "sti-pack/3"  # part of every fingerprint: a new packing format means 
 _FRAME_BYTES = 1024 * 1024
 
 
+_TAR_ENTRY_BYTES = 1024  # a header and the padding of the last block, at most, per entry
+_FRAME_OVERHEAD = 64  # what a zstd frame adds to a MiB it cannot compress, at most
+
+
 @dataclass(frozen=True)
 class Uploaded:
     ref: UploadRef
     size: int
     sent: bool
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    value: str
+    packed_bytes_at_most: int  # what packing could make of it, compressed or not
 
 
 def zstd_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -66,13 +77,15 @@ def pack_directory(root: Path, exclude: Iterable[str] = ()) -> Iterator[bytes]:
     return zstd_frames(stream_tar([directory(root, PACKED_DIR_PREFIX, skip=skip)]))
 
 
-def fingerprint(path: Path, exclude: Iterable[str] = ()) -> str:
-    """A hash of what packing path would read, from metadata alone (names, sizes, modes, times)."""
+def fingerprint(path: Path, exclude: Iterable[str] = ()) -> Fingerprint:
+    """A hash of what packing path would read, from metadata alone (names, sizes, modes, times),
+    and the most that packing it could upload."""
     hasher = hashlib.sha256(f"{_FORMAT}\0{path.name}\0".encode())
     if path.is_file():
         _add_stat(hasher, "", path)
-        return hasher.hexdigest()
+        return Fingerprint(hasher.hexdigest(), path.stat().st_size)
     skip = ignore_matcher(path, exclude)
+    tar_bytes = 2 * _TAR_ENTRY_BYTES + 10240  # the root, the end blocks and a last record
     for current, dirnames, filenames in os.walk(path):
         relative = Path(current).relative_to(path).as_posix()
         prefix = "" if relative == "." else f"{relative}/"
@@ -80,33 +93,69 @@ def fingerprint(path: Path, exclude: Iterable[str] = ()) -> str:
         for name in sorted(filenames) + dirnames:
             if name in filenames and skip(f"{prefix}{name}"):
                 continue
-            _add_stat(hasher, f"{prefix}{name}", Path(current, name))
-    return hasher.hexdigest()
+            tar_bytes += _add_stat(hasher, f"{prefix}{name}", Path(current, name))
+    frames = tar_bytes // _FRAME_BYTES + 1
+    return Fingerprint(hasher.hexdigest(), tar_bytes + frames * _FRAME_OVERHEAD)
 
 
-def _add_stat(hasher: hashlib._Hash, name: str, path: Path) -> None:
+def _add_stat(hasher: hashlib._Hash, name: str, path: Path) -> int:
+    """Hash one entry; return the most it takes in a tar (a long name takes a header more)."""
     info = path.lstat()
     link = os.readlink(path) if path.is_symlink() else ""
     hasher.update(f"{name}\0{info.st_mode}\0{info.st_size}\0{info.st_mtime_ns}\0{link}\0".encode())
+    names = len(name.encode(errors="surrogateescape")) + len(link.encode(errors="surrogateescape"))
+    return info.st_size + 2 * _TAR_ENTRY_BYTES + names
+
+
+class SourceUpload:
+    """A local directory, archive or file on its way to the store: its reference first, its
+    bytes when send() is called. streams: the reference names an upload a worker can follow
+    before send() ends (a directory that surely fits the cap), so the build can be queued first,
+    once open() has told the store to expect it.
+    """
+
+    def __init__(self, store: BlobStore, path: Path, exclude: Iterable[str] = ()) -> None:
+        self._store = store
+        self._path = path
+        self._exclude = tuple(exclude)
+        if path.is_dir():
+            kind, name = "dir", ""
+        elif path.is_file():
+            kind, name = ("archive" if archive_kind(path.name) else "file"), path.name
+        else:
+            raise InvalidInput(f"SOURCE {str(path)!r} is neither a directory nor a regular file")
+        self._fingerprint = fingerprint(path, self._exclude)
+        known = store.recall(self._fingerprint.value)
+        self._needs_sending = not known
+        self.streams = (
+            not known
+            and kind == "dir"
+            and self._fingerprint.packed_bytes_at_most <= store.max_bytes
+        )
+        self._upload = new_upload_name() if self.streams else None
+        self.ref = UploadRef(known or self._upload or "", kind, name)
+
+    def open(self) -> None:
+        """Tell the store to expect a streamed upload (before its reference goes anywhere)."""
+        if self._upload:
+            self._store.begin(self._upload, self._fingerprint.packed_bytes_at_most)
+
+    def send(self) -> Uploaded:
+        """Upload the source unless the store has it; returns it named by its digest."""
+        if not self._needs_sending:
+            return Uploaded(self.ref, size=0, sent=False)
+        if self._path.is_dir():
+            chunks = pack_directory(self._path, self._exclude)
+        else:
+            chunks = file_chunks(self._path)
+        digest, size = self._store.put(chunks, upload=self._upload)
+        if fingerprint(self._path, self._exclude).value == self._fingerprint.value:
+            self._store.remember(self._fingerprint.value, digest)  # unchanged while packing
+        return Uploaded(replace(self.ref, blob=digest), size, sent=True)
 
 
 def upload_source(store: BlobStore, path: Path, exclude: Iterable[str] = ()) -> Uploaded:
     """Upload a local directory, archive or file unless the store already has its content."""
-    exclude = tuple(exclude)
-    if path.is_dir():
-        kind, name = "dir", ""
-        produce: Callable[[], Iterator[bytes]] = lambda: pack_directory(path, exclude)  # noqa: E731
-    elif path.is_file():
-        kind = "archive" if archive_kind(path.name) else "file"
-        name = path.name
-        produce = lambda: file_chunks(path)  # noqa: E731
-    else:
-        raise InvalidInput(f"SOURCE {str(path)!r} is neither a directory nor a regular file")
-    before = fingerprint(path, exclude)
-    known = store.recall(before)
-    if known:
-        return Uploaded(UploadRef(known, kind, name), size=0, sent=False)
-    digest, size = store.put(produce())
-    if fingerprint(path, exclude) == before:  # unchanged while packing: safe to remember
-        store.remember(before, digest)
-    return Uploaded(UploadRef(digest, kind, name), size, sent=True)
+    upload = SourceUpload(store, path, exclude)
+    upload.open()
+    return upload.send()

@@ -24,7 +24,7 @@ from .engine.archives import ExtractLimits
 from .engine.docker_host import DockerHost
 from .engine.sandbox import Sandbox
 from .engine.sources import SourcePolicy, Sources
-from .uploads import opener, streamer
+from .uploads import opener, settled, streamer
 
 _docker: tuple[int, DockerHost] | None = None
 
@@ -78,7 +78,10 @@ def build_log(build_id: str) -> BuildLog:
 
 def blob_store() -> BlobStore:
     return BlobStore(
-        redis_client(), expires_s=settings.upload_expires_s, max_bytes=settings.upload_max_bytes
+        redis_client(),
+        expires_s=settings.upload_expires_s,
+        max_bytes=settings.upload_max_bytes,
+        stall_s=settings.upload_stall_s,
     )
 
 
@@ -99,5 +102,6 @@ def sources() -> Sources:
         ),
         openers={SCHEME: opener(blob_store)},
         streamers={SCHEME: streamer(blob_store)},
+        settled={SCHEME: settled(blob_store)},
         uploaded_scripts=lambda digest: blob_store().read(digest),
     )

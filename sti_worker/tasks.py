@@ -456,7 +456,7 @@ def _rerunnable(claim: dict[str, str]) -> dict[str, Any] | None:
         return None
     if source.startswith(UPLOAD_SCHEME):
         try:
-            stored = blob_store().has(UploadRef.parse(source).digest)
+            stored = blob_store().has(UploadRef.parse(source).blob)
         except StiError:
             return None
         return keywords if stored else None

@@ -3,7 +3,8 @@
 A packed directory, a tar archive or a single file goes from Redis into the build context as one
 stream, through the safe extractor's checks, with nothing written to the worker's disk; a zip
 (which needs a seekable file) is extracted into the build's work dir. The digest is verified
-while the content is read: a mismatch fails the build.
+while the content is read: a mismatch fails the build. A source named by its upload (sent
+while the build starts) is read as it arrives.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import itertools
 import shutil
 import tarfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from sti.archive_kinds import archive_kind
-from sti.blobstore import BlobStore
+from sti.blobstore import BlobStore, is_upload_name
 from sti.errors import InvalidInput, SourceFetchFailed
 from sti.tarstreams import IterReader, TarPart, empty_directory
 from sti.upload_refs import PACKED_DIR_PREFIX, ZSTD_MAGIC, UploadRef
@@ -33,10 +35,13 @@ def opener(store: Callable[[], BlobStore]) -> Callable[..., FetchedSource]:
         ref = UploadRef.parse(source)
         if _streamable(ref):
             size = _check_stored(store(), ref)
-            sink(f"Uploaded source {ref.digest} goes straight into the build")
+            if is_upload_name(ref.blob):
+                sink(f"Uploaded source {ref.blob} goes into the build as it arrives")
+            else:
+                sink(f"Uploaded source {ref.blob} goes straight into the build")
             return FetchedSource("", stream_from=source, size=size)
-        sink(f"Fetching uploaded source {ref.digest}")
-        chunks = store().read(ref.digest)
+        sink(f"Fetching uploaded source {ref.blob}")
+        chunks = store().read(ref.blob)
         target = workdir / "upload"
         target.mkdir()
         if ref.kind == "dir":
@@ -74,10 +79,10 @@ def streamer(store: Callable[[], BlobStore]) -> Callable[..., TarPart]:
 
         def add(tar: tarfile.TarFile) -> None:
             blobs = store()
-            chunks = blobs.read(ref.digest)
+            chunks = blobs.read(ref.blob)
             reader = IterReader(chunks)
             if ref.kind == "file":
-                _add_single_file(tar, ref, blobs.size(ref.digest), reader, context_dir, policy)
+                _add_single_file(tar, ref, blobs.size(ref.blob), reader, context_dir, policy)
             elif ref.kind == "dir":
                 packing, reader = _packed(chunks)
                 # a packed directory keeps its links as links, as a local directory does
@@ -101,6 +106,17 @@ def streamer(store: Callable[[], BlobStore]) -> Callable[..., TarPart]:
     return part
 
 
+def settled(store: Callable[[], BlobStore]) -> Callable[[str], str | None]:
+    """The reference by content of an uploaded source (its digest, once all of it arrived)."""
+
+    def name(source: str) -> str | None:
+        ref = UploadRef.parse(source)
+        digest = store().digest_of(ref.blob)
+        return str(replace(ref, blob=digest)) if digest else None
+
+    return name
+
+
 def _packed(chunks: Iterator[bytes]) -> tuple[str, IterReader]:
     """How a packed directory was compressed, by its first bytes (tar.zst, or tar.gz from an
     older sti-submit), and a reader of all of it."""
@@ -115,9 +131,9 @@ def _streamable(ref: UploadRef) -> bool:
 
 def _check_stored(store: BlobStore, ref: UploadRef) -> int:
     """The stored size of the upload, which must be there and within the cap."""
-    size = store.size(ref.digest)
+    size = store.size(ref.blob)
     if size is None:
-        raise SourceFetchFailed(f"uploaded source {ref.digest} is not in the store (expired?)")
+        raise SourceFetchFailed(f"uploaded source {ref.blob} is not in the store (expired?)")
     if size > store.max_bytes:
         raise InvalidInput(store.too_large_message(size))
     return size

@@ -4,6 +4,7 @@ new one; the engine keeps a bounded number; their names cannot be a user's."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +15,14 @@ import redis
 from sti.blobstore import BlobStore
 from sti.errors import InvalidInput
 from sti.model import SOURCE_REPOSITORY, BuildRequest, Result, validate_image_ref, validate_tag
-from sti_submit.upload import upload_source
+from sti.upload_refs import SCHEME
+from sti_submit.upload import SourceUpload, upload_source
 from sti_worker.engine import pipeline
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.pipeline import run_build
 from sti_worker.engine.sandbox import Sandbox
-from sti_worker.engine.source_images import SOURCE_KEY_LABEL
 from sti_worker.engine.sources import SourcePolicy, Sources
-from sti_worker.uploads import opener, streamer
+from sti_worker.uploads import opener, settled, streamer
 from tests.dockertools import TRACKER, image_files
 
 UNCHANGED = "The source is unchanged since an earlier build: starting from its copy"
@@ -63,13 +64,19 @@ def _source_images(api: docker.APIClient) -> list[str]:
 
 
 def _build(
-    host: DockerHost, store: BlobStore, source: Path, image: str, tag: str, **options: object
+    host: DockerHost,
+    store: BlobStore,
+    source: Path | str,
+    image: str,
+    tag: str,
+    **options: object,
 ) -> tuple[Result, list[str]]:
-    ref = upload_source(store, source).ref
+    ref = upload_source(store, source).ref if isinstance(source, Path) else source
     sources = Sources(
         SourcePolicy(),
-        openers={"sti+upload": opener(lambda: store)},
-        streamers={"sti+upload": streamer(lambda: store)},
+        openers={SCHEME: opener(lambda: store)},
+        streamers={SCHEME: streamer(lambda: store)},
+        settled={SCHEME: settled(lambda: store)},
     )
     lines: list[str] = []
     request = BuildRequest(source=str(ref), build_image=image, tag=tag, clean=True, **options)
@@ -103,12 +110,45 @@ def test_an_unchanged_source_starts_from_its_copy_with_the_same_output(
     assert image_files(api, str(again.image_id), "/sti-fake/src") == expected
     assert UNCHANGED not in first_lines and UNCHANGED in again_lines
     assert not [line for line in again_lines if "COPY src" in line]  # no source sent again
-    (made,) = _source_images(api)
-    key = made.partition(":")[2]
-    assert api.inspect_image(made)["Config"]["Labels"][SOURCE_KEY_LABEL] == key
+    assert len(_source_images(api)) == 1
     labels = api.inspect_image(str(again.image_id))["Config"]["Labels"]
     assert labels["io.sti.build-id"] == again.build_id
-    assert labels[SOURCE_KEY_LABEL] == key  # inherited from the copy it started from
+
+
+@pytest.mark.usefixtures("source_images")
+def test_a_source_built_while_it_uploads_is_copied_under_its_digest(
+    api: docker.APIClient,
+    keeping_host: DockerHost,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """As sti-submit does with a directory: the build is given the upload's name and starts
+    while the bytes are still on their way (sent here a moment after the build starts); the
+    copy is named by the content's digest once read, so the same source submitted by its digest
+    starts from it."""
+    source = _source(tmp_path, "streamed\n")
+    upload = SourceUpload(store, source)
+    assert upload.streams and upload.ref.blob.startswith("upload:")
+    upload.open()
+    sent: list[str] = []
+    sender = threading.Timer(0.5, lambda: sent.append(str(upload.send().ref)))
+    sender.start()
+    try:
+        first, first_lines = _build(
+            keeping_host, store, str(upload.ref), images["sti-fake"], app_tag
+        )
+    finally:
+        sender.join()
+    expected = {"main.txt": b"streamed\n", "lib/util.txt": b"util\n"}
+    assert image_files(api, str(first.image_id), "/sti-fake/src") == expected
+    assert f"Uploaded source {upload.ref.blob} goes into the build as it arrives" in first_lines
+    (digest_ref,) = sent
+    assert digest_ref.startswith(f"{SCHEME}sha256:")
+    again, again_lines = _build(keeping_host, store, digest_ref, images["sti-fake"], app_tag)
+    assert UNCHANGED in again_lines
+    assert image_files(api, str(again.image_id), "/sti-fake/src") == expected
 
 
 @pytest.mark.usefixtures("source_images")

@@ -298,7 +298,9 @@ def test_worker_refuses_an_upload_whose_content_does_not_match_its_digest(
     )
     digest = said[0].rsplit(" ", 1)[1]
     store = redis.Redis.from_url(broker_url)
-    store.set(keys.blob_chunk(digest, 0), b"tampered")
+    chunks = store.hget(keys.blob_meta(digest), "name")  # the upload that stored it
+    assert chunks
+    store.set(keys.blob_chunk(chunks.decode(), 0), b"tampered")
     store.close()
     tampered = BuildRequest(f"sti+upload://{digest}/dir", images["sti-fake"], app_tag)
     result = client.wait(client.submit_build(tampered))

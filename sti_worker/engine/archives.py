@@ -579,7 +579,8 @@ def _nothing(size: int) -> bytes:
 
 
 _TAR_KINDS = ("tar", "tar.gz", "tar.bz2", "tar.xz", "tar.zst")  # tar.zst: packed uploads only
-_TAR_READ_BYTES = 256 * 1024  # tarfile's default, 10 KiB, costs a decompress call per read
+_TAR_READ_BYTES = 64 * 1024  # tarfile's default, 10 KiB, costs a decompress call per read;
+# more costs a copy of the rest of the buffer per header read
 
 
 def _decompressed(source: _WatchedStream, kind: str) -> contextlib.AbstractContextManager[Any]:

@@ -571,7 +571,12 @@ def _from_source_image(
     if not (upload.startswith(UPLOAD_SCHEME) and worth_it and host.builder == "buildkit"):
         return spec
     assert spec.input_dirs[0] == "src", "the source is the first input"
-    key = SourceOrigin(upload, fetched.context_dir, tuple(fetched.exclude)).key(spec)
+
+    def key() -> str | None:  # of an upload still arriving, known once the copy has read it
+        named = bench.sources.settled_name(upload)
+        origin = SourceOrigin(named, fetched.context_dir, tuple(fetched.exclude))
+        return origin.key(spec) if named else None
+
     image = source_image(host, spec, spec.inputs[0], key, host.source_images_keep, bench.sink)
     return replace(
         spec,

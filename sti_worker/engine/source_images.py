@@ -3,8 +3,9 @@
 A source submitted again unchanged (sti-submit knows it, and names the same upload) then costs
 no context at all: prepare starts from the source image, as it would from the builder after the
 copy. The first build of a source pays one more BuildKit request, which only copies files. The
-image is named by a hash of everything the copy depends on, in one
-repository sti keeps for itself (APP_IMAGE_TAG and image names may not use it); the
+image is named by a hash of everything the copy depends on (the upload by its digest: of an
+upload read as it arrives, known once the copy is made), in one repository sti keeps for itself
+(APP_IMAGE_TAG and image names may not use it, so a name there is one sti gave); the
 STI_SOURCE_IMAGES_KEEP most recently made are kept, older ones removed.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sti.model import SOURCE_REPOSITORY
@@ -21,7 +22,6 @@ from sti.tarstreams import TarPart
 from .docker_host import DockerHost, LogSink
 from .methods import PrepareSpec, build_on, chown_flag, script_copies
 
-SOURCE_KEY_LABEL = "io.sti.source-key"
 _FORMAT = "sti-source/1"  # part of every key: a new way of copying means new images
 
 
@@ -49,15 +49,22 @@ class SourceOrigin:
 
 
 def source_image(
-    host: DockerHost, spec: PrepareSpec, source: TarPart, key: str, keep: int, sink: LogSink
+    host: DockerHost,
+    spec: PrepareSpec,
+    source: TarPart,
+    key: Callable[[], str | None],
+    keep: int,
+    sink: LogSink,
 ) -> str:
     """The id of the source image for key, made from spec.base_image and source if the engine
-    does not have it."""
-    reference = f"{SOURCE_REPOSITORY}:{key}"
-    found = host.image_id(reference)
-    if found and host.image_config(found).get("Labels", {}).get(SOURCE_KEY_LABEL) == key:
-        sink("The source is unchanged since an earlier build: starting from its copy")
-        return found
+    does not have it. key() is None for a source not known by its content yet (an upload still
+    arriving): it is asked again once the copy has read all of it."""
+    known = key()
+    if known:
+        found = host.image_id(f"{SOURCE_REPOSITORY}:{known}")
+        if found:
+            sink("The source is unchanged since an earlier build: starting from its copy")
+            return found
     lines = [f"COPY {chown_flag(spec)}src {spec.input_root}/src", *script_copies(spec)]
     image = build_on(
         host,
@@ -66,11 +73,13 @@ def source_image(
         stage="source",
         lines=lines,
         inputs=[source],
-        labels={SOURCE_KEY_LABEL: key},
+        labels={},
         sink=sink,
     )
-    host.tag(image, reference)
-    _forget_older(host, keep)
+    settled = known or key()
+    if settled:
+        host.tag(image, f"{SOURCE_REPOSITORY}:{settled}")
+        _forget_older(host, keep)
     return image
 
 

@@ -102,6 +102,9 @@ class Sources:
     streamers: Mapping[str, Streamer] = field(default_factory=dict)
     # the tar of scripts sti-submit uploaded for a file:// --scripts-url, by its digest
     uploaded_scripts: Callable[[str], Iterator[bytes]] | None = None
+    # by prefix: a streamed source's reference by its content, once known (an upload named
+    # before its bytes arrived, by its digest once they all have); None until then
+    settled: Mapping[str, Callable[[str], str | None]] = field(default_factory=dict)
 
     def fetch(
         self,
@@ -128,6 +131,11 @@ class Sources:
             return self.streamers[prefix](fetched.stream_from, fetched.context_dir, self.policy)
         root = Path(fetched.path)
         return directory(root, "src", skip=ignore_matcher(root, fetched.exclude))
+
+    def settled_name(self, source: str) -> str | None:
+        """source as it names its content, if it can (see settled)."""
+        found = next((s for prefix, s in self.settled.items() if source.startswith(prefix)), None)
+        return found(source) if found else source
 
     def opener_for(self, source: str) -> Opener | None:
         return next((o for prefix, o in self.openers.items() if source.startswith(prefix)), None)

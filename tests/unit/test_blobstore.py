@@ -5,6 +5,7 @@ own (a random salt), so digests never collide with other tests'."""
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +13,15 @@ import pytest
 import redis
 
 from sti import keys
-from sti.blobstore import CHUNK_BYTES, BlobStore, check_digest, rechunk
+from sti.blobstore import (
+    CHUNK_BYTES,
+    BlobStore,
+    check_blob,
+    check_digest,
+    is_upload_name,
+    new_upload_name,
+    rechunk,
+)
 from sti.errors import InvalidInput, SourceFetchFailed
 
 EXPIRES_S = 600
@@ -44,27 +53,35 @@ def test_chunks_come_back_whole_under_the_digest_of_their_content(store: BlobSto
     assert store.size(digest) == len(data)
 
 
+def _chunk(redis_client: redis.Redis, digest: str, index: int) -> str:
+    """The key of a stored blob's chunk: under the upload that stored it."""
+    name = redis_client.hget(keys.blob_meta(digest), "name")
+    assert name and is_upload_name(name.decode())
+    return keys.blob_chunk(name.decode(), index)
+
+
 def test_the_same_content_is_stored_once(redis_client: redis.Redis, store: BlobStore) -> None:
     data = unique()
     first, _ = store.put([data])
+    meta = redis_client.hgetall(keys.blob_meta(first))
+    uploads = set(redis_client.keys(f"{keys.PREFIX}blob:upload:*"))
     second, _ = store.put([data[:5], data[5:]])
     assert first == second
-    assert redis_client.hgetall(keys.blob_meta(first)) == {
-        b"size": b"%d" % len(data),
-        b"chunks": b"1",
-    }
+    assert redis_client.hgetall(keys.blob_meta(first)) == meta
+    assert meta[b"size"] == b"%d" % len(data) and meta[b"chunks"] == b"1"
+    assert set(redis_client.keys(f"{keys.PREFIX}blob:upload:*")) == uploads  # none left
 
 
 def test_stored_blobs_expire(redis_client: redis.Redis, store: BlobStore) -> None:
     digest, _ = store.put([unique(CHUNK_BYTES)])
-    names = [keys.blob_meta(digest), keys.blob_chunk(digest, 0), keys.blob_chunk(digest, 1)]
+    names = [keys.blob_meta(digest), *(_chunk(redis_client, digest, i) for i in (0, 1))]
     for name in names:
         assert 0 < redis_client.ttl(name) <= EXPIRES_S, name
 
 
 def test_has_renews_the_expiry_of_every_part(redis_client: redis.Redis, store: BlobStore) -> None:
     digest, _ = store.put([unique(CHUNK_BYTES)])
-    names = [keys.blob_meta(digest), keys.blob_chunk(digest, 0), keys.blob_chunk(digest, 1)]
+    names = [keys.blob_meta(digest), *(_chunk(redis_client, digest, i) for i in (0, 1))]
     for name in names:
         redis_client.expire(name, 5)
     assert store.has(digest)
@@ -104,7 +121,7 @@ def test_a_blob_missing_a_chunk_fails_as_incomplete(
     redis_client: redis.Redis, store: BlobStore
 ) -> None:
     digest, _ = store.put([unique(CHUNK_BYTES)])
-    redis_client.delete(keys.blob_chunk(digest, 1))
+    redis_client.delete(_chunk(redis_client, digest, 1))
     with pytest.raises(SourceFetchFailed, match="incomplete"):
         list(store.read(digest))
     assert not store.has(digest)
@@ -115,7 +132,7 @@ def test_content_that_does_not_match_its_digest_fails_at_the_end(
 ) -> None:
     data = unique(CHUNK_BYTES)
     digest, _ = store.put([data])
-    redis_client.set(keys.blob_chunk(digest, 1), b"tampered")
+    redis_client.set(_chunk(redis_client, digest, 1), b"tampered")
     reader = store.read(digest)
     assert next(reader) == data[:CHUNK_BYTES]  # the bytes flow, the check is at the end
     with pytest.raises(SourceFetchFailed, match="does not match its digest"):
@@ -192,3 +209,178 @@ def test_a_record_that_understates_the_size_does_not_get_past_the_cap(
     assert len(next(reader)) == CHUNK_BYTES
     with pytest.raises(InvalidInput, match="STI_UPLOAD_MAX_BYTES"):
         list(reader)
+
+
+def test_a_blob_stored_by_an_older_client_under_its_digest_is_read(
+    redis_client: redis.Redis, store: BlobStore
+) -> None:
+    data = unique(CHUNK_BYTES)
+    digest = sha256(data)
+    redis_client.set(keys.blob_chunk(digest, 0), data[:CHUNK_BYTES], ex=EXPIRES_S)
+    redis_client.set(keys.blob_chunk(digest, 1), data[CHUNK_BYTES:], ex=EXPIRES_S)
+    redis_client.hset(keys.blob_meta(digest), mapping={"size": len(data), "chunks": 2})
+    assert store.has(digest)
+    assert b"".join(store.read(digest)) == data
+
+
+@pytest.mark.parametrize("name", ["sha256:" + "0" * 64, "../x", "upload:abc", "upload:" + "A" * 32])
+def test_a_record_pointing_elsewhere_than_an_upload_is_refused(
+    redis_client: redis.Redis, store: BlobStore, name: str
+) -> None:
+    digest, _ = store.put([unique()])
+    redis_client.hset(keys.blob_meta(digest), "name", name)  # anyone on Redis can write one
+    with pytest.raises(SourceFetchFailed, match="malformed record"):
+        list(store.read(digest))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("chunks", "-1"), ("size", "1e9"), ("chunks", "9" * 40)]
+)
+def test_a_record_with_a_malformed_count_is_refused(
+    redis_client: redis.Redis, store: BlobStore, field: str, value: str
+) -> None:
+    digest, _ = store.put([unique()])
+    redis_client.hset(keys.blob_meta(digest), field, value)
+    with pytest.raises(SourceFetchFailed, match=f"malformed {field}"):
+        list(store.read(digest))
+
+
+# uploads followed as they arrive
+
+
+def test_an_upload_is_read_as_it_arrives_and_checked_at_the_end(
+    redis_client: redis.Redis,
+) -> None:
+    store = BlobStore(redis_client, expires_s=EXPIRES_S, max_bytes=8 * CHUNK_BYTES)
+    data = unique(5 * CHUNK_BYTES)
+    name = new_upload_name()
+    store.begin(name, len(data))
+    assert store.has(name) and store.size(name) == len(data) and store.digest_of(name) is None
+    reader = store.read(name)
+    arrived = threading.Event()
+
+    def send() -> Iterator[bytes]:
+        yield data[: 4 * CHUNK_BYTES]  # one round trip's worth
+        assert arrived.wait(10), "the reader got nothing before the upload ended"
+        yield data[4 * CHUNK_BYTES :]
+
+    sender = threading.Thread(target=lambda: store.put(send(), upload=name))
+    sender.start()
+    first = next(reader)
+    arrived.set()
+    assert first + b"".join(reader) == data
+    sender.join()
+    assert store.digest_of(name) == sha256(data) and store.size(name) == len(data)
+    assert b"".join(store.read(sha256(data))) == data  # the same chunks, by the digest
+    assert b"".join(store.read(name)) == data  # and again by the name (a build run again)
+
+
+def test_an_upload_that_fails_on_the_submitting_side_fails_its_reader(
+    store: BlobStore,
+) -> None:
+    name = new_upload_name()
+    store.begin(name, 10)
+    reader = store.read(name)
+
+    def send() -> Iterator[bytes]:
+        yield b"x" * CHUNK_BYTES
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.put(send(), upload=name)
+    with pytest.raises(
+        SourceFetchFailed, match="failed on the submitting side: the upload was int"
+    ):
+        list(reader)
+    assert not store.has(name)
+    with pytest.raises(SourceFetchFailed, match="failed on the submitting side"):
+        store.size(name)
+
+
+def test_an_upload_over_the_cap_fails_its_reader_with_the_cap(
+    redis_client: redis.Redis,
+) -> None:
+    small = BlobStore(redis_client, expires_s=EXPIRES_S, max_bytes=CHUNK_BYTES + 10)
+    name = new_upload_name()
+    small.begin(name, 10)
+    with pytest.raises(InvalidInput, match="above the upload limit"):
+        small.put([unique(2 * CHUNK_BYTES)], upload=name)
+    with pytest.raises(SourceFetchFailed, match="above the upload limit"):
+        list(small.read(name))
+
+
+def test_a_reader_holds_its_cap_on_an_upload_whatever_the_uploader_does(
+    redis_client: redis.Redis, store: BlobStore
+) -> None:
+    name = new_upload_name()
+    store.begin(name, 10)
+    for index in range(3):  # a hostile uploader writes chunks past the reader's cap
+        redis_client.set(keys.blob_chunk(name, index), b"x" * CHUNK_BYTES, ex=EXPIRES_S)
+    worker = BlobStore(redis_client, expires_s=EXPIRES_S, max_bytes=2 * CHUNK_BYTES)
+    with pytest.raises(InvalidInput, match="STI_UPLOAD_MAX_BYTES"):
+        list(worker.read(name))
+
+
+def test_an_upload_that_stops_arriving_fails_after_the_stall_timeout(
+    redis_client: redis.Redis,
+) -> None:
+    patient = BlobStore(redis_client, expires_s=EXPIRES_S, max_bytes=10**6, stall_s=0.3)
+    name = new_upload_name()
+    patient.begin(name, 10)
+    redis_client.set(keys.blob_chunk(name, 0), b"first", ex=EXPIRES_S)
+    reader = patient.read(name)
+    assert next(reader) == b"first"
+    with pytest.raises(SourceFetchFailed, match=r"stopped: nothing arrived for 0\.3s"):
+        next(reader)
+
+
+@pytest.mark.parametrize(
+    ("record", "error"),
+    [
+        (
+            {"state": "done", "digest": "sha256:" + "0" * 64, "chunks": 1, "size": 5},
+            "does not match",
+        ),
+        ({"state": "done", "digest": "x", "chunks": 2, "size": 5}, "incomplete"),
+        ({"state": "done", "digest": "x", "chunks": "-2", "size": 5}, "malformed chunks"),
+    ],
+)
+def test_a_hostile_upload_record_fails_its_reader(
+    redis_client: redis.Redis, store: BlobStore, record: dict[str, object], error: str
+) -> None:
+    name = new_upload_name()
+    redis_client.set(keys.blob_chunk(name, 0), b"first", ex=EXPIRES_S)
+    redis_client.hset(keys.blob_meta(name), mapping=record)  # type: ignore[arg-type]
+    with pytest.raises(SourceFetchFailed, match=error):
+        list(store.read(name))
+
+
+def test_an_upload_never_begun_is_not_stored(store: BlobStore) -> None:
+    name = new_upload_name()
+    assert not store.has(name) and store.size(name) is None
+    with pytest.raises(SourceFetchFailed, match="not in the store"):
+        list(store.read(name))
+
+
+def test_an_upload_of_content_stored_already_keeps_its_chunks_for_its_readers(
+    store: BlobStore,
+) -> None:
+    data = unique(CHUNK_BYTES)
+    digest, _ = store.put([data])
+    name = new_upload_name()
+    store.begin(name, len(data))
+    store.put([data], upload=name)
+    assert b"".join(store.read(name)) == data
+    assert store.digest_of(name) == digest
+
+
+@pytest.mark.parametrize(
+    "name", ["upload:", "upload:" + "0" * 31, "upload:" + "g" * 32, "upload:../" + "0" * 29, "x"]
+)
+def test_anything_but_a_digest_or_an_upload_name_is_refused(store: BlobStore, name: str) -> None:
+    with pytest.raises(InvalidInput, match="neither a sha256"):
+        check_blob(name)
+    with pytest.raises(InvalidInput):
+        store.has(name)
+    with pytest.raises(InvalidInput):
+        list(store.read(name))
