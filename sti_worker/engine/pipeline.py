@@ -20,7 +20,6 @@ from sti.env_files import SOURCE_ENVIRONMENT, source_environment
 from sti.errors import (
     BuildFailed,
     InvalidImage,
-    InvalidInput,
     NoSuchBaseImage,
     NoSuchRuntimeImage,
     StiError,
@@ -35,7 +34,6 @@ from sti.model import (
     ValidateRequest,
     build_tag_for,
     check_build_id,
-    check_destination,
     registry_of,
 )
 from sti.redaction import redact
@@ -59,7 +57,8 @@ from .docker_host import (
     container_name,
     translate_error,
 )
-from .image_metadata import metadata_labels, relabelled
+from .image_metadata import relabelled
+from .layouts import S2I_LAYOUT, layout_of
 from .methods import (
     ArtifactsNotSaved,
     ContainerMethod,
@@ -72,11 +71,9 @@ from .protocol import (
     ARTIFACTS_DIR,
     BUILD_DIR,
     DEPLOY_SCRIPTS,
-    DESTINATION_LABEL,
     INCREMENTAL_SCRIPTS,
     PREPARE_ROLE,
     RUN_ROLE,
-    S2I_DEFAULT,
     S2I_DEFAULT_DIR,
     SAVE_ROLE,
     SCRIPT_ROLES,
@@ -422,42 +419,25 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     save = scripts.scripts.save_artifacts
     if not scripts.has(SAVE_ROLE):
         return state.say(bench.sink, f"Previous image {previous} has no {save}: clean build")
-    if buildkit and scripts.scripts.kind == "sti" and scripts.artifacts_dir_empty:
-        # save-artifacts runs in a stage of the build; an image of the legacy builder keeps
-        # older artifacts in its /tmp/artifacts and goes the container way
+    layout = layout_of(scripts.scripts)
+    if buildkit and layout.saves_in_build_stage(scripts.artifacts_dir_empty):
         saved = SavedArtifacts(previous_id, save, _owner(config), config.get("WorkingDir") or "/")
         state = replace(state, saved_from=saved, incremental=True)
         bench.sink(f"Saving artifacts from {previous} in a stage of the build")
         return state.say(bench.sink, f"Incremental build: reusing artifacts saved from {previous}")
     bench.sink(f"Saving artifacts from {previous}")
-    container = bench.docker.create_container(
-        previous_id,
-        [save],
-        name=container_name(request.build_id, "artifacts"),
-        build_id=request.build_id,
-        empty_volumes_at=[ARTIFACTS_DIR],
+    output = layout.save_artifacts(
+        bench.docker, previous_id, save, request.build_id, workdir_for(request.build_id), bench.sink
     )
-    artifacts_tar = None
-    if scripts.scripts.artifacts_on_stdout:
-        artifacts_tar = str(workdir_for(request.build_id) / "artifacts.tar")
-        exit_code, last_lines = bench.docker.run_capturing_stdout(
-            container, Path(artifacts_tar), bench.sink
-        )
-        bench.docker.remove_container(container)
-        container = None
-    else:
-        exit_code, last_lines = bench.docker.run_to_completion(container, bench.sink)
-    if exit_code != 0:
-        if container:
-            bench.docker.remove_container(container)
+    if output.exit_code != 0:
         state = state.say(
             bench.sink,
             f"Saving artifacts from {previous} failed: {save} exited with code "
-            f"{exit_code}; doing a clean build instead",
+            f"{output.exit_code}; doing a clean build instead",
         )
-        return replace(state, messages=(*state.messages, *last_lines[-5:]))
+        return replace(state, messages=(*state.messages, *output.last_lines[-5:]))
     state = replace(
-        state, artifacts_container=container, artifacts_tar=artifacts_tar, incremental=True
+        state, artifacts_container=output.container, artifacts_tar=output.tar, incremental=True
     )
     return state.say(bench.sink, f"Incremental build: reusing artifacts saved from {previous}")
 
@@ -543,8 +523,8 @@ def _with_image_metadata(
     user's --label over them."""
     wanted: dict[str, str] = {}
     for made, base in written:
-        if made and base and base.scripts.kind == "s2i":
-            found = metadata_labels(
+        if made and base:
+            found = layout_of(base.scripts).requested_labels(
                 bench.docker, made, base.destination, request.build_id, bench.sink
             )
             wanted.update(found)
@@ -972,7 +952,7 @@ def _fetched_usage(
     if "usage" not in fetch_scripts(url, workdir, sources, sink):
         return None
     config = docker.image_config(image_id)
-    return _destination(request.build_image, S2I_DEFAULT, config, None)
+    return S2I_LAYOUT.destination(request.build_image, config, None)
 
 
 def _checked_run(
@@ -1061,18 +1041,14 @@ def _base_image(
     scripts = inspect(None if is_fetched(scripts_url) else scripts_url)
     injected: tuple[str, ...] = ()
     fetched = tuple(script for script in url_scripts if script not in source_scripts)
-    if (
-        source_scripts
-        and not fetched
-        and scripts.scripts.kind == "sti"
-        and scripts.has(PREPARE_ROLE)
-    ):
+    takes_brought = layout_of(scripts.scripts).takes_brought_scripts
+    if source_scripts and not fetched and not takes_brought and scripts.has(PREPARE_ROLE):
         sink(f"{name} is an original sti builder: the source's .s2i/bin is for s2i builders")
     elif source_scripts or fetched:
-        if scripts.scripts.kind == "sti":  # no scripts of its own: s2i's default directory
+        if not takes_brought:  # no scripts of its own: s2i's default directory
             scripts = inspect(f"image://{S2I_DEFAULT_DIR}")
         injected = tuple(source_scripts)
-    where = _destination(name, scripts.scripts, config, destination)
+    where = layout_of(scripts.scripts).destination(name, config, destination)
     roles = {SCRIPT_ROLES[script] for script in injected + fetched if script in SCRIPT_ROLES}
     problems = scripts.problems([r for r in required if r not in roles])
     if needs_shell and not scripts.has_shell:
@@ -1113,24 +1089,6 @@ def _base_image(
         fetched,
         run_as,
     )
-
-
-def _destination(name: str, scripts: Scripts, config: Mapping[str, Any], given: str | None) -> str:
-    """Where an s2i image's inputs go: --destination, else its io.openshift.s2i.destination
-    label, else /tmp; an original builder keeps the original's /tmp."""
-    if scripts.kind != "s2i":
-        if given:
-            raise InvalidInput(
-                f"--destination applies to s2i builder images; {name} has the original layout "
-                "(/usr/bin/prepare), whose inputs are in /tmp"
-            )
-        return "/tmp"
-    if given:
-        return given
-    label = (config.get("Labels") or {}).get(DESTINATION_LABEL)
-    if not label:
-        return "/tmp"
-    return check_destination(str(label), f"the {DESTINATION_LABEL} label of {name}")
 
 
 def _owner(config: Mapping[str, Any]) -> tuple[int, int] | None:

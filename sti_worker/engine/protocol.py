@@ -40,22 +40,17 @@ SHELL = "/bin/sh"
 S2I_SCRIPTS_LABEL = "io.openshift.s2i.scripts-url"
 S2I_LABELS = (S2I_SCRIPTS_LABEL, "io.s2i.scripts-url")  # s2i's order: the legacy one second
 S2I_DEFAULT_DIR = "/usr/libexec/s2i"
-DESTINATION_LABEL = "io.openshift.s2i.destination"
 
 
 @dataclass(frozen=True)
 class Scripts:
     """Where one image keeps the protocol's scripts."""
 
-    kind: str  # "sti" or "s2i"
+    kind: str  # "sti" or "s2i": its layout (see layouts)
     prepare: str
     run: str
     save_artifacts: str
     usage: str = ""
-
-    @property
-    def artifacts_on_stdout(self) -> bool:
-        return self.kind == "s2i"
 
     def path(self, role: str) -> str:
         return str(getattr(self, _FIELDS[role]))
