@@ -86,13 +86,7 @@ class OriginalLayout:
     def save_artifacts(
         self, host: DockerHost, image: str, script: str, build_id: str, workdir: Path, sink: LogSink
     ) -> SavedOutput:
-        container = host.create_container(
-            image,
-            [script],
-            name=container_name(build_id, "artifacts"),
-            build_id=build_id,
-            empty_volumes_at=[ARTIFACTS_DIR],
-        )
+        container = _save_container(host, image, script, build_id)
         try:
             exit_code, last_lines = host.run_to_completion(container, sink)
         except BaseException:
@@ -127,13 +121,7 @@ class S2iLayout:
     def save_artifacts(
         self, host: DockerHost, image: str, script: str, build_id: str, workdir: Path, sink: LogSink
     ) -> SavedOutput:
-        container = host.create_container(
-            image,
-            [script],
-            name=container_name(build_id, "artifacts"),
-            build_id=build_id,
-            empty_volumes_at=[ARTIFACTS_DIR],
-        )
+        container = _save_container(host, image, script, build_id)
         tar = workdir / "artifacts.tar"
         try:
             exit_code, last_lines = host.run_capturing_stdout(container, tar, sink)
@@ -145,6 +133,17 @@ class S2iLayout:
         self, host: DockerHost, image: str, destination: str, build_id: str, sink: LogSink
     ) -> dict[str, str]:
         return metadata_labels(host, image, destination, build_id, sink)
+
+
+def _save_container(host: DockerHost, image: str, script: str, build_id: str) -> str:
+    """A container of image to run save-artifacts in, with an empty ARTIFACTS_DIR of its own."""
+    return host.create_container(
+        image,
+        [script],
+        name=container_name(build_id, "artifacts"),
+        build_id=build_id,
+        empty_volumes_at=[ARTIFACTS_DIR],
+    )
 
 
 ORIGINAL_LAYOUT = OriginalLayout()
