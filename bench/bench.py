@@ -9,7 +9,8 @@ by sti through the queue and with --local, with both methods; next to it, the fl
 same engine: a direct BuildKit build of the Dockerfile sti generates (POST /build?version=2,
 the context tar made beforehand) of a changed source and again of the same source (BuildKit
 reuses its COPY), the same on the legacy builder, and docker create + cp + start -a + commit.
-Variants alternate within each round; the table shows medians. "again" is the same source
+Variants alternate within each round, each after a sync (untimed, so that none pays for the
+writeback of what the one before wrote); the table shows medians. "again" is the same source
 submitted a second time, unchanged. Ratios are to the floors of the same run.
 """
 
@@ -221,7 +222,9 @@ def run_case(case: str, source: Path, scratch: Path, api: docker.APIClient, sti:
     tag = f"sti-bench/app-{case}"
     if case == "incr":
         for mode, method in STI_VARIANTS:
+            os.sync()
             clean = sti.build(source, INCREMENTAL_BUILDER, tag, mode, method, "--clean")
+            os.sync()
             rebuild = sti.build(source, INCREMENTAL_BUILDER, tag, mode, method)
             assert rebuild["incremental"], rebuild
             times[f"{mode} {method} clean"] = clean["wall_s"]
@@ -259,6 +262,7 @@ def run_case(case: str, source: Path, scratch: Path, api: docker.APIClient, sti:
                 )
             )
     for name, step in steps:
+        os.sync()  # untimed: no step pays for the writeback of what the one before wrote
         times[name] = step()
     return times
 

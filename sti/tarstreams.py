@@ -23,7 +23,7 @@ TarPart = Callable[[tarfile.TarFile], None]
 Chunks = Iterator[bytes]
 
 _CHUNK = 256 * 1024  # the least a chunk holds: a hand-over between threads costs
-_QUEUE_DEPTH = 16
+_QUEUE_DEPTH = 8
 
 
 class _Abandoned(Exception):
@@ -95,7 +95,6 @@ class IterReader(io.RawIOBase):
         return size
 
 
-_COPY_BYTES = 1024 * 1024
 _SIMPLE_TYPES = (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE)
 _NUL = b"\0"
 
@@ -165,7 +164,7 @@ class _FastTar:
             return
         left = info.size
         while left:
-            data = fileobj.read(min(left, _COPY_BYTES))
+            data = fileobj.read(min(left, _CHUNK))
             if not data:
                 raise OSError("unexpected end of data")
             out.write(data)  # type: ignore[union-attr]
@@ -195,7 +194,7 @@ class _Owned:
         return getattr(self._tar, name)
 
 
-def file_chunks(path: Path, size: int = _CHUNK * 16) -> Chunks:
+def file_chunks(path: Path, size: int = 1024 * 1024) -> Chunks:
     """A file's bytes in chunks, read as they are consumed."""
     with path.open("rb") as stream:
         while chunk := stream.read(size):
