@@ -4,7 +4,11 @@ new one; the engine keeps a bounded number; their names cannot be a user's."""
 
 from __future__ import annotations
 
+import io
+import re
+import tarfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,6 +153,109 @@ def test_a_source_built_while_it_uploads_is_copied_under_its_digest(
     again, again_lines = _build(keeping_host, store, digest_ref, images["sti-fake"], app_tag)
     assert UNCHANGED in again_lines
     assert image_files(api, str(again.image_id), "/sti-fake/src") == expected
+
+
+def _tree_with_owners(
+    api: docker.APIClient, image: str, root: str
+) -> dict[str, tuple[object, ...]]:
+    """Every member under root: its type, mode, owner, link target and content."""
+    container = api.create_container(image, name=f"test-tree-{uuid.uuid4().hex[:12]}")
+    try:
+        stream, _ = api.get_archive(container, root)
+        data = b"".join(stream)
+    finally:
+        api.remove_container(container, force=True, v=True)
+    tree: dict[str, tuple[object, ...]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        for member in archive:
+            read = archive.extractfile(member) if member.isreg() else None
+            content = read.read() if read else b""
+            fields = (member.type, member.mode, member.uid, member.gid, member.linkname, content)
+            tree[member.name] = fields
+    return tree
+
+
+def _what_users_see(
+    api: docker.APIClient, image: str, root: str, *, history: bool = True
+) -> dict[str, object]:
+    """An output image as its users see it: its files where the inputs went (modes, owners
+    aside from the layer they are in), its config but for the build's own id, its history's
+    steps."""
+    config = dict(api.inspect_image(image)["Config"])
+    config["Labels"] = {
+        name: value
+        for name, value in (config.get("Labels") or {}).items()
+        if name not in ("io.sti.build-id", "org.opencontainers.image.created")
+    }
+    with_owners = _tree_with_owners(api, image, root)
+    steps = [
+        re.sub(r"STI_BUILD_ID=\w+", "STI_BUILD_ID=<id>", step["CreatedBy"]).removesuffix(
+            " # buildkit"
+        )
+        for step in api.history(image)
+    ]
+    seen: dict[str, object] = {"files": with_owners, "config": config}
+    return {**seen, "history": steps} if history else seen
+
+
+LISTING = "#!/bin/sh\nset -e\nls -lnR {root}/src > /opt/app-root/listing\n"
+
+
+@pytest.mark.parametrize(
+    ("builder", "root", "options", "brought"),
+    [
+        ("sti-fake", "/tmp", {}, {}),
+        ("sti-fake-entrypoint", "/tmp", {}, {}),
+        ("s2i-fake", "/opt/app-root", {}, {}),
+        ("s2i-fake", "/opt/app-root", {}, {"run": "#!/bin/sh\necho brought\n"}),
+        (
+            "s2i-fake",
+            "/opt/new",  # what the copy made of a destination the image lacks
+            {"destination": "/opt/new/dest"},
+            {"assemble": LISTING.format(root="/opt/new/dest")},
+        ),
+    ],
+    ids=["sti", "entrypoint", "s2i-user-1001", "s2i-run", "s2i-destination-not-in-the-image"],
+)
+@pytest.mark.usefixtures("source_images")
+def test_a_build_from_a_copy_gives_the_image_a_build_without_one_gives(
+    api: docker.APIClient,
+    keeping_host: DockerHost,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+    builder: str,
+    root: str,
+    options: dict[str, object],
+    brought: dict[str, str],
+) -> None:
+    """Files (with their modes and owners), config and history: the copy is an implementation
+    detail. A script the source brings (which an s2i image takes) is in the copy's layer, not
+    one of its own: there the history has one step less."""
+    source = _source(tmp_path, "v1\n")
+    for name, script in brought.items():
+        (source / ".s2i" / "bin").mkdir(parents=True, exist_ok=True)
+        (source / ".s2i" / "bin" / name).write_text(script)
+        (source / ".s2i" / "bin" / name).chmod(0o755)
+    (source / "lib" / "tool").write_text("#!/bin/sh\n")
+    (source / "lib" / "tool").chmod(0o4755)  # no setuid bit gets into an image
+    options = {**options, "source_scripts": tuple(sorted(brought))}  # as sti-submit finds them
+    direct = DockerHost(sandbox=Sandbox.engine_defaults(), source_images_keep=0)
+    try:
+        without, _ = _build(direct, store, source, images[builder], app_tag, **options)
+    finally:
+        direct.close()
+    seen = _what_users_see(api, str(without.image_id), root)  # before the tag moves on
+    assert seen["files"], "the build put nothing where it was looked for"
+    if brought:
+        del seen["history"]
+    copied, lines = _build(keeping_host, store, source, images[builder], app_tag, **options)
+    assert UNCHANGED not in lines
+    assert _what_users_see(api, str(copied.image_id), root, history=not brought) == seen
+    again, again_lines = _build(keeping_host, store, source, images[builder], app_tag, **options)
+    assert UNCHANGED in again_lines
+    assert _what_users_see(api, str(again.image_id), root, history=not brought) == seen
 
 
 @pytest.mark.usefixtures("source_images")

@@ -653,9 +653,18 @@ class DockerHost:
             return False
         return bool(state.get("OOMKilled"))
 
-    def commit(self, container_id: str, changes: Iterable[str]) -> str:
+    def commit(
+        self,
+        container_id: str,
+        changes: Iterable[str] = (),
+        config: Mapping[str, Any] | None = None,
+    ) -> str:
+        """An image of the container's files; its config the container's with changes (Dockerfile
+        instructions), or config (an image's Config, as inspected) where given."""
         try:
-            committed = self.api.commit(container_id, changes=list(changes))
+            committed = self.api.commit(
+                container_id, changes=list(changes), conf=dict(config) if config else None
+            )
         except docker.errors.APIError as error:
             raise CommitContainerFailed(
                 f"committing the container failed: {_reason(error)}"

@@ -332,7 +332,7 @@ class ContainerMethod:
         try:
             host.put_archive(container, root, stream_tar(inputs, owner=spec.owner))
             if spec.source_scripts:
-                host.put_archive(container, root, _scripts_from_source(host, container, spec))
+                host.put_archive(container, root, scripts_from_source(host, container, spec))
             for directory, part in spec.placed:
                 host.put_archive(container, directory, stream_tar([part]))
             exit_code, last_lines = host.run_to_completion(container, sink)
@@ -349,7 +349,7 @@ class ContainerMethod:
             host.remove_container(container)
 
 
-def _scripts_from_source(host: DockerHost, container: str, spec: PrepareSpec) -> Iterator[bytes]:
+def scripts_from_source(host: DockerHost, container: str, spec: PrepareSpec) -> Iterator[bytes]:
     """The source's own s2i scripts, copied within the (not yet started) container from
     <root>/src/.s2i/bin to <root>/scripts. Each is read whole before the copy is written: the
     engine serves one archive call on a container at a time."""

@@ -2,8 +2,9 @@
 
 A source submitted again unchanged (sti-submit knows it, and names the same upload) then costs
 no context at all: prepare starts from the source image, as it would from the builder after the
-copy. The first build of a source pays one more BuildKit request, which only copies files. The
-image is named by a hash of everything the copy depends on (the upload by its digest: of an
+copy. The copy is made in a created container, the source put in as it arrives, and committed:
+cheaper than a BuildKit COPY, which unpacks its whole context before copying it. The image is
+named by a hash of everything the copy depends on (the upload by its digest: of an
 upload read as it arrives, known once the copy is made), in one repository sti keeps for itself
 (APP_IMAGE_TAG and image names may not use it, so a name there is one sti gave); the
 STI_SOURCE_IMAGES_KEEP most recently made are kept, older ones removed.
@@ -13,14 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sti.model import SOURCE_REPOSITORY
-from sti.tarstreams import TarPart
+from sti.tarstreams import TarPart, empty_directory, stream_tar
 
-from .docker_host import DockerHost, LogSink
-from .methods import PrepareSpec, build_on, chown_flag, script_copies
+from .docker_host import DockerHost, LogSink, container_name
+from .methods import PrepareSpec, scripts_from_source
 
 _FORMAT = "sti-source/1"  # part of every key: a new way of copying means new images
 
@@ -65,22 +67,52 @@ def source_image(
         if found:
             sink("The source is unchanged since an earlier build: starting from its copy")
             return found
-    lines = [f"COPY {chown_flag(spec)}src {spec.input_root}/src", *script_copies(spec)]
-    image = build_on(
-        host,
-        spec.base_image,
-        build_id=spec.build_id,
-        stage="source",
-        lines=lines,
-        inputs=[source],
-        labels={},
-        sink=sink,
-    )
+    sink(f"Copying the source into {spec.input_root}/src of a copy of the builder image")
+    image = _copied_in(host, spec, source)
     settled = known or key()
     if settled:
         host.tag(image, f"{SOURCE_REPOSITORY}:{settled}")
         _forget_older(host, keep)
     return image
+
+
+def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> str:
+    """spec.base_image with the source (and its own s2i scripts) copied in, as a BuildKit COPY
+    would: put into a created, never started container as it arrives, and committed. One write
+    of the files and one of the layer, where a build unpacks its whole context first and then
+    copies it. The container's command is only what the image's history says of the layer; the
+    image's config is the builder's."""
+    config = host.image_config(spec.base_image)
+    history = [f"COPY src {spec.input_root}/src"]  # as BuildKit words it, owner or not
+    container = host.create_container(
+        spec.base_image,
+        history,
+        name=container_name(spec.build_id, "source"),
+        build_id=spec.build_id,
+    )
+    try:
+        _make_directory(host, container, spec.input_root, spec.owner)
+        host.put_archive(container, spec.input_root, stream_tar([source], owner=spec.owner))
+        if spec.source_scripts:
+            host.put_archive(container, spec.input_root, scripts_from_source(host, container, spec))
+        return host.commit(container, config=config)
+    finally:
+        host.remove_container(container)
+
+
+def _make_directory(
+    host: DockerHost, container: str, path: str, owner: tuple[int, int] | None
+) -> None:
+    """path and the parents it lacks, 0755 and owned as a BuildKit COPY makes them (by the
+    --chown owner, else root)."""
+    missing: list[str] = []
+    current = path
+    while current != "/" and not host.stat(container, current).exists:
+        missing.insert(0, current.lstrip("/"))
+        current = posixpath.dirname(current)
+    if missing:
+        parts = [empty_directory(name) for name in missing]
+        host.put_archive(container, "/", stream_tar(parts, owner=owner))
 
 
 def _forget_older(host: DockerHost, keep: int) -> None:
