@@ -10,7 +10,9 @@ same engine: a direct BuildKit build of the Dockerfile sti generates (POST /buil
 the context tar made beforehand) of a changed source and again of the same source (BuildKit
 reuses its COPY), the same on the legacy builder, and docker create + cp + start -a + commit.
 Variants alternate within each round, each after a sync (untimed, so that none pays for the
-writeback of what the one before wrote); the table shows medians. "again" is the same source
+writeback of what the one before wrote), in an order shuffled each round (seeded by the round: a
+build right after one that wrote and deleted many files is slower, and no variant should always
+be the one); the table shows medians. "again" is the same source
 submitted a second time, unchanged. Ratios are to the floors of the same run.
 """
 
@@ -216,8 +218,12 @@ def touch(source: Path) -> None:
     first.write_bytes(first.read_bytes()[:-8] + uuid.uuid4().hex[:8].encode())
 
 
-def run_case(case: str, source: Path, scratch: Path, api: docker.APIClient, sti: Sti) -> dict:
-    """One round of one case: every variant once; returns name -> seconds."""
+def run_case(
+    case: str, source: Path, scratch: Path, api: docker.APIClient, sti: Sti, round_number: int
+) -> dict:
+    """One round of one case: every variant once, in an order of its own (shuffled, the same
+    for the same round number: a build just after one that wrote and deleted many files runs
+    slower, and no variant should always be the one); returns name -> seconds."""
     times: dict[str, float] = {}
     tag = f"sti-bench/app-{case}"
     if case == "incr":
@@ -232,18 +238,21 @@ def run_case(case: str, source: Path, scratch: Path, api: docker.APIClient, sti:
         return times
     context = scratch / "none-yet"
 
-    def changed_context() -> float:
+    def changed_context() -> Path:
         """As sti's "first": a source changed since the last build (the tar made untimed)."""
         nonlocal context
         touch(source)
         context = context_tar(source, scratch)
-        return direct_build(api, context, "2")
+        return context
 
-    steps: list[tuple[str, Callable[[], float]]] = [
-        ("buildkit direct", changed_context),
-        ("buildkit direct again", lambda: direct_build(api, context, "2")),
-        ("legacy direct", lambda: direct_build(api, context, "1")),
-        ("create+cp+commit", lambda: create_cp_commit(source)),
+    # each unit runs as a whole: "again" is the same source right after its first build
+    units: list[list[tuple[str, Callable[[], float]]]] = [
+        [
+            ("buildkit direct", lambda: direct_build(api, changed_context(), "2")),
+            ("buildkit direct again", lambda: direct_build(api, context, "2")),
+        ],
+        [("legacy direct", lambda: direct_build(api, changed_context(), "1"))],
+        [("create+cp+commit", lambda: create_cp_commit(source))],
     ]
     for mode, method in STI_VARIANTS:
 
@@ -251,9 +260,9 @@ def run_case(case: str, source: Path, scratch: Path, api: docker.APIClient, sti:
             touch(source)
             return float(sti.build(source, BUILDER, tag, mode, method, "--clean")["wall_s"])
 
-        steps.append((f"{mode} {method}", sti_build))
+        unit = [(f"{mode} {method}", sti_build)]
         if mode == "queue":
-            steps.append(
+            unit.append(
                 (
                     f"{mode} {method} again",
                     lambda m=method: sti.build(source, BUILDER, tag, "queue", m, "--clean")[
@@ -261,9 +270,12 @@ def run_case(case: str, source: Path, scratch: Path, api: docker.APIClient, sti:
                     ],
                 )
             )
-    for name, step in steps:
-        os.sync()  # untimed: no step pays for the writeback of what the one before wrote
-        times[name] = step()
+        units.append(unit)
+    random.Random(round_number).shuffle(units)
+    for unit in units:
+        for name, step in unit:
+            os.sync()  # untimed: no step pays for the writeback of what the one before wrote
+            times[name] = step()
     return times
 
 
@@ -362,7 +374,7 @@ def main() -> None:
             for round_number in range(args.rounds):
                 api.prune_builds(all=True)
                 for case in cases:
-                    times = run_case(case, sources[case], work, api, sti)
+                    times = run_case(case, sources[case], work, api, sti, round_number)
                     for name, seconds in times.items():
                         samples[case][name].append(seconds)
                 print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
