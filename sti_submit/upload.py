@@ -148,7 +148,10 @@ class SourceUpload:
             chunks = pack_directory(self._path, self._exclude)
         else:
             chunks = file_chunks(self._path)
-        digest, size = self._store.put(chunks, upload=self._upload)
+        try:
+            digest, size = self._store.put(chunks, upload=self._upload)
+        except OSError as error:  # the store was told; the build that follows it fails too
+            raise InvalidInput(f"reading {self._path} to upload it failed: {error}") from error
         if fingerprint(self._path, self._exclude).value == self._fingerprint.value:
             self._store.remember(self._fingerprint.value, digest)  # unchanged while packing
         return Uploaded(replace(self.ref, blob=digest), size, sent=True)

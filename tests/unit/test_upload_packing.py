@@ -8,9 +8,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import redis
 import zstandard
 
-from sti_submit.upload import pack_directory, zstd_frames
+from sti.blobstore import BlobStore
+from sti.errors import InvalidInput, SourceFetchFailed
+from sti_submit.upload import SourceUpload, pack_directory, zstd_frames
 
 
 def _pieces(data: bytes, size: int) -> list[bytes]:
@@ -42,3 +45,28 @@ def test_a_packed_directory_has_whole_second_times_and_no_extended_headers(tmp_p
 
 def _unzstd(data: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(data)
+
+
+def test_a_file_that_cannot_be_read_fails_the_upload_naming_it_and_tells_its_readers(
+    redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "app"
+    source.mkdir()
+    (source / "app.py").write_text("print('hi')\n")
+    (source / "secret.key").write_text("key\n")
+    opened = Path.open
+
+    def refuse(path: Path, *args: object, **kwargs: object) -> object:
+        if path.name == "secret.key":
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    store = BlobStore(redis_client, expires_s=600, max_bytes=10**6)
+    upload = SourceUpload(store, source)
+    assert upload.streams
+    upload.open()
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(InvalidInput, match=r"reading .*app to upload it failed: .*secret\.key"):
+        upload.send()
+    with pytest.raises(SourceFetchFailed, match=r"failed on the submitting side: .*Permission"):
+        list(store.read(upload.ref.blob))
