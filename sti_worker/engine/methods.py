@@ -330,9 +330,7 @@ class ContainerMethod:
             user=spec.run_as,
         )
         try:
-            host.put_archive(container, root, stream_tar(inputs, owner=spec.owner))
-            if spec.source_scripts:
-                host.put_archive(container, root, scripts_from_source(host, container, spec))
+            put_inputs(host, container, spec, inputs)
             for directory, part in spec.placed:
                 host.put_archive(container, directory, stream_tar([part]))
             exit_code, last_lines = host.run_to_completion(container, sink)
@@ -349,7 +347,17 @@ class ContainerMethod:
             host.remove_container(container)
 
 
-def scripts_from_source(host: DockerHost, container: str, spec: PrepareSpec) -> Iterator[bytes]:
+def put_inputs(
+    host: DockerHost, container: str, spec: PrepareSpec, inputs: Sequence[TarPart]
+) -> None:
+    """inputs into the (not yet started) container at spec.input_root, owned by spec.owner;
+    then the source's own s2i scripts copied within it to <input_root>/scripts."""
+    host.put_archive(container, spec.input_root, stream_tar(inputs, owner=spec.owner))
+    if spec.source_scripts:
+        host.put_archive(container, spec.input_root, _scripts_from_source(host, container, spec))
+
+
+def _scripts_from_source(host: DockerHost, container: str, spec: PrepareSpec) -> Iterator[bytes]:
     """The source's own s2i scripts, copied within the (not yet started) container from
     <root>/src/.s2i/bin to <root>/scripts. Each is read whole before the copy is written: the
     engine serves one archive call on a container at a time."""

@@ -22,7 +22,7 @@ from sti.model import SOURCE_REPOSITORY
 from sti.tarstreams import TarPart, empty_directory, stream_tar
 
 from .docker_host import DockerHost, LogSink, container_name
-from .methods import PrepareSpec, scripts_from_source
+from .methods import PrepareSpec, put_inputs
 
 _FORMAT = "sti-source/1"  # part of every key: a new way of copying means new images
 
@@ -92,9 +92,7 @@ def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> str:
     )
     try:
         _make_directory(host, container, spec.input_root, spec.owner)
-        host.put_archive(container, spec.input_root, stream_tar([source], owner=spec.owner))
-        if spec.source_scripts:
-            host.put_archive(container, spec.input_root, scripts_from_source(host, container, spec))
+        put_inputs(host, container, spec, [source])
         return host.commit(container, config=config)
     finally:
         host.remove_container(container)
