@@ -5,6 +5,7 @@ Live log lines go to stderr; messages, the outcome and --json output go to stdou
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Callable
@@ -367,7 +368,15 @@ def _local_engine() -> Any:
                 f"(pip install 'sti[worker]'): {error}"
             )
         )
+    _settle_imports()
     return local
+
+
+def _settle_imports() -> None:
+    """Exempt what importing made (modules, classes, functions: kept to the end anyway) from
+    the garbage collector: a run then spends no collections on them, and the exit of a process
+    that imported the engine takes about 30 ms less (measured in bench/)."""
+    gc.freeze()
 
 
 def _sink(silent: bool) -> Callable[[str], None]:
@@ -379,6 +388,7 @@ def _sink(silent: bool) -> Callable[[str], None]:
 def _with_client(broker: str, call: Callable[[Any], Any]) -> Any:
     from sti_submit.client import StiClient
 
+    _settle_imports()
     client = StiClient(broker)
     try:
         return call(client)
