@@ -155,12 +155,7 @@ class DockerHost:
         self._image_facts: dict[Hashable, Any] = {}
         self.url = url or "the local Docker engine (DOCKER_HOST or /var/run/docker.sock)"
         try:
-            if url:
-                self.api = docker.APIClient(base_url=url, version="auto", timeout=timeout)
-            else:
-                env = docker.utils.kwargs_from_env()
-                self.api = docker.APIClient(version="auto", timeout=timeout, **env)
-            self.api.ping()
+            self.api, self._os_type = _connect(url, timeout)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
             raise DockerConnectionFailed(
                 f"cannot reach the Docker engine at {self.url}: {_reason(error)}; "
@@ -372,7 +367,7 @@ class DockerHost:
         """Whether this engine builds with BuildKit (whether or not prepare runs there)."""
         if self._buildkit is None:
             version = tuple(int(part) for part in str(self.api.api_version).split("."))
-            os_type = str(self.api.version().get("Os", "linux"))
+            os_type = self._os_type or str(self.api.version().get("Os", "linux"))
             bridge = any(n["Name"] == "bridge" for n in self.api.networks(names=["bridge"]))
             self._buildkit = version >= (1, 39) and os_type == "linux" and bridge
         return self._buildkit
@@ -670,6 +665,25 @@ class DockerHost:
                 f"committing the container failed: {_reason(error)}"
             ) from error
         return str(committed["Id"])
+
+
+def _connect(url: str | None, timeout: int) -> tuple[docker.APIClient, str | None]:
+    """A client speaking the engine's API version, and the engine's OS, learnt from one /_ping
+    (its headers say both); docker-py's version="auto" asks /version for it, which the engine
+    answers by running runc and asking containerd (10-20 ms), and a ping came on top."""
+    connection = {"base_url": url} if url else docker.utils.kwargs_from_env()
+    probe = docker.APIClient(version=docker.constants.MINIMUM_DOCKER_API_VERSION, **connection)
+    try:
+        response = probe.get(f"{probe.base_url}/_ping", timeout=timeout)
+        response.raise_for_status()
+    finally:
+        probe.close()
+    version = response.headers.get("Api-Version")
+    if not version:  # an engine older than API 1.25 does not say
+        return docker.APIClient(version="auto", timeout=timeout, **connection), None
+    return docker.APIClient(version=version, timeout=timeout, **connection), response.headers.get(
+        "Ostype"
+    )
 
 
 def _read_legacy_build(events: Iterator[dict[str, Any]], sink: LogSink) -> str:
