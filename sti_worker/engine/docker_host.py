@@ -13,6 +13,7 @@ import re
 import tarfile
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ _TAIL_LINES = 20
 # the legacy builder colours a RUN step's stderr for terminals
 _TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MAX_LINK_HOPS = 8
+_PARALLEL_STATS = 6
 BUILDERS = ("auto", "buildkit", "legacy", "container")
 ENGINE_BUILDERS = ("buildkit", "legacy")
 _BUILDKIT_TRACE = "moby.buildkit.trace"
@@ -586,6 +588,13 @@ class DockerHost:
                 return PathStat(path, True, is_file=not is_dir, executable=bool(mode & 0o111))
             current = posixpath.normpath(posixpath.join(posixpath.dirname(current), link))
         return PathStat(path, exists=False)
+
+    def stat_all(self, container_id: str, paths: Sequence[str]) -> list[PathStat]:
+        """stat of each path, asked all at once (the engine answers them in parallel)."""
+        if len(paths) < 2:
+            return [self.stat(container_id, path) for path in paths]
+        with ThreadPoolExecutor(max_workers=min(len(paths), _PARALLEL_STATS)) as pool:
+            return list(pool.map(lambda path: self.stat(container_id, path), paths))
 
     def is_empty_directory(self, container_id: str, path: str) -> bool:
         """Whether path in the container is an empty directory or missing; reads no more of

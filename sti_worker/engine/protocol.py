@@ -169,15 +169,18 @@ def inspect_scripts(
         try:
             looked = []
             for candidate in candidates:
-                stats = {r: host.stat(container, candidate.path(r)) for r in INCREMENTAL_SCRIPTS}
-                looked.append((candidate, stats))
-                if stats[PREPARE_ROLE].exists:
+                # the shell is asked along with the first candidate's scripts
+                paths = [candidate.path(role) for role in INCREMENTAL_SCRIPTS]
+                *stats, shell_stat = host.stat_all(container, [*paths, SHELL])
+                found_here = dict(zip(INCREMENTAL_SCRIPTS, stats, strict=True))
+                looked.append((candidate, found_here, shell_stat))
+                if found_here[PREPARE_ROLE].exists:
                     break
-            scripts, found = next(
-                ((c, stats) for c, stats in looked if stats[PREPARE_ROLE].exists), looked[0]
+            scripts, found, shell_stat = next(
+                (entry for entry in looked if entry[1][PREPARE_ROLE].exists), looked[0]
             )
             empty = check_artifacts_dir and host.is_empty_directory(container, ARTIFACTS_DIR)
-            shell = host.stat(container, SHELL).exists
+            shell = shell_stat.exists
         finally:
             host.remove_container(container)
         return ImageScripts(image, scripts, found, empty, shell)
