@@ -12,6 +12,8 @@ from sti.errors import StiError
 from sti.model import BuildRequest, Result, UsageRequest, ValidateRequest
 from sti.settings import Settings
 from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.fact_cache import FactCache
+from sti_worker.engine.fact_cache import default_directory as fact_cache_directory
 from sti_worker.engine.pipeline import run_build, run_usage, run_validate
 from sti_worker.engine.sandbox import Sandbox
 from sti_worker.engine.sources import SourcePolicy, Sources
@@ -29,6 +31,7 @@ def _docker_host(docker_url: str | None) -> DockerHost:
         build_cache_keep_bytes=settings.build_cache_keep_bytes,
         sandbox=Sandbox.from_settings(settings),
         source_images_keep=settings.source_images_keep,
+        fact_cache=FactCache(fact_cache_directory()),
     )
 
 

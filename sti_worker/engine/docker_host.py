@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import docker
 import docker.errors
@@ -42,6 +42,7 @@ from sti.failures import error_for_failure, is_time_limit
 from sti.tarstreams import IterReader
 
 from .buildkit_trace import TraceDecodeError, decode_trace
+from .fact_cache import FactCache
 from .sandbox import Sandbox
 
 LogSink = Callable[[str], None]
@@ -114,6 +115,16 @@ class OutputTail:
 
 
 Answer = TypeVar("Answer")
+
+
+@dataclass(frozen=True)
+class FactCodec(Generic[Answer]):
+    """How an image fact becomes JSON for a fact cache, and back."""
+
+    encode: Callable[[Answer], Any]
+    decode: Callable[[Any], Answer]
+
+
 _IMAGE_FACTS_KEPT = 512
 
 
@@ -129,13 +140,15 @@ class DockerHost:
         build_cache_keep_bytes: int | None = None,
         sandbox: Sandbox | None = None,
         source_images_keep: int = 0,
+        fact_cache: FactCache | None = None,
     ) -> None:
         """registry_auth ({"username", "password"}) comes from the worker's configuration only;
         without it, docker-py uses the Docker config file of the user running the worker.
         builder: "auto", "buildkit", "legacy" or "container" (STI_BUILDER); build_cache_keep_bytes:
         after each BuildKit build, the engine's build cache is pruned down to this size; sandbox:
         the limits of build code (Sandbox() unless given); source_images_keep: how many source
-        images (see source_images) this engine keeps, 0 for none (STI_SOURCE_IMAGES_KEEP)."""
+        images (see source_images) this engine keeps, 0 for none (STI_SOURCE_IMAGES_KEEP);
+        fact_cache: where image facts last between processes (--local), None for memory only."""
         if builder not in BUILDERS:
             raise InvalidInput(f"STI_BUILDER={builder!r} is unknown; use one of: {BUILDERS}")
         self.sandbox = sandbox or Sandbox()
@@ -155,6 +168,7 @@ class DockerHost:
         self._streams: set[CancellableStream] = set()
         self._streams_lock = threading.Lock()
         self._image_facts: dict[Hashable, Any] = {}
+        self._fact_cache = fact_cache
         self.url = url or "the local Docker engine (DOCKER_HOST or /var/run/docker.sock)"
         try:
             self.api, self._os_type = _connect(url, timeout)
@@ -299,17 +313,41 @@ class DockerHost:
             if error.status_code != 404:
                 raise _connection_error(error, f"removing the reference {ref}") from error
 
-    def image_fact(self, image_id: str, question: Hashable, answer: Callable[[], Answer]) -> Answer:
+    def image_fact(
+        self,
+        image_id: str,
+        question: Hashable,
+        answer: Callable[[], Answer],
+        lasting: FactCodec[Answer] | None = None,
+    ) -> Answer:
         """What answer() finds out about an image, found once per image id in this process: an
-        image id is the hash of the image's content, so what its files say cannot change."""
+        image id is the hash of the image's content, so what its files say cannot change. With
+        lasting (how the answer becomes JSON and back) and a fact cache, kept on disk too."""
         if not image_id.startswith("sha256:"):
             return answer()
         key = (image_id, question)
         if key not in self._image_facts:
             if len(self._image_facts) >= _IMAGE_FACTS_KEPT:
                 del self._image_facts[next(iter(self._image_facts))]
-            self._image_facts[key] = answer()
+            self._image_facts[key] = self._lasting_fact(key, answer, lasting)
         return self._image_facts[key]  # type: ignore[no-any-return]
+
+    def _lasting_fact(
+        self,
+        key: tuple[str, Hashable],
+        answer: Callable[[], Answer],
+        lasting: FactCodec[Answer] | None,
+    ) -> Answer:
+        if lasting is None or self._fact_cache is None:
+            return answer()
+        name = repr(key)  # the questions are tuples of strings, bools and frozen dataclasses
+        stored = self._fact_cache.get(name)
+        if stored is not None:
+            with suppress(LookupError, TypeError, ValueError):
+                return lasting.decode(stored)
+        found = answer()
+        self._fact_cache.put(name, lasting.encode(found))
+        return found
 
     def images_in(self, repository: str) -> list[tuple[str, int]]:
         """Every repository:tag reference in one repository, with its image's creation time."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from sti.errors import InvalidImage, InvalidInput
 
-from .docker_host import DockerHost, PathStat, container_name
+from .docker_host import DockerHost, FactCodec, PathStat, container_name
 
 PREPARE_ROLE = "prepare"
 RUN_ROLE = "run"
@@ -131,6 +131,25 @@ class ImageScripts:
         stat = self.found.get(role)
         return bool(stat and stat.exists and stat.is_file and stat.executable)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "scripts": self.scripts.to_json(),
+            "found": {role: asdict(stat) for role, stat in self.found.items()},
+            "artifacts_dir_empty": self.artifacts_dir_empty,
+            "has_shell": self.has_shell,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ImageScripts:
+        return cls(
+            str(data["image"]),
+            Scripts.from_json(data["scripts"]),
+            {str(role): PathStat(**stat) for role, stat in data["found"].items()},
+            bool(data["artifacts_dir_empty"]),
+            bool(data["has_shell"]),
+        )
+
     def problems(self, roles: Iterable[str]) -> list[str]:
         problems = []
         for role in roles:
@@ -186,4 +205,7 @@ def inspect_scripts(
         return ImageScripts(image, scripts, found, empty, shell)
 
     key = ("scripts", named, check_artifacts_dir)  # named: what the labels or the URL name
-    return host.image_fact(image, key, look)
+    return host.image_fact(image, key, look, _IMAGE_SCRIPTS_CODEC)
+
+
+_IMAGE_SCRIPTS_CODEC = FactCodec(ImageScripts.to_json, ImageScripts.from_json)
