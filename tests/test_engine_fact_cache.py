@@ -3,6 +3,7 @@ into the image again, and a cache it cannot trust makes it look."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,9 +83,19 @@ def test_a_damaged_answer_makes_it_look_again(
 ) -> None:
     image_id = api.inspect_image(images["sti-fake"])["Id"]
     found = look(new_process(), image_id)
-    for path in facts.directory.glob("*.json"):
-        path.write_text(path.read_text().replace('"found"', '"lost"'))
-    again = new_process()
-    assert look(again, image_id) == found
-    assert again.created == 1
-    assert look(new_process(), image_id) == found  # and the answer was stored again
+    (stored,) = facts.directory.glob("*.json")
+    answer = json.loads(stored.read_text())
+    value = answer["value"]
+    without_found = {name: field for name, field in value.items() if name != "found"}
+    damaged = [
+        without_found,
+        {**value, "found": list(value["found"])},
+        {**value, "found": {"prepare": {"colour": "red"}}},
+        {**value, "scripts": None},
+    ]
+    for damage in damaged:
+        stored.write_text(json.dumps({**answer, "value": damage}))
+        again = new_process()
+        assert look(again, image_id) == found
+        assert again.created == 1
+        assert look(new_process(), image_id) == found  # and the answer was stored again

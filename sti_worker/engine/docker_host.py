@@ -343,7 +343,7 @@ class DockerHost:
         name = repr(key)  # the questions are tuples of strings, bools and frozen dataclasses
         stored = self._fact_cache.get(name)
         if stored is not None:
-            with suppress(LookupError, TypeError, ValueError):
+            with suppress(AttributeError, LookupError, TypeError, ValueError):  # a bad file
                 return lasting.decode(stored)
         found = answer()
         self._fact_cache.put(name, lasting.encode(found))
