@@ -1,15 +1,17 @@
-"""A build host keeps BuildKit's cache within STI_BUILD_CACHE_KEEP: its workers trim it after
-a build's result is stored, at most once a minute per host."""
+"""A build host's housekeeping after a build's result is stored: its workers keep BuildKit's
+cache within STI_BUILD_CACHE_KEEP (trimmed at most once a minute per host) and the source
+images within STI_SOURCE_IMAGES_KEEP."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import docker
 import pytest
 
-from sti.model import BuildRequest
+from sti.model import SOURCE_REPOSITORY, BuildRequest
 from sti_submit.client import StiClient
 from tests.dockertools import build_cache_bytes, four_mebibyte_source
 from tests.services import UNCONFINED, RedisServer, Worker
@@ -50,3 +52,41 @@ def test_a_worker_trims_the_build_cache_after_a_build(
     finally:
         client.close()
         worker.stop()
+
+
+def _source_images(api: docker.APIClient) -> set[str]:
+    return {tag for image in api.images(name=SOURCE_REPOSITORY) for tag in image["RepoTags"]}
+
+
+def test_a_worker_removes_the_older_source_images_after_a_build(
+    redis_server: RedisServer,
+    api: docker.APIClient,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    url = redis_server.url(13)
+    worker = Worker(url, "source-images-host", tmp_path, STI_SOURCE_IMAGES_KEEP="1", **UNCONFINED)
+    client = StiClient(url)
+    before = _source_images(api)
+    made: list[str] = []
+    try:
+        for name in ("first", "second"):
+            source = tmp_path / name
+            source.mkdir()
+            # incompressible and above the size from which an upload gets a source image
+            (source / "blob").write_bytes(os.urandom(9 * 1024 * 1024))
+            request = BuildRequest(str(source), images["sti-fake"], app_tag, clean=True)
+            result = client.wait(client.submit_build(request), timeout=120)
+            assert result.success, result.messages
+            made += sorted(_source_images(api) - before - set(made))
+        assert len(made) == 2, made
+        deadline = time.monotonic() + 30
+        while made[0] in _source_images(api) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _source_images(api) - before == {made[1]}
+    finally:
+        client.close()
+        worker.stop()
+        for reference in _source_images(api) - before:
+            api.remove_image(reference, force=True)

@@ -91,7 +91,7 @@ from .runtime_artifacts import (
     assemble_runtime_path,
     check_assemble_runtime,
 )
-from .source_images import SourceOrigin, source_image
+from .source_images import SourceOrigin, forget_older, source_image
 from .sources import (
     FetchedSource,
     Sources,
@@ -557,7 +557,7 @@ def _from_source_image(
         origin = SourceOrigin(named, fetched.context_dir, tuple(fetched.exclude))
         return origin.key(spec) if named else None
 
-    image = source_image(host, spec, spec.inputs[0], key, host.source_images_keep, bench.sink)
+    image = source_image(host, spec, spec.inputs[0], key, bench.sink)
     return replace(
         spec,
         base_image=image,
@@ -821,6 +821,13 @@ def trim_build_cache(docker: DockerHost | None, sink: LogSink) -> None:
     problem = docker.trim_build_cache() if docker is not None else None
     if problem:
         sink(problem)
+
+
+def forget_older_source_images(docker: DockerHost | None) -> None:
+    """A build host's housekeeping, not part of a build: the source images beyond its keep
+    limit removed, oldest first (see source_images)."""
+    if docker is not None:
+        forget_older(docker)
 
 
 def leftover_build_ids(docker: DockerHost) -> set[str]:

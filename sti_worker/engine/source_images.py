@@ -7,7 +7,8 @@ cheaper than a BuildKit COPY, which unpacks its whole context before copying it.
 named by a hash of everything the copy depends on (the upload by its digest: of an
 upload read as it arrives, known once the copy is made), in one repository sti keeps for itself
 (APP_IMAGE_TAG and image names may not use it, so a name there is one sti gave); the
-STI_SOURCE_IMAGES_KEEP most recently made are kept, older ones removed.
+STI_SOURCE_IMAGES_KEEP most recently made are kept, older ones removed by the worker's
+housekeeping after a build's result (forget_older), not by the build that makes a new one.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ def source_image(
     spec: PrepareSpec,
     source: TarPart,
     key: Callable[[], str | None],
-    keep: int,
     sink: LogSink,
 ) -> str:
     """The id of the source image for key, made from spec.base_image and source if the engine
@@ -72,7 +72,6 @@ def source_image(
     settled = known or key()
     if settled:
         host.tag(image, f"{SOURCE_REPOSITORY}:{settled}")
-        _forget_older(host, keep)
     return image
 
 
@@ -113,9 +112,10 @@ def _make_directory(
         host.put_archive(container, "/", stream_tar(parts, owner=owner))
 
 
-def _forget_older(host: DockerHost, keep: int) -> None:
-    """Remove the source images beyond the keep most recently made (a build that starts from
-    one has it pinned by a name of its own, so it stays while in use)."""
+def forget_older(host: DockerHost) -> None:
+    """Remove the source images beyond the host.source_images_keep most recently made (a build
+    that starts from one has it pinned by a name of its own, so it stays while in use)."""
     made = host.images_in(SOURCE_REPOSITORY)
-    for reference, _created in sorted(made, key=lambda item: item[1], reverse=True)[keep:]:
+    newest_first = sorted(made, key=lambda item: item[1], reverse=True)
+    for reference, _created in newest_first[host.source_images_keep :]:
         host.remove_reference(reference)
