@@ -331,6 +331,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cases", default="tiny,56r,56c,500,incr")
+    parser.add_argument(
+        "--samples", type=Path, help="also write every sample (case -> variant -> seconds) here"
+    )
     args = parser.parse_args()
     cases = args.cases.split(",")
     compile_bytecode()
@@ -388,6 +391,8 @@ def main() -> None:
                     check=False,
                     capture_output=True,
                 )
+    if args.samples:
+        args.samples.write_text(json.dumps(samples, indent=1) + "\n")
     medians = {
         case: {name: statistics.median(values) for name, values in row.items()}
         for case, row in samples.items()

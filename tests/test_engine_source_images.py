@@ -75,6 +75,20 @@ def _build(
     tag: str,
     **options: object,
 ) -> tuple[Result, list[str]]:
+    result, lines = _run(host, store, source, image, tag, **options)
+    TRACKER.built(result.image_id)
+    assert result.success, result.messages
+    return result, lines
+
+
+def _run(
+    host: DockerHost,
+    store: BlobStore,
+    source: Path | str,
+    image: str,
+    tag: str,
+    **options: object,
+) -> tuple[Result, list[str]]:
     ref = upload_source(store, source).ref if isinstance(source, Path) else source
     sources = Sources(
         SourcePolicy(),
@@ -84,10 +98,7 @@ def _build(
     )
     lines: list[str] = []
     request = BuildRequest(source=str(ref), build_image=image, tag=tag, clean=True, **options)
-    result = run_build(host, request, lines.append, host="test", sources=sources)
-    TRACKER.built(result.image_id)
-    assert result.success, result.messages
-    return result, lines
+    return run_build(host, request, lines.append, host="test", sources=sources), lines
 
 
 def _source(root: Path, content: str) -> Path:
@@ -259,6 +270,29 @@ def test_a_build_from_a_copy_gives_the_image_a_build_without_one_gives(
 
 
 @pytest.mark.usefixtures("source_images")
+@pytest.mark.usefixtures("source_images")
+def test_a_prepare_that_fails_after_the_copy_leaves_the_copy_and_no_container(
+    api: docker.APIClient,
+    keeping_host: DockerHost,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """The copy's container is removed while prepare runs: a build that fails waits for it
+    too (nothing_left_behind checks), and the copy serves the next build of the source."""
+    source = _source(tmp_path, "v1\n")
+    failed, lines = _run(keeping_host, store, source, images["sti-fake-failing"], app_tag)
+    assert not failed.success
+    assert failed.error_code == "BuildFailed"
+    assert "/usr/bin/prepare exited with code 3" in failed.messages
+    assert UNCHANGED not in lines
+    assert len(_source_images(api)) == 1
+    again, again_lines = _run(keeping_host, store, source, images["sti-fake-failing"], app_tag)
+    assert again.error_code == "BuildFailed"
+    assert UNCHANGED in again_lines
+
+
 def test_another_builder_or_context_dir_makes_another_copy_and_only_two_are_kept(
     api: docker.APIClient,
     keeping_host: DockerHost,

@@ -91,7 +91,7 @@ from .runtime_artifacts import (
     assemble_runtime_path,
     check_assemble_runtime,
 )
-from .source_images import SourceOrigin, forget_older, source_image
+from .source_images import SourceImage, SourceOrigin, forget_older, source_image
 from .sources import (
     FetchedSource,
     Sources,
@@ -492,11 +492,27 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         saved_from=state.saved_from,
         labels=image_labels(request, state.source_labels, (request.build_image, builder.id)),
     )
-    spec = _from_source_image(bench, spec, fetched, state.source_bytes or 0)
+    spec, made = _from_source_image(bench, spec, fetched, state.source_bytes or 0)
+    try:
+        image, state = _prepared(bench, spec, state)
+    except BaseException:
+        made.wait_for_copy_removed(failing=True)
+        raise
+    made.wait_for_copy_removed(failing=False)
+    if request.extended or request.s2i_runtime_image:
+        return replace(state, stage_image=image)
+    image = _with_image_metadata(bench, image, request, [(image, builder)])
+    return replace(state, image_id=image)
+
+
+def _prepared(bench: Workbench, spec: PrepareSpec, state: BuildState) -> tuple[str, BuildState]:
+    """The image prepare made; when the previous image's artifacts could not be saved, the
+    one a clean build made, with the state saying so."""
+    request = state.request
     bench.sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
     method = method_named(request.method)
     try:
-        image = method.prepare_image(bench.docker, spec, bench.sink)
+        return method.prepare_image(bench.docker, spec, bench.sink), state
     except ArtifactsNotSaved as error:
         previous = build_tag_for(request.tag) if request.extended else request.tag
         state = state.say(
@@ -505,11 +521,8 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
             "doing a clean build instead",
         )
         state = replace(state, incremental=False, messages=(*state.messages, *error.details[-5:]))
-        image = method.prepare_image(bench.docker, replace(spec, saved_from=None), bench.sink)
-    if request.extended or request.s2i_runtime_image:
-        return replace(state, stage_image=image)
-    image = _with_image_metadata(bench, image, request, [(image, builder)])
-    return replace(state, image_id=image)
+        clean = replace(spec, saved_from=None)
+        return method.prepare_image(bench.docker, clean, bench.sink), state
 
 
 def _with_image_metadata(
@@ -539,7 +552,7 @@ def _with_image_metadata(
 
 def _from_source_image(
     bench: Workbench, spec: PrepareSpec, fetched: FetchedSource, size: int
-) -> PrepareSpec:
+) -> tuple[PrepareSpec, SourceImage]:
     """prepare starts from the source image of an uploaded source (see source_images) when it
     runs on BuildKit, this engine keeps them and the source is large enough to be worth one
     more request; the source is then no input of its own. (In a container, the source image
@@ -549,7 +562,7 @@ def _from_source_image(
     upload = fetched.stream_from or ""
     worth_it = size >= SOURCE_IMAGE_MIN_BYTES and host.source_images_keep > 0
     if not (upload.startswith(UPLOAD_SCHEME) and worth_it and host.builder == "buildkit"):
-        return spec
+        return spec, SourceImage(spec.base_image)
     assert spec.input_dirs[0] == "src", "the source is the first input"
 
     def key() -> str | None:  # of an upload still arriving, known once the copy has read it
@@ -557,14 +570,15 @@ def _from_source_image(
         origin = SourceOrigin(named, fetched.context_dir, tuple(fetched.exclude))
         return origin.key(spec) if named else None
 
-    image = source_image(host, spec, spec.inputs[0], key, bench.sink)
-    return replace(
+    made = source_image(host, spec, spec.inputs[0], key, bench.sink)
+    from_copy = replace(
         spec,
-        base_image=image,
+        base_image=made.id,
         inputs=spec.inputs[1:],
         input_dirs=spec.input_dirs[1:],
         source_scripts=(),
     )
+    return from_copy, made
 
 
 def deploy_step(bench: Workbench, state: BuildState) -> BuildState:

@@ -17,6 +17,8 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Callable, Sequence
+from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from sti.model import SOURCE_REPOSITORY
@@ -51,36 +53,58 @@ class SourceOrigin:
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class SourceImage:
+    id: str
+    # the container the copy was made in, being removed meanwhile (None: no copy was made);
+    # the build waits for it before it ends
+    copy_removed: Future[None] | None = None
+
+    def wait_for_copy_removed(self, *, failing: bool) -> None:
+        """Wait until the copy's container is gone; a failure to remove it is raised unless
+        the build is failing already (cleanup then finds the container by its name)."""
+        if self.copy_removed is None:
+            return
+        futures.wait([self.copy_removed])
+        if not failing:
+            self.copy_removed.result()
+
+
 def source_image(
     host: DockerHost,
     spec: PrepareSpec,
     source: TarPart,
     key: Callable[[], str | None],
     sink: LogSink,
-) -> str:
-    """The id of the source image for key, made from spec.base_image and source if the engine
-    does not have it. key() is None for a source not known by its content yet (an upload still
+) -> SourceImage:
+    """The source image for key, made from spec.base_image and source if the engine does not
+    have it. key() is None for a source not known by its content yet (an upload still
     arriving): it is asked again once the copy has read all of it."""
     known = key()
     if known:
         found = host.image_id(f"{SOURCE_REPOSITORY}:{known}")
         if found:
             sink("The source is unchanged since an earlier build: starting from its copy")
-            return found
+            return SourceImage(found)
     sink(f"Copying the source into {spec.input_root}/src of a copy of the builder image")
-    image = _copied_in(host, spec, source)
-    settled = known or key()
-    if settled:
-        host.tag(image, f"{SOURCE_REPOSITORY}:{settled}")
-    return image
+    made = _copied_in(host, spec, source)
+    try:
+        settled = known or key()
+        if settled:
+            host.tag(made.id, f"{SOURCE_REPOSITORY}:{settled}")
+    except BaseException:
+        made.wait_for_copy_removed(failing=True)
+        raise
+    return made
 
 
-def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> str:
+def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> SourceImage:
     """spec.base_image with the source (and its own s2i scripts) copied in, as a BuildKit COPY
     would: put into a created, never started container as it arrives, and committed. One write
     of the files and one of the layer, where a build unpacks its whole context first and then
     copies it. The container's command is only what the image's history says of the layer; the
-    image's config is the builder's."""
+    image's config is the builder's. Once committed, the container is removed while prepare runs
+    (deleting its 56 MB / 2,000 files took the engine 0.5-0.8 s here)."""
     config = host.image_config(spec.base_image)
     history = [f"COPY src {spec.input_root}/src"]  # as BuildKit words it, owner or not
     container = host.create_container(
@@ -92,9 +116,11 @@ def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> str:
     try:
         _make_directory(host, container, spec.input_root, spec.owner)
         put_inputs(host, container, spec, [source])
-        return host.commit(container, config=config)
-    finally:
+        image = host.commit(container, config=config)
+    except BaseException:
         host.remove_container(container)
+        raise
+    return SourceImage(image, host.removing_container(container))
 
 
 def _make_directory(
