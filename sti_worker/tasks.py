@@ -62,7 +62,7 @@ from .engine.pipeline import (
     steps_for,
 )
 from .engine.sources import is_git_url
-from .housekeeping import forget_source_images_in_background, trim_in_background
+from .housekeeping import trim_in_background
 from .resources import blob_store, build_log, docker_host, redis_client, sources
 from .state_seal import seal, unseal
 
@@ -292,11 +292,10 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
 
 
 class _TrimsAfterItsResult(Task):
-    """A task whose result is stored, and seen by the client, before the host's housekeeping
-    (older source images, the engine's build cache): Celery calls on_success after storing it."""
+    """A task whose result is stored, and seen by the client, before the engine's build cache
+    is trimmed: Celery calls on_success after storing it."""
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        forget_source_images_in_background(lambda: _reachable_docker(_log.warning))
         _trim_now_and_then(lambda: _reachable_docker(_log.warning))
 
 

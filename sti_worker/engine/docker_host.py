@@ -13,7 +13,7 @@ import re
 import tarfile
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -577,15 +577,6 @@ class DockerHost:
         except docker.errors.APIError as error:
             if error.status_code not in (404, 409):  # 409: removal already in progress
                 raise
-
-    def removing_container(self, container_id: str) -> Future[None]:
-        """Start removing the container on a thread of its own (deleting a large writable layer
-        takes the engine a while); the future is done when it is gone."""
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sti-remove-container")
-        try:
-            return pool.submit(self.remove_container, container_id)
-        finally:
-            pool.shutdown(wait=False)
 
     def container_names(self, prefix: str) -> list[str]:
         """Names (without the leading /) of all containers whose name starts with prefix."""

@@ -91,7 +91,7 @@ from .runtime_artifacts import (
     assemble_runtime_path,
     check_assemble_runtime,
 )
-from .source_images import SourceImage, SourceOrigin, forget_older, source_image
+from .source_images import SourceImage, SourceOrigin, source_image
 from .sources import (
     FetchedSource,
     Sources,
@@ -496,9 +496,9 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
     try:
         image, state = _prepared(bench, spec, state)
     except BaseException:
-        made.wait_for_copy_removed(failing=True)
+        made.settle(failing=True)
         raise
-    made.wait_for_copy_removed(failing=False)
+    made.settle(failing=False)
     if request.extended or request.s2i_runtime_image:
         return replace(state, stage_image=image)
     image = _with_image_metadata(bench, image, request, [(image, builder)])
@@ -835,13 +835,6 @@ def trim_build_cache(docker: DockerHost | None, sink: LogSink) -> None:
     problem = docker.trim_build_cache() if docker is not None else None
     if problem:
         sink(problem)
-
-
-def forget_older_source_images(docker: DockerHost | None) -> None:
-    """A build host's housekeeping, not part of a build: the source images beyond its keep
-    limit removed, oldest first (see source_images)."""
-    if docker is not None:
-        forget_older(docker)
 
 
 def leftover_build_ids(docker: DockerHost) -> set[str]:

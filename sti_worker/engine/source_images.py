@@ -7,8 +7,10 @@ cheaper than a BuildKit COPY, which unpacks its whole context before copying it.
 named by a hash of everything the copy depends on (the upload by its digest: of an
 upload read as it arrives, known once the copy is made), in one repository sti keeps for itself
 (APP_IMAGE_TAG and image names may not use it, so a name there is one sti gave); the
-STI_SOURCE_IMAGES_KEEP most recently made are kept, older ones removed by the worker's
-housekeeping after a build's result (forget_older), not by the build that makes a new one.
+STI_SOURCE_IMAGES_KEEP most recently made are kept: a build that makes a new one removes the
+oldest beyond that while its source arrives, and the container of the copy while prepare runs
+(the engine holds every image request for as long as it deletes an image's layer, 0.5 s for 56 MB
+here: done after a build, that would stall whatever build comes next).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import posixpath
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sti.model import SOURCE_REPOSITORY
@@ -56,18 +58,18 @@ class SourceOrigin:
 @dataclass(frozen=True)
 class SourceImage:
     id: str
-    # the container the copy was made in, being removed meanwhile (None: no copy was made);
-    # the build waits for it before it ends
-    copy_removed: Future[None] | None = None
+    # removals started by the copy (its container; older source images), running meanwhile:
+    # the build waits for them before it ends
+    pending: tuple[Future[None], ...] = ()
 
-    def wait_for_copy_removed(self, *, failing: bool) -> None:
-        """Wait until the copy's container is gone; a failure to remove it is raised unless
-        the build is failing already (cleanup then finds the container by its name)."""
-        if self.copy_removed is None:
-            return
-        futures.wait([self.copy_removed])
+    def settle(self, *, failing: bool) -> None:
+        """Wait for the pending removals; the first to fail is raised unless the build is
+        failing already (cleanup then finds a container by its name; an older source image
+        is removed by the next copy)."""
+        futures.wait(self.pending)
         if not failing:
-            self.copy_removed.result()
+            for removal in self.pending:
+                removal.result()
 
 
 def source_image(
@@ -93,7 +95,7 @@ def source_image(
         if settled:
             host.tag(made.id, f"{SOURCE_REPOSITORY}:{settled}")
     except BaseException:
-        made.wait_for_copy_removed(failing=True)
+        made.settle(failing=True)
         raise
     return made
 
@@ -113,14 +115,21 @@ def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> SourceIm
         name=container_name(spec.build_id, "source"),
         build_id=spec.build_id,
     )
+    pending: list[Future[None]] = []
     try:
         _make_directory(host, container, spec.input_root, spec.owner)
+        # room for the new copy, made while the source arrives: putting it into the container
+        # needs no image request (the commit does, and waits for what is left of this)
+        keep = host.source_images_keep - 1
+        pending.append(_started(lambda: _forget_older(host, keep)))
         put_inputs(host, container, spec, [source])
         image = host.commit(container, config=config)
     except BaseException:
+        futures.wait(pending)
         host.remove_container(container)
         raise
-    return SourceImage(image, host.removing_container(container))
+    pending.append(_started(lambda: host.remove_container(container)))
+    return SourceImage(image, tuple(pending))
 
 
 def _make_directory(
@@ -138,10 +147,19 @@ def _make_directory(
         host.put_archive(container, "/", stream_tar(parts, owner=owner))
 
 
-def forget_older(host: DockerHost) -> None:
-    """Remove the source images beyond the host.source_images_keep most recently made (a build
-    that starts from one has it pinned by a name of its own, so it stays while in use)."""
+def _forget_older(host: DockerHost, keep: int) -> None:
+    """Remove the source images beyond the keep most recently made (a build that starts from
+    one has it pinned by a name of its own, so it stays while in use)."""
     made = host.images_in(SOURCE_REPOSITORY)
     newest_first = sorted(made, key=lambda item: item[1], reverse=True)
-    for reference, _created in newest_first[host.source_images_keep :]:
+    for reference, _created in newest_first[max(keep, 0) :]:
         host.remove_reference(reference)
+
+
+def _started(work: Callable[[], None]) -> Future[None]:
+    """work, started on a thread of its own."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sti-source-image")
+    try:
+        return pool.submit(work)
+    finally:
+        pool.shutdown(wait=False)

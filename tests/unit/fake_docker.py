@@ -30,8 +30,6 @@ class FakeDocker:
     containers: dict[str, FakeContainer] = field(default_factory=dict)  # name -> container
     refuse_tags: set[str] = field(default_factory=set)  # tagging these fails
     trim_problem: str | None = None
-    created: dict[str, int] = field(default_factory=dict)  # image id -> creation time
-    source_images_keep: int = 0
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def as_host(self) -> DockerHost:
@@ -82,13 +80,6 @@ class FakeDocker:
     def references_in(self, repository: str) -> list[str]:
         self.calls.append(("references_in", repository))
         return sorted(ref for ref in self.references if ref.rpartition(":")[0] == repository)
-
-    def images_in(self, repository: str) -> list[tuple[str, int]]:
-        self.calls.append(("images_in", repository))
-        return [
-            (ref, self.created.get(self.references[ref], 0))
-            for ref in self.references_in(repository)
-        ]
 
     def remove_reference(self, ref: str) -> None:
         self.calls.append(("remove_reference", ref))

@@ -1,12 +1,11 @@
-"""The build cache is trimmed, and older source images removed, on threads of their own, each
-one at a time per worker process."""
+"""The build cache is trimmed on a thread of its own, one at a time per worker process."""
 
 from __future__ import annotations
 
 import threading
 
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.housekeeping import forget_source_images_in_background, trim_in_background
+from sti_worker.housekeeping import trim_in_background
 from tests.unit.fake_docker import FakeDocker
 
 
@@ -42,26 +41,3 @@ def test_a_failing_trim_ends_its_thread_quietly() -> None:
     assert thread is not None
     thread.join(10)
     assert not thread.is_alive()
-
-
-def test_older_source_images_are_removed_off_the_callers_thread_while_a_trim_runs() -> None:
-    engine = _SlowEngine()
-    engine.source_images_keep = 2
-    for age, key in enumerate(["oldest", "older", "newer", "newest"]):
-        engine.add_image(f"image-{key}", None, f"sti-source:{key}", f"other:{key}")
-        engine.created[f"image-{key}"] = age
-    trim = trim_in_background(engine.as_host)
-    assert trim is not None and trim.is_alive()
-    forget = forget_source_images_in_background(engine.as_host)
-    assert forget is not None  # a trim running does not hold it up
-    forget.join(10)
-    assert sorted(engine.references) == [
-        "other:newer",
-        "other:newest",
-        "other:older",
-        "other:oldest",
-        "sti-source:newer",
-        "sti-source:newest",
-    ]
-    engine.release.set()
-    trim.join(10)

@@ -1,4 +1,5 @@
-"""The copy's container is removed while prepare runs; the build step waits for it."""
+"""The copy's container (and older source images) are removed while the build goes on; the
+build step waits for them."""
 
 from __future__ import annotations
 
@@ -15,18 +16,20 @@ def test_the_wait_ends_when_the_removal_does() -> None:
     removal: Future[None] = Future()
     timer = threading.Timer(0.2, removal.set_result, [None])
     timer.start()
-    SourceImage("sha256:copy", removal).wait_for_copy_removed(failing=False)
+    done: Future[None] = Future()
+    done.set_result(None)
+    SourceImage("sha256:copy", (done, removal)).settle(failing=False)
     assert removal.done()
 
 
 def test_a_failed_removal_fails_the_build_unless_it_is_failing_already() -> None:
     removal: Future[None] = Future()
     removal.set_exception(DockerConnectionFailed("the engine went away"))
-    made = SourceImage("sha256:copy", removal)
+    made = SourceImage("sha256:copy", (removal,))
     with pytest.raises(DockerConnectionFailed):
-        made.wait_for_copy_removed(failing=False)
-    made.wait_for_copy_removed(failing=True)  # the build's own error is the one it reports
+        made.settle(failing=False)
+    made.settle(failing=True)  # the build's own error is the one it reports
 
 
 def test_a_copy_found_has_nothing_to_wait_for() -> None:
-    SourceImage("sha256:found").wait_for_copy_removed(failing=False)
+    SourceImage("sha256:found").settle(failing=False)
