@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -222,7 +224,7 @@ def build(
     )
     sink = _sink(quiet or as_json)
     if local:
-        _finish(_local_engine().build_locally(request, docker_url, sink), as_json)
+        _finish(_locally(lambda engine: engine.build_locally(request, docker_url, sink)), as_json)
     _finish_queued(
         broker, lambda client: client.submit_build(request), as_json, sink, no_wait, timeout
     )
@@ -260,7 +262,10 @@ def validate(
         )
     )
     if local:
-        _finish(_local_engine().validate_locally(request, docker_url, _sink(True)), as_json)
+        _finish(
+            _locally(lambda engine: engine.validate_locally(request, docker_url, _sink(True))),
+            as_json,
+        )
     _finish_queued(
         broker, lambda client: client.submit_validate(request), as_json, _sink(True), False, None
     )
@@ -283,7 +288,10 @@ def usage(
     """Print what BUILD_IMAGE's usage script says (s2i's usage)."""
     request = _checked(lambda: UsageRequest(build_image=build_image, scripts_url=scripts_url))
     if local:
-        _finish(_local_engine().usage_locally(request, docker_url, _sink(True)), as_json)
+        _finish(
+            _locally(lambda engine: engine.usage_locally(request, docker_url, _sink(True))),
+            as_json,
+        )
     _finish_queued(
         broker, lambda client: client.submit_usage(request), as_json, _sink(True), False, None
     )
@@ -355,6 +363,32 @@ def _checked(make: Callable[[], Any]) -> Any:
         return make()
     except StiError as error:
         raise click.BadParameter(error.message) from error
+
+
+def _locally(run: Callable[[Any], Result]) -> Result:
+    """run(engine) in this process. Ctrl-C, and a SIGTERM or SIGHUP (a `timeout`, a CI job or a
+    closed terminal stopping it), end it as an interrupt: the engine's cleanup then removes what
+    the run made (containers, tags, work dir) before sti-submit exits 4. Left to their default,
+    SIGTERM and SIGHUP end the process at once and leave a running build's container behind."""
+    engine = _local_engine()
+    previous = {number: signal.getsignal(number) for number in _STOPPING_SIGNALS}
+    for number in _STOPPING_SIGNALS:
+        signal.signal(number, _interrupt)
+    try:
+        return run(engine)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: the build was stopped and what it made removed.", err=True)
+        sys.exit(ExitCode.TIMED_OUT_OR_CANCELLED)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+_STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(number: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt(signal.Signals(number).name)
 
 
 def _local_engine() -> Any:

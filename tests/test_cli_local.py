@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -250,3 +252,39 @@ def test_unreachable_docker_exits_3(images: dict[str, str], app_tag: str, source
     )
     assert completed.returncode == 3, completed.stdout + completed.stderr
     assert json_result(completed)["error"]["code"] == "DockerConnectionFailed"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stopped_local_build_removes_its_container_and_exits_4(
+    api: docker.APIClient, images: dict[str, str], app_tag: str, source: str, stop: signal.Signals
+) -> None:
+    """A `timeout`, a CI job or a closed terminal stops sti-submit with SIGTERM or SIGHUP, a user
+    with Ctrl-C: the running build's container goes with it (nothing_left_behind checks too)."""
+    env = {k: v for k, v in os.environ.items() if k != "STI_BROKER_URL"}
+    command = [STI_SUBMIT, "build", source, images["sti-fake-slow"], app_tag, "--local"]
+    process = subprocess.Popen(
+        [*command, "-e", "SLEEP=60", "-m", "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _running_sti_containers(api) and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        assert _running_sti_containers(api), "the build never started its container"
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 4, stderr
+    assert "Interrupted" in stderr
+    assert _running_sti_containers(api) == []
+    assert api.containers(all=True, filters={"name": "^/sti-"}) == []
+    assert image_id_or_none(api, app_tag) is None
+
+
+def _running_sti_containers(api: docker.APIClient) -> list[str]:
+    return [c["Id"] for c in api.containers(filters={"name": "^/sti-"})]
