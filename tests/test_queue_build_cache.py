@@ -58,7 +58,7 @@ def _source_images(api: docker.APIClient) -> set[str]:
     return {tag for image in api.images(name=SOURCE_REPOSITORY) for tag in image["RepoTags"]}
 
 
-def test_a_worker_removes_the_older_source_images_after_a_build(
+def test_a_worker_keeps_no_more_source_images_than_its_limit(
     redis_server: RedisServer,
     api: docker.APIClient,
     images: dict[str, str],

@@ -493,12 +493,8 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         labels=image_labels(request, state.source_labels, (request.build_image, builder.id)),
     )
     spec, made = _from_source_image(bench, spec, fetched, state.source_bytes or 0)
-    try:
+    with made.settling():
         image, state = _prepared(bench, spec, state)
-    except BaseException:
-        made.settle(failing=True)
-        raise
-    made.settle(failing=False)
     if request.extended or request.s2i_runtime_image:
         return replace(state, stage_image=image)
     image = _with_image_metadata(bench, image, request, [(image, builder)])

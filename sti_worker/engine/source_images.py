@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sti.model import SOURCE_REPOSITORY
@@ -62,14 +63,17 @@ class SourceImage:
     # the build waits for them before it ends
     pending: tuple[Future[None], ...] = ()
 
-    def settle(self, *, failing: bool) -> None:
-        """Wait for the pending removals; the first to fail is raised unless the build is
-        failing already (cleanup then finds a container by its name; an older source image
-        is removed by the next copy)."""
-        futures.wait(self.pending)
-        if not failing:
-            for removal in self.pending:
-                removal.result()
+    @contextmanager
+    def settling(self) -> Iterator[None]:
+        """The build's work while the pending removals run, then a wait for them; the first
+        to fail is raised unless the work failed already (cleanup then finds a container by
+        its name; an older source image is removed by the next copy)."""
+        try:
+            yield
+        finally:
+            futures.wait(self.pending)
+        for removal in self.pending:
+            removal.result()
 
 
 def source_image(
@@ -90,13 +94,10 @@ def source_image(
             return SourceImage(found)
     sink(f"Copying the source into {spec.input_root}/src of a copy of the builder image")
     made = _copied_in(host, spec, source)
-    try:
+    with _settled_on_failure(made):
         settled = known or key()
         if settled:
             host.tag(made.id, f"{SOURCE_REPOSITORY}:{settled}")
-    except BaseException:
-        made.settle(failing=True)
-        raise
     return made
 
 
@@ -115,21 +116,31 @@ def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> SourceIm
         name=container_name(spec.build_id, "source"),
         build_id=spec.build_id,
     )
-    pending: list[Future[None]] = []
     try:
         _make_directory(host, container, spec.input_root, spec.owner)
         # room for the new copy, made while the source arrives: putting it into the container
         # needs no image request (the commit does, and waits for what is left of this)
         keep = host.source_images_keep - 1
-        pending.append(_started(lambda: _forget_older(host, keep)))
-        put_inputs(host, container, spec, [source])
-        image = host.commit(container, config=config)
+        forgotten = SourceImage(spec.base_image, (_started(lambda: _forget_older(host, keep)),))
+        with _settled_on_failure(forgotten):
+            put_inputs(host, container, spec, [source])
+            image = host.commit(container, config=config)
     except BaseException:
-        futures.wait(pending)
         host.remove_container(container)
         raise
-    pending.append(_started(lambda: host.remove_container(container)))
-    return SourceImage(image, tuple(pending))
+    removed = _started(lambda: host.remove_container(container))
+    return SourceImage(image, (*forgotten.pending, removed))
+
+
+@contextmanager
+def _settled_on_failure(made: SourceImage) -> Iterator[None]:
+    """Some work after removals started: if it fails, they are waited for before it raises
+    (on success they run on, and the build waits for them through made.settling())."""
+    try:
+        yield
+    except BaseException:
+        futures.wait(made.pending)
+        raise
 
 
 def _make_directory(
@@ -152,7 +163,7 @@ def _forget_older(host: DockerHost, keep: int) -> None:
     one has it pinned by a name of its own, so it stays while in use)."""
     made = host.images_in(SOURCE_REPOSITORY)
     newest_first = sorted(made, key=lambda item: item[1], reverse=True)
-    for reference, _created in newest_first[max(keep, 0) :]:
+    for reference, _created in newest_first[keep:]:
         host.remove_reference(reference)
 
 

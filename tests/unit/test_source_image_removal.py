@@ -8,7 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from sti.errors import DockerConnectionFailed
+from sti.errors import BuildFailed, DockerConnectionFailed
 from sti_worker.engine.source_images import SourceImage
 
 
@@ -18,7 +18,8 @@ def test_the_wait_ends_when_the_removal_does() -> None:
     timer.start()
     done: Future[None] = Future()
     done.set_result(None)
-    SourceImage("sha256:copy", (done, removal)).settle(failing=False)
+    with SourceImage("sha256:copy", (done, removal)).settling():
+        pass
     assert removal.done()
 
 
@@ -26,10 +27,13 @@ def test_a_failed_removal_fails_the_build_unless_it_is_failing_already() -> None
     removal: Future[None] = Future()
     removal.set_exception(DockerConnectionFailed("the engine went away"))
     made = SourceImage("sha256:copy", (removal,))
-    with pytest.raises(DockerConnectionFailed):
-        made.settle(failing=False)
-    made.settle(failing=True)  # the build's own error is the one it reports
+    with pytest.raises(DockerConnectionFailed), made.settling():
+        pass
+    # the build's own error is the one it reports
+    with pytest.raises(BuildFailed), made.settling():
+        raise BuildFailed("prepare exited with code 3")
 
 
 def test_a_copy_found_has_nothing_to_wait_for() -> None:
-    SourceImage("sha256:found").settle(failing=False)
+    with SourceImage("sha256:found").settling():
+        pass
