@@ -765,18 +765,21 @@ def steps_for(request: BuildRequest) -> list[tuple[str, StepFunction]]:
     return steps
 
 
-_INPUT_STEPS = ("fetch_source", "check_images", "save_artifacts")
 _SCRIPT_STEPS = ("build", "deploy")
 
 
 def stages_for(request: BuildRequest) -> list[list[str]]:
-    """The build's steps as a queue worker runs them, one task per stage: the quick steps that
-    gather the inputs together, then each step that runs a build script, with tagging and
-    pushing joined to the last of those (a hop between tasks costs as much as a quick step)."""
+    """The build's steps as a queue worker runs them, one task per stage: each step that runs a
+    build script, the quick steps that gather its inputs joined to the first of those and
+    tagging and pushing to the last (a hop between tasks costs as much as a quick step)."""
     names = [name for name, _ in steps_for(request)]
-    stages = [[name for name in names if name in _INPUT_STEPS]]
-    stages += [[name] for name in names if name in _SCRIPT_STEPS]
-    stages[-1] += [name for name in names if name not in (*_INPUT_STEPS, *_SCRIPT_STEPS)]
+    stages: list[list[str]] = [[]]
+    for name in names:
+        stages[-1].append(name)
+        if name in _SCRIPT_STEPS:
+            stages.append([])
+    after_the_last = stages.pop()
+    stages[-1] += after_the_last
     return stages
 
 

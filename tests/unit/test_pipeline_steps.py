@@ -58,16 +58,12 @@ def test_a_push_build_pushes_last_after_tagging() -> None:
 
 def test_a_worker_runs_the_steps_in_stages_joining_the_quick_ones() -> None:
     plain = BuildRequest(SOURCE, BUILDER, TAG)
-    assert stages_for(plain) == [
-        ["fetch_source", "check_images", "save_artifacts"],
-        ["build", "tag"],
-    ]
+    assert stages_for(plain) == [["fetch_source", "check_images", "save_artifacts", "build", "tag"]]
     pushed = BuildRequest(
         SOURCE, BUILDER, "registry.example:5000/app", push=True, runtime_image="acme/runtime"
     )
     assert stages_for(pushed) == [
-        ["fetch_source", "check_images", "save_artifacts"],
-        ["build"],
+        ["fetch_source", "check_images", "save_artifacts", "build"],
         ["deploy", "tag", "push"],
     ]
     for request in (plain, pushed):
