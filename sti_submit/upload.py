@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,7 +84,7 @@ def fingerprint(path: Path, exclude: Iterable[str] = ()) -> Fingerprint:
     hasher = hashlib.sha256(f"{_FORMAT}\0{path.name}\0".encode())
     if path.is_file():
         info = path.lstat()
-        link = os.readlink(path) if path.is_symlink() else ""
+        link = os.readlink(path) if stat.S_ISLNK(info.st_mode) else ""
         _add_stat(hasher, "", info, link)
         return Fingerprint(hasher.hexdigest(), path.stat().st_size)
     skip = ignore_matcher(path, exclude)
@@ -111,13 +112,10 @@ def _add_tree(
             is_directory = entry.is_dir()
         except OSError:
             is_directory = False
-        if not is_directory:
-            files.append(entry)
-        elif not skip(f"{prefix}{entry.name}/"):
-            directories.append(entry)
+        if not skip(f"{prefix}{entry.name}/" if is_directory else f"{prefix}{entry.name}"):
+            (directories if is_directory else files).append(entry)
     files.sort(key=lambda entry: entry.name)
     directories.sort(key=lambda entry: entry.name)
-    files = [entry for entry in files if not skip(f"{prefix}{entry.name}")]
     tar_bytes = 0
     for entry in files + directories:
         info = entry.stat(follow_symlinks=False)

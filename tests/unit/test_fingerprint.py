@@ -58,7 +58,9 @@ def _as_walked(root: Path, exclude: tuple[str, ...] = ()) -> str:
 
 
 @pytest.mark.parametrize("exclude", [(), ("lib/deep/",), ("*.py",)])
-def test_the_digest_is_the_one_sources_were_stored_under(tree: Path, exclude: tuple[str]) -> None:
+def test_the_digest_is_the_one_sources_were_stored_under(
+    tree: Path, exclude: tuple[str, ...]
+) -> None:
     assert fingerprint(tree, exclude).value == _as_walked(tree, exclude)
 
 
@@ -70,9 +72,9 @@ def test_what_packing_reads_changes_it(tree: Path) -> None:
     touched = fingerprint(tree).value
     (tree / "lib" / "deep" / "new").mkdir()
     assert fingerprint(tree).value != touched
-    emptied = fingerprint(tree).value
+    grown = fingerprint(tree).value
     (tree / "a.py").chmod(0o600)
-    assert fingerprint(tree).value != emptied
+    assert fingerprint(tree).value != grown
     moded = fingerprint(tree).value
     (tree / "linked-file").unlink()
     (tree / "linked-file").symlink_to("lib/b.py")
