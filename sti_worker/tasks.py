@@ -2,8 +2,9 @@
 replaced by.
 
 sti.build claims a build for this host (a slot here, the lock of its tag) and replaces itself
-with a chain of sti.step tasks and sti.finish, all on this host's queue; sti.finish carries the
-original task id, so AsyncResult(build id) and a caller's own chain get the result object.
+with a chain of sti.step tasks on this host's queue; the last one also finishes the build (what
+sti.finish does) and carries the original task id, so AsyncResult(build id) and a caller's own
+chain get the result object. sti.finish stays a task of its own for chains already queued.
 """
 
 from __future__ import annotations
@@ -171,11 +172,21 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     if attempt > 1:  # what an earlier attempt left on this host is stale
         cleanup_build(_reachable_docker(buildlog.write), build_id)
     state = seal(BuildState(request=request, host=settings.host_id, attempt=attempt).to_json())
-    first, *later = stages_for(request)
-    signatures = [_host_sig(run_build_steps.s(state, steps=first))]
-    signatures += [_host_sig(run_build_steps.s(steps=stage)) for stage in later]
-    signatures.append(_host_sig(finish_build.s()))
-    pipeline = chain(*signatures)
+    stages = stages_for(request)
+    # the last stage finishes the build in the same task: a hop less than a chain ending in
+    # sti.finish (~15 ms of a tiny build)
+    pipeline = chain(
+        *(
+            _host_sig(
+                run_build_steps.s(
+                    *([state] if number == 0 else []),
+                    steps=stage,
+                    finish=number == len(stages) - 1,
+                )
+            )
+            for number, stage in enumerate(stages)
+        )
+    )
     abort = abort_build.si(build_id=build_id, tag=request.tag, attempt=attempt)
     pipeline.link_error(_host_sig(abort))
     return self.replace(pipeline)
@@ -205,19 +216,31 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> int
 
 
 # a step's output (the next one's input) travels in the chain's messages; only failures are
-# stored, for sti.abort to read
+# stored, for sti.abort to read; the last step (finish=True) stores the result object itself
 @app.task(name=STEP_TASK, bind=True, ignore_result=True, store_errors_even_if_ignored=True)
-def run_build_steps(self: Task, sealed: dict[str, Any], *, steps: list[str]) -> dict[str, str]:
+def run_build_steps(
+    self: Task, sealed: dict[str, Any], *, steps: list[str], finish: bool = False
+) -> dict[str, Any]:
     build = BuildState.from_json(unseal(sealed))
     request = build.request
     known = [name for name, _ in steps_for(request)]
     if not isinstance(steps, list) or not steps or any(step not in known for step in steps):
         raise InvalidInput(f"steps must be a list of steps of this build: {known}")
+    if not isinstance(finish, bool):
+        raise InvalidInput("finish must be true or false")
     structlog.contextvars.bind_contextvars(build_id=request.build_id, step=",".join(steps))
     _ignore_if_stale(build)
-    if build.failed:
+    if build.failed and not finish:
         return sealed
-    return _once(self, lambda once: _run_steps(self, build, steps, once))
+
+    def work(once: StepOnce) -> dict[str, Any]:
+        after = build if build.failed else _run_steps(self, build, steps, once)
+        return _finish(after) if finish else seal(after.to_json())
+
+    output = _once(self, work)
+    if finish:  # the result is stored and seen: now the build cache may be trimmed
+        _trim_now_and_then(lambda: _reachable_docker(_log.warning))
+    return output
 
 
 def _ignore_if_stale(build: BuildState) -> None:
@@ -248,7 +271,7 @@ def _once(task: Task, work: Callable[[StepOnce], dict[str, Any]]) -> dict[str, A
     return output
 
 
-def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) -> dict[str, Any]:
+def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) -> BuildState:
     request = build.request
     buildlog = build_log(request.build_id)
     deliveries = _count_delivery(task)
@@ -256,11 +279,11 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
         error = InternalError(
             f"step {steps[0]} was delivered {deliveries} times; its worker keeps dying"
         )
-        return seal(build.fail(error, buildlog.write).to_json())
+        return build.fail(error, buildlog.write)
     try:
         docker = docker_host()
     except StiError as error:  # the engine is unreachable: the build ends with that error
-        return seal(build.fail(error, buildlog.write).to_json())
+        return build.fail(error, buildlog.write)
     functions = dict(steps_for(request))
     bench = Workbench(docker, sources(), buildlog.write)
     after = build
@@ -288,7 +311,7 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
                 break
     _renew_leases(request)
     # the first stage fetched the source (or the build failed): its credentials go no further
-    return seal(after.without_credentials().to_json())
+    return after.without_credentials()
 
 
 class _TrimsAfterItsResult(Task):

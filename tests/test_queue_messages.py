@@ -96,7 +96,13 @@ def _forgeries(state: dict[str, Any]) -> list[object]:
 
 
 @pytest.mark.parametrize(
-    ("task", "step"), [("sti.step", "fetch_source"), ("sti.step", "build"), ("sti.finish", None)]
+    ("task", "step", "finish"),
+    [
+        ("sti.step", "fetch_source", False),
+        ("sti.step", "build", False),
+        ("sti.step", "tag", True),
+        ("sti.finish", None, False),
+    ],
 )
 def test_an_internal_task_refuses_a_state_its_host_did_not_seal(
     attacker: Celery,
@@ -107,15 +113,18 @@ def test_an_internal_task_refuses_a_state_its_host_did_not_seal(
     tmp_path: Path,
     task: str,
     step: str | None,
+    finish: bool,
 ) -> None:
     """A forged state would have a step pack the worker's own files into an image, or the
-    final cleanup remove images the build never made."""
+    final cleanup (sti.finish, or the last step's) remove images the build never made."""
     victim = _victim(tmp_path)
     bystander = api.inspect_image(images["sti-fake-no-save"])["Id"]
     state = _forged_state(victim, app_tag, images["sti-fake"], replaced_images=[bystander])
-    if task == "sti.finish":
+    if task == "sti.finish" or finish:
         state["error"] = {"code": "BuildFailed", "message": "forged"}
-    options = {"steps": [step]} if step else {}
+    options: dict[str, Any] = {"steps": [step]} if step else {}
+    if finish:
+        options["finish"] = True
     for forged in _forgeries(state):
         error = _refusal(attacker, task, host_queue(worker.host_id), forged, **options)
         assert error == "ForgedState", forged
@@ -134,6 +143,17 @@ def test_a_sealed_state_replayed_with_steps_of_the_senders_choice_is_refused(
     request = BuildRequest("https://git.example/app.git", images["sti-fake"], app_tag)
     sealed = seal(BuildState(request=request, host=worker.host_id).to_json())
     error = _refusal(attacker, "sti.step", host_queue(worker.host_id), sealed, steps=steps)
+    assert error == "InvalidInput"
+
+
+@pytest.mark.parametrize("finish", ["true", 1, None, ["yes"]])
+def test_a_sealed_state_replayed_with_a_finish_that_is_not_a_boolean_is_refused(
+    attacker: Celery, worker: Worker, images: dict[str, str], app_tag: str, finish: object
+) -> None:
+    request = BuildRequest("https://git.example/app.git", images["sti-fake"], app_tag)
+    sealed = seal(BuildState(request=request, host=worker.host_id).to_json())
+    queue = host_queue(worker.host_id)
+    error = _refusal(attacker, "sti.step", queue, sealed, steps=["tag"], finish=finish)
     assert error == "InvalidInput"
 
 
