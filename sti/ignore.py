@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import InvalidInput
-from .globs import PatternError, compile_patterns, is_ignored
 
 IGNORE_FILE = ".stiignore"
 IGNORE_FILES = (IGNORE_FILE, ".s2iignore")
@@ -27,6 +26,12 @@ def ignore_matcher(root: Path, extra_patterns: Iterable[str] = ()) -> Callable[[
                 raise InvalidInput(f"{name} is larger than {_MAX_IGNORE_FILE_BYTES} bytes")
             patterns += ignore_file.read_text(errors="replace").splitlines()
     patterns += list(extra_patterns)
+    if not patterns:
+        return in_git_metadata
+    # the pattern engine is imported only for a source that has patterns: a few ms of every
+    # submission of one that has none
+    from .globs import PatternError, compile_patterns, is_ignored
+
     try:
         compiled = compile_patterns([*_ALWAYS, *patterns])
     except PatternError as error:

@@ -13,10 +13,8 @@ from typing import Any
 
 from .errors import InvalidBuildMethod, InvalidInput, StiError
 from .redaction import redact
-from .runtime_artifacts import parse_runtime_artifacts
 from .scripts_urls import check_scripts_url
 from .source_scripts import check_script_names
-from .uid_ranges import check_user, parse_uid_ranges
 
 RESULT_SCHEMA = "sti.result/1"
 METHODS = ("build", "run")
@@ -364,10 +362,14 @@ class BuildRequest:
             check_scripts_url(self.scripts_url)
         if self.destination is not None:
             check_destination(self.destination, "--destination")
-        if self.assemble_user is not None:
-            check_user(self.assemble_user, "--assemble-user")
-        if self.allowed_uids is not None:
-            parse_uid_ranges(self.allowed_uids)
+        if self.assemble_user is not None or self.allowed_uids is not None:
+            # imported when used: most requests have neither, and a submission pays for imports
+            from .uid_ranges import check_user, parse_uid_ranges
+
+            if self.assemble_user is not None:
+                check_user(self.assemble_user, "--assemble-user")
+            if self.allowed_uids is not None:
+                parse_uid_ranges(self.allowed_uids)
         for name in ("pull_policy", "incremental_pull_policy", "runtime_pull_policy"):
             if getattr(self, name) not in PULL_POLICIES:
                 raise InvalidInput(
@@ -387,6 +389,8 @@ class BuildRequest:
                 "-R/--runtime (the original's extended build) and --runtime-image (s2i's) "
                 "cannot be used together"
             )
+        from .runtime_artifacts import parse_runtime_artifacts  # as uid_ranges, above
+
         parse_runtime_artifacts(self.runtime_artifacts)
 
     @property

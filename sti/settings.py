@@ -1,25 +1,25 @@
-"""Worker and client settings, read from the environment once (names in the README)."""
+"""The worker's settings, read from the environment once (names in the README)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
-import socket
 from dataclasses import dataclass
 
+from .environment import (
+    DEFAULT_BROKER_URL,
+    broker_url,
+    byte_size,
+    host_id,
+    result_backend,
+    upload_expires_s,
+    upload_max_bytes,
+)
+from .environment import flag as _flag
+from .environment import integer as _int
 from .wire import host_queue
 
-DEFAULT_BROKER_URL = "redis://localhost:6379/0"
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
-
-
-def _int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+__all__ = ["DEFAULT_BROKER_URL", "Settings", "byte_size", "host_id", "networks"]
 
 
 @dataclass(frozen=True)
@@ -104,45 +104,9 @@ def networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, 
     return tuple(found)
 
 
-def broker_url() -> str:
-    return os.environ.get("STI_BROKER_URL") or DEFAULT_BROKER_URL
-
-
-def result_backend(broker: str) -> str:
-    return os.environ.get("STI_RESULT_BACKEND") or broker
-
-
-def host_id() -> str:
-    return os.environ.get("STI_HOST_ID") or socket.gethostname()
-
-
-_SIZE = re.compile(r"([0-9]+)([kmgt]?)(?:i?b)?")
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def byte_size(name: str, default: int) -> int:
-    """A size in bytes, with an optional binary unit: 512M, 2G, 2GiB."""
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    size = _SIZE.fullmatch(value)
-    if size is None:
-        raise ValueError(f"{name}={os.environ[name]!r} is not a size such as 512M or 2G")
-    return int(size.group(1)) * _UNITS[size.group(2)]
-
-
-def upload_max_bytes() -> int:
-    """The cap of one uploaded source (compressed); the client checks it before uploading."""
-    return byte_size("STI_UPLOAD_MAX_BYTES", 1024**3)
-
-
 def _registry_auth() -> dict[str, str] | None:
     """Push and pull credentials: the worker's own, never from a task message."""
     username = os.environ.get("STI_REGISTRY_USERNAME")
     if not username:
         return None
     return {"username": username, "password": os.environ.get("STI_REGISTRY_PASSWORD", "")}
-
-
-def upload_expires_s() -> int:
-    return _int("STI_UPLOAD_EXPIRES", 24 * 3600)

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from sti.env_files import read_environment_file
+from sti.environment import DEFAULT_BROKER_URL
 from sti.errors import ExitCode, InvalidInput, StiError, exit_code_for
 from sti.model import (
     METHODS,
@@ -28,7 +29,6 @@ from sti.model import (
     parse_env_options,
     parse_label_options,
 )
-from sti.settings import DEFAULT_BROKER_URL
 
 Options = Callable[[Callable[..., Any]], Callable[..., Any]]
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sti import keys, settings
+from sti import environment, keys
 from sti.blobstore import BlobStore
 from sti.cancel_flags import request_cancel
 from sti.celery_protocol import READY_STATES, result_key, task_message, task_state
@@ -45,8 +45,8 @@ _RESULT_POLL_S = (0.02, 0.2)  # first and longest pause between reads of a resul
 
 class StiClient:
     def __init__(self, broker_url: str | None = None, result_backend: str | None = None) -> None:
-        self.broker_url = broker_url or settings.broker_url()
-        backend = result_backend or settings.result_backend(self.broker_url)
+        self.broker_url = broker_url or environment.broker_url()
+        backend = result_backend or environment.result_backend(self.broker_url)
         self.redis = LiteRedis(self.broker_url)
         self.results = self.redis if backend == self.broker_url else LiteRedis(backend)
 
@@ -120,7 +120,9 @@ class StiClient:
 
     def _store(self) -> BlobStore:
         return BlobStore(
-            self.redis, expires_s=settings.upload_expires_s(), max_bytes=settings.upload_max_bytes()
+            self.redis,
+            expires_s=environment.upload_expires_s(),
+            max_bytes=environment.upload_max_bytes(),
         )
 
     def submit_validate(self, request: ValidateRequest) -> str:

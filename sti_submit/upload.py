@@ -10,11 +10,11 @@ is sent after its build is queued, under the upload's name: the worker reads it 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,16 +55,23 @@ class Fingerprint:
 def zstd_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """zstd as one frame per MiB of input, compressed on every core at once (zstd lets go of
     the GIL while it works): a valid zstd stream (zstd -d and the worker read every frame), the
-    same bytes for the same input."""
+    same bytes for the same input. A source of one frame is compressed here, without threads
+    (or the import of concurrent.futures: a few ms of a small source's submission)."""
+    blocks = rechunk(chunks, _FRAME_BYTES)
+    first = next(blocks, b"")
+    second = next(blocks, None)
+    if second is None:
+        yield _zstd_frame(first)
+        return
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     cores = os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=cores, thread_name_prefix="sti-zstd") as pool:
         pending: deque[Future[bytes]] = deque()
-        for block in rechunk(chunks, _FRAME_BYTES):
+        for block in itertools.chain((first, second), blocks):
             pending.append(pool.submit(_zstd_frame, block))
             if len(pending) > 2 * cores:  # flat memory: a few MiB in flight
                 yield pending.popleft().result()
-        if not pending:
-            pending.append(pool.submit(_zstd_frame, b""))
         while pending:
             yield pending.popleft().result()
 

@@ -17,8 +17,8 @@ from types import FrameType
 
 import click
 
-from sti.settings import DEFAULT_BROKER_URL
-from sti.settings import host_id as default_host_id
+from sti.environment import DEFAULT_BROKER_URL
+from sti.environment import host_id as default_host_id
 from sti.wire import SHARED_QUEUE, host_queue
 
 _COLD_AFTER_S = 30

@@ -13,7 +13,7 @@ import docker
 import pytest
 import redis
 
-from sti import settings
+from sti import environment
 from sti.blobstore import BlobStore
 from sti.model import BuildRequest
 from sti_submit.client import StiClient
@@ -54,7 +54,7 @@ def queue_client(queue_url: str, impatient_worker: Worker) -> Iterator[StiClient
 @pytest.fixture
 def store(queue_url: str) -> Iterator[BlobStore]:
     client = redis.Redis.from_url(queue_url)
-    yield BlobStore(client, expires_s=600, max_bytes=settings.upload_max_bytes())
+    yield BlobStore(client, expires_s=600, max_bytes=environment.upload_max_bytes())
     client.close()
 
 
