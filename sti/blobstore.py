@@ -57,13 +57,22 @@ def new_upload_name() -> str:
 
 
 def rechunk(chunks: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """The same bytes in pieces of exactly size (the last one shorter)."""
+    """The same bytes in pieces of exactly size (the last one shorter). A chunk of exactly size
+    with nothing pending passes as it is; otherwise each byte is copied twice (in, and out as
+    its piece), not three times (a slice of a bytearray, then bytes of it)."""
     pending = bytearray()
     for chunk in chunks:
+        if not pending and len(chunk) == size and isinstance(chunk, bytes):
+            yield chunk
+            continue
         pending += chunk
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
+        start = 0
+        while len(pending) - start >= size:
+            with memoryview(pending) as view:  # released before the yield: pending may grow
+                piece = view[start : start + size].tobytes()
+            start += size
+            yield piece
+        del pending[:start]
     if pending:
         yield bytes(pending)
 

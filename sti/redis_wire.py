@@ -21,6 +21,8 @@ from .redaction import redact
 
 Reply = Any
 _RETRIES = 3  # reads survive a broker restart of a few seconds
+_OWN_BUFFER_BYTES = 64 * 1024  # an argument this large is sent from where it is, not copied
+_IOV_MAX = 1024  # buffers one sendmsg takes (Linux's IOV_MAX)
 _RETRY_PAUSE_S = 1.0
 
 
@@ -104,12 +106,12 @@ class RedisConnection:
     def execute(self, commands: Sequence[Sequence[Any]], *, block_s: float = 0) -> list[Reply]:
         """Send commands in one write, read one reply each; a reply that is an error is returned
         as BrokerRefused, not raised. block_s: how long the server may hold the replies."""
-        request = b"".join(_encode(command) for command in commands)
+        request = _request(commands)
         try:
             self._ensure_connected()
             assert self._socket is not None
             self._socket.settimeout(self._timeout_s + block_s)
-            self._socket.sendall(request)
+            _send(self._socket, request, gather=not self.address.tls)
             return [self._read_reply() for _ in commands]
         except (OSError, EOFError, ValueError) as error:
             self.close()
@@ -151,7 +153,7 @@ class RedisConnection:
         if not commands:
             return
         assert self._socket is not None
-        self._socket.sendall(b"".join(_encode(command) for command in commands))
+        _send(self._socket, _request(commands), gather=not address.tls)
         for reply in [self._read_reply() for _ in commands]:
             if isinstance(reply, BrokerRefused):
                 self.close()
@@ -383,10 +385,43 @@ class LiteScript:
         return self._client.execute_command("EVAL", self._script, len(keys), *keys, *args)
 
 
-def _encode(command: Iterable[Any]) -> bytes:
-    parts = [_as_bytes(arg) for arg in command]
-    head = b"*%d\r\n" % len(parts)
-    return head + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+def _request(commands: Iterable[Iterable[Any]]) -> list[bytes]:
+    """The RESP encoding of commands, as buffers to send one after the other: an argument of
+    _OWN_BUFFER_BYTES or more (a chunk of an upload) is a buffer of its own, never copied;
+    everything else is joined."""
+    buffers: list[bytes] = []
+    pending = bytearray()
+    for command in commands:
+        parts = [_as_bytes(arg) for arg in command]
+        pending += b"*%d\r\n" % len(parts)
+        for part in parts:
+            pending += b"$%d\r\n" % len(part)
+            if len(part) >= _OWN_BUFFER_BYTES:
+                buffers += [bytes(pending), part]
+                pending = bytearray(b"\r\n")
+            else:
+                pending += part
+                pending += b"\r\n"
+    buffers.append(bytes(pending))
+    return buffers
+
+
+def _send(sock: socket.socket, buffers: list[bytes], *, gather: bool) -> None:
+    """All of buffers, in order: gathered by the kernel (sendmsg), or one sendall each where
+    the socket cannot (an SSL socket has no sendmsg)."""
+    if len(buffers) == 1 or not gather:
+        for buffer in buffers:
+            sock.sendall(buffer)
+        return
+    views = [memoryview(buffer) for buffer in buffers if buffer]
+    first = 0
+    while first < len(views):
+        sent = sock.sendmsg(views[first : first + _IOV_MAX])
+        while sent and sent >= len(views[first]):
+            sent -= len(views[first])
+            first += 1
+        if sent:
+            views[first] = views[first][sent:]
 
 
 def _as_bytes(value: Any) -> bytes:

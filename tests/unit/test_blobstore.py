@@ -5,6 +5,7 @@ own (a random salt), so digests never collide with other tests'."""
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -187,6 +188,21 @@ def test_a_digest_is_returned_as_given() -> None:
 def test_rechunk_cuts_any_pieces_into_equal_ones() -> None:
     assert list(rechunk([b"ab", b"", b"cdefg", b"h"], size=3)) == [b"abc", b"def", b"gh"]
     assert list(rechunk([], size=3)) == []
+    assert list(rechunk([b"abcdefgh"], size=3)) == [b"abc", b"def", b"gh"]
+    assert list(rechunk([bytearray(b"abc"), b"de", b"fgh", b"ijk"], size=3)) == [
+        b"abc",
+        b"def",
+        b"ghi",
+        b"jk",
+    ]
+
+
+def test_rechunk_passes_a_chunk_of_the_size_on_without_copying_it() -> None:
+    whole = os.urandom(4096)
+    pieces = list(rechunk([whole, b"x", whole], size=4096))
+    assert pieces[0] is whole
+    assert b"".join(pieces) == whole + b"x" + whole
+    assert [len(piece) for piece in pieces] == [4096, 4096, 1]
 
 
 def test_the_reader_holds_its_own_cap_whatever_the_uploader_checked(

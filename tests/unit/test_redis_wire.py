@@ -807,3 +807,72 @@ def test_text_that_cannot_be_encoded_fails_at_once_and_keeps_the_connection(
         lite.get("\ud800")
     assert time.monotonic() - started < 0.5
     assert lite.get(key) == b"before"
+
+
+# large arguments: sent from where they are (gathered by sendmsg), not copied into the request
+
+
+def _classic_encoding(command: tuple[Any, ...]) -> bytes:
+    """RESP as the protocol spells it, one command in one piece."""
+    parts = [arg if isinstance(arg, bytes) else str(arg).encode() for arg in command]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+class _TricklingSocket:
+    """Takes at most `room` bytes a call, as a socket whose send buffer is full does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.received = bytearray()
+        self.calls = 0
+
+    def sendmsg(self, buffers: list[memoryview]) -> int:
+        self.calls += 1
+        taken = 0
+        for buffer in buffers:
+            piece = bytes(buffer[: self.room - taken])
+            self.received += piece
+            taken += len(piece)
+            if taken == self.room:
+                break
+        return taken
+
+    def sendall(self, data: bytes) -> None:
+        self.received += data
+
+
+@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("room", [1, 1000, 1 << 30])
+def test_a_request_sent_in_pieces_arrives_whole_and_in_order(
+    monkeypatch: pytest.MonkeyPatch, gather: bool, room: int
+) -> None:
+    monkeypatch.setattr(redis_wire, "_IOV_MAX", 3)  # more buffers than one sendmsg takes
+    big = os.urandom(redis_wire._OWN_BUFFER_BYTES)
+    commands: list[tuple[Any, ...]] = [
+        ("SET", "a", os.urandom(200_000), "EX", 60),
+        ("SET", "b", b"x" * (len(big) - 1)),
+        ("MSET", "c", big, "d", big[::-1], "e", b""),
+        ("PING",),
+    ]
+    if room == 1:
+        commands = [("SET", "a", os.urandom(70_000)), ("SET", "b", big)]
+    sock = _TricklingSocket(room)
+    buffers = redis_wire._request(commands)
+    assert sum(buffer is big for buffer in buffers) == 1  # not copied
+    redis_wire._send(sock, buffers, gather=gather)  # type: ignore[arg-type]
+    assert bytes(sock.received) == b"".join(_classic_encoding(c) for c in commands)
+
+
+def test_large_values_are_stored_byte_for_byte(
+    lite: LiteRedis, redis_client: redis.Redis, names: Callable[[], Names]
+) -> None:
+    run = names()
+    line = redis_wire._OWN_BUFFER_BYTES
+    values = [os.urandom(3 * 1024 * 1024 + 17), os.urandom(line), os.urandom(line - 1), b"", b"s"]
+    pipe = lite.pipeline(transaction=False)
+    for number, value in enumerate(values):
+        pipe.set(run(f"value-{number}"), value, ex=60)
+    assert pipe.execute() == [True] * len(values)
+    assert [redis_client.get(run(f"value-{n}")) for n in range(len(values))] == values
+    assert lite.set(run("single"), values[0], ex=60)
+    assert redis_client.get(run("single")) == values[0]
