@@ -7,19 +7,16 @@ import os
 from dataclasses import dataclass
 
 from .environment import (
-    DEFAULT_BROKER_URL,
     broker_url,
     byte_size,
+    flag,
     host_id,
+    integer,
     result_backend,
     upload_expires_s,
     upload_max_bytes,
 )
-from .environment import flag as _flag
-from .environment import integer as _int
 from .wire import host_queue
-
-__all__ = ["DEFAULT_BROKER_URL", "Settings", "byte_size", "host_id", "networks"]
 
 
 @dataclass(frozen=True)
@@ -65,28 +62,28 @@ class Settings:
             result_backend=result_backend(broker),
             host_id=host_id(),
             docker_url=os.environ.get("DOCKER_HOST") or None,
-            step_time_limit_s=_int("STI_STEP_TIME_LIMIT", 3600),
-            result_expires_s=_int("STI_RESULT_EXPIRES", 7 * 24 * 3600),
-            lease_s=_int("STI_LEASE_SECONDS", 60),
-            max_deliveries=_int("STI_MAX_DELIVERIES", 3),
-            log_max_lines=_int("STI_LOG_MAX_LINES", 20000),
-            allow_file_urls=_flag("STI_ALLOW_FILE_URLS"),
-            allow_local_sources=_flag("STI_ALLOW_LOCAL_SOURCES"),
-            allow_internal_urls=_flag("STI_ALLOW_INTERNAL_URLS"),
+            step_time_limit_s=integer("STI_STEP_TIME_LIMIT", 3600),
+            result_expires_s=integer("STI_RESULT_EXPIRES", 7 * 24 * 3600),
+            lease_s=integer("STI_LEASE_SECONDS", 60),
+            max_deliveries=integer("STI_MAX_DELIVERIES", 3),
+            log_max_lines=integer("STI_LOG_MAX_LINES", 20000),
+            allow_file_urls=flag("STI_ALLOW_FILE_URLS"),
+            allow_local_sources=flag("STI_ALLOW_LOCAL_SOURCES"),
+            allow_internal_urls=flag("STI_ALLOW_INTERNAL_URLS"),
             allowed_networks=networks("STI_ALLOWED_NETWORKS"),
             source_max_bytes=byte_size("STI_SOURCE_MAX_BYTES", 2 * 1024**3),
-            source_max_files=_int("STI_SOURCE_MAX_FILES", 100_000),
+            source_max_files=integer("STI_SOURCE_MAX_FILES", 100_000),
             download_max_bytes=byte_size("STI_DOWNLOAD_MAX_BYTES", 1024**3),
-            download_timeout_s=_int("STI_DOWNLOAD_TIMEOUT", 60),
+            download_timeout_s=integer("STI_DOWNLOAD_TIMEOUT", 60),
             upload_max_bytes=upload_max_bytes(),
             upload_expires_s=upload_expires_s(),
-            upload_stall_s=_int("STI_UPLOAD_STALL_TIMEOUT", 60),
+            upload_stall_s=integer("STI_UPLOAD_STALL_TIMEOUT", 60),
             registry_auth=_registry_auth(),
             builder=os.environ.get("STI_BUILDER") or "auto",
             build_cache_keep_bytes=byte_size("STI_BUILD_CACHE_KEEP", 2 * 1024**3),
-            source_images_keep=_int("STI_SOURCE_IMAGES_KEEP", 10),
+            source_images_keep=integer("STI_SOURCE_IMAGES_KEEP", 10),
             build_memory_bytes=byte_size("STI_BUILD_MEMORY", 4 * 1024**3),
-            build_pids=_int("STI_BUILD_PIDS", 4096),
+            build_pids=integer("STI_BUILD_PIDS", 4096),
             build_network=os.environ.get("STI_BUILD_NETWORK") or "bridge",
             build_privileges=os.environ.get("STI_BUILD_PRIVILEGES") or "restricted",
         )

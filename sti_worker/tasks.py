@@ -173,20 +173,13 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         cleanup_build(_reachable_docker(buildlog.write), build_id)
     state = seal(BuildState(request=request, host=settings.host_id, attempt=attempt).to_json())
     stages = stages_for(request)
-    # the last stage finishes the build in the same task: a hop less than a chain ending in
-    # sti.finish (~15 ms of a tiny build)
-    pipeline = chain(
-        *(
-            _host_sig(
-                run_build_steps.s(
-                    *([state] if number == 0 else []),
-                    steps=stage,
-                    finish=number == len(stages) - 1,
-                )
-            )
-            for number, stage in enumerate(stages)
-        )
-    )
+    signatures = []
+    for number, stage in enumerate(stages):
+        arguments = (state,) if number == 0 else ()  # later stages get it from the one before
+        # the last stage finishes the build in the same task: a hop less than sti.finish
+        finish = number == len(stages) - 1
+        signatures.append(_host_sig(run_build_steps.s(*arguments, steps=stage, finish=finish)))
+    pipeline = chain(*signatures)
     abort = abort_build.si(build_id=build_id, tag=request.tag, attempt=attempt)
     pipeline.link_error(_host_sig(abort))
     return self.replace(pipeline)
@@ -238,8 +231,8 @@ def run_build_steps(
         return _finish(after) if finish else seal(after.to_json())
 
     output = _once(self, work)
-    if finish:  # the result is stored and seen: now the build cache may be trimmed
-        _trim_now_and_then(lambda: _reachable_docker(_log.warning))
+    if finish:
+        _trim_after_the_result()
     return output
 
 
@@ -314,12 +307,10 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
     return after.without_credentials()
 
 
-class _TrimsAfterItsResult(Task):
-    """A task whose result is stored, and seen by the client, before the engine's build cache
-    is trimmed: Celery calls on_success after storing it."""
-
-    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
-        _trim_now_and_then(lambda: _reachable_docker(_log.warning))
+def _trim_after_the_result() -> None:
+    """After _finish stored the result (the client has it): the engine's build cache may be
+    trimmed now."""
+    _trim_now_and_then(lambda: _reachable_docker(_log.warning))
 
 
 def _trim_now_and_then(engine: Callable[[], DockerHost | None]) -> None:
@@ -331,12 +322,15 @@ def _trim_now_and_then(engine: Callable[[], DockerHost | None]) -> None:
         trim_in_background(engine)
 
 
-@app.task(name=FINISH_TASK, bind=True, base=_TrimsAfterItsResult)
+@app.task(name=FINISH_TASK, bind=True)
 def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
+    """What the last sti.step does now; kept for chains queued before it did."""
     build = BuildState.from_json(unseal(sealed))
     structlog.contextvars.bind_contextvars(build_id=build.request.build_id)
     _ignore_if_stale(build)
-    return _once(self, lambda once: _finish(build))
+    output = _once(self, lambda once: _finish(build))
+    _trim_after_the_result()
+    return output
 
 
 def _finish(build: BuildState) -> dict[str, Any]:

@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from sti.settings import DEFAULT_BROKER_URL, Settings, byte_size
+from sti.environment import DEFAULT_BROKER_URL, byte_size
+from sti.settings import Settings
 
 NAME = "STI_UNIT_TEST_SIZE"
 MiB, GiB = 1024**2, 1024**3
