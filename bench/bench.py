@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.busybox_images import build_busybox_image  # noqa: E402
+from sti.model import SOURCE_REPOSITORY  # noqa: E402
 from tests.services import BIN, UNCONFINED, RedisServer, Worker  # noqa: E402
 
 BUILDER = "sti-bench/builder"
@@ -64,6 +65,7 @@ INCREMENTAL_SAVE = "#!/bin/sh\nset -e\ncp -R /opt/app/deps /tmp/artifacts/deps\n
 SHAPES = {"tiny": (0, 2, "code"), "56r": (56, 2000, "random"), "56c": (56, 2000, "code")}
 SHAPES |= {"500": (500, 100, "code"), "incr": (0, 2, "code")}
 _NO_TRIM = "1024G"  # STI_BUILD_CACHE_KEEP: more than a bench makes
+SOURCE_IMAGES_KEEP = 10  # the worker's STI_SOURCE_IMAGES_KEEP (the default)
 STI_VARIANTS = [("queue", "build"), ("local", "build"), ("queue", "run"), ("local", "run")]
 
 
@@ -173,8 +175,9 @@ def create_cp_commit(source: Path) -> float:
 
 
 class Sti:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], api: docker.APIClient) -> None:
         self.env = env
+        self.api = api
         self.client_rss_kib = 0
         self.client_seconds: list[float] = []
 
@@ -193,7 +196,20 @@ class Sti:
         if mode == "queue":
             self.client_rss_kib = max(self.client_rss_kib, rss)
             self.client_seconds.append(elapsed - result["duration_s"])
+            self._wait_for_housekeeping()
         return result
+
+    def _wait_for_housekeeping(self) -> None:
+        """Until the worker has removed the source images beyond its limit, after the result
+        (untimed, as the build cache's pruning): while the engine deletes an image's layers it
+        holds every image request, and the next build measured, sti's or a floor's, would pay
+        for the removal. The image list is one of those requests: once it shows no more than
+        the limit, the removal is over."""
+        deadline = time.monotonic() + 120
+        while len(self.api.images(name=SOURCE_REPOSITORY)) > SOURCE_IMAGES_KEEP:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker kept more source images than its limit")
+            time.sleep(0.05)
 
 
 def worker_rss_kib(worker: Worker, field: str) -> int:
@@ -362,6 +378,7 @@ def main() -> None:
             work,
             concurrency=1,
             STI_BUILD_CACHE_KEEP=_NO_TRIM,
+            STI_SOURCE_IMAGES_KEEP=str(SOURCE_IMAGES_KEEP),
             **UNCONFINED,
         )
         idle_kib = worker_rss_kib(worker, "VmRSS")
@@ -371,7 +388,7 @@ def main() -> None:
             STI_UPLOAD_MAX_BYTES=str(2 * 1024**3),
             **UNCONFINED,
         )
-        sti = Sti(env)
+        sti = Sti(env, api)
         try:
             sources = {case: make_source(work, case) for case in cases}
             for round_number in range(args.rounds):

@@ -1,8 +1,12 @@
-"""A build host's housekeeping on a thread of its own, off the task slots.
+"""A build host's housekeeping after a build's result, on a thread of its own, off the task
+slots: removing the source images beyond STI_SOURCE_IMAGES_KEEP, and trimming the engine's
+build cache.
 
-Trimming the engine's build cache can take seconds to tens of seconds of disk on a busy host
-(BuildKit sizes every record it has not sized yet before it deletes the oldest): run in a
-task, it would hold that task's slot, and the next build would wait for it.
+Both delete hundreds of MB at a time: a trim can take seconds to tens of seconds of disk on a
+busy host (BuildKit sizes every record it has not sized yet before it deletes the oldest), and
+the engine holds every image request while it deletes an image's layers. Run in a task, they
+would hold its slot and delay its result; run by the build that made one image more, they
+would stall its own commit.
 """
 
 from __future__ import annotations
@@ -14,28 +18,52 @@ import structlog
 
 from .engine.docker_host import DockerHost
 from .engine.pipeline import trim_build_cache
+from .engine.source_images import forget_older
 
 _log = structlog.stdlib.get_logger(__name__)
-_running_lock = threading.Lock()
-_running: threading.Thread | None = None
+
+Engine = Callable[[], DockerHost | None]
+
+_lock = threading.Lock()
+_asked: dict[str, Callable[[DockerHost], None]] = {}  # chores asked for, not started yet
+_busy = False  # a housekeeping thread is running; set and cleared under _lock
 
 
-def trim_in_background(engine: Callable[[], DockerHost | None]) -> threading.Thread | None:
-    """Start trimming the build cache unless this process is trimming it already; the thread,
-    if one was started."""
-    global _running
-    with _running_lock:
-        if _running is not None and _running.is_alive():
+def tidy_in_background(engine: Engine, *, trim_cache: bool) -> threading.Thread | None:
+    """The source images beyond the engine's limit removed and, if trim_cache, its build cache
+    trimmed, on this process's housekeeping thread: one started unless it is running (it then
+    does them once it has done what it is doing). The thread, if one was started."""
+    global _busy
+    with _lock:
+        _asked["source images"] = forget_older
+        if trim_cache:
+            _asked["build cache"] = lambda host: trim_build_cache(host, _log.warning)
+        if _busy:
             return None
-        _running = threading.Thread(
-            target=_trim, args=(engine,), name="sti-trim-build-cache", daemon=True
-        )
-        _running.start()
-        return _running
-
-
-def _trim(engine: Callable[[], DockerHost | None]) -> None:
+        _busy = True
+    thread = threading.Thread(target=_tidy, args=(engine,), name="sti-housekeeping", daemon=True)
     try:
-        trim_build_cache(engine(), _log.warning)
-    except Exception:  # housekeeping: never the end of a worker
-        _log.exception("trimming the build cache failed")
+        thread.start()
+    except BaseException:
+        with _lock:
+            _busy = False
+        raise
+    return thread
+
+
+def _tidy(engine: Engine) -> None:
+    global _busy
+    while True:
+        with _lock:
+            if not _asked:
+                _busy = False
+                return
+            chores = dict(_asked)
+            _asked.clear()
+        for name, chore in chores.items():
+            try:
+                host = engine()
+                if host is not None:
+                    chore(host)
+            except Exception:  # housekeeping: never the end of a worker
+                _log.exception("housekeeping failed", chore=name)

@@ -63,7 +63,7 @@ from .engine.pipeline import (
     steps_for,
 )
 from .engine.sources import is_git_url
-from .housekeeping import trim_in_background
+from .housekeeping import tidy_in_background
 from .resources import blob_store, build_log, docker_host, redis_client, sources
 from .state_seal import seal, unseal
 
@@ -232,7 +232,7 @@ def run_build_steps(
 
     output = _once(self, work)
     if finish:
-        _trim_after_the_result()
+        _tidy_after_the_result()
     return output
 
 
@@ -307,19 +307,13 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
     return after.without_credentials()
 
 
-def _trim_after_the_result() -> None:
-    """After _finish stored the result (the client has it): the engine's build cache may be
-    trimmed now."""
-    _trim_now_and_then(lambda: _reachable_docker(_log.warning))
-
-
-def _trim_now_and_then(engine: Callable[[], DockerHost | None]) -> None:
-    """Trim the engine's build cache, off this task's slot, unless a worker of this host did
-    in the last minute: a prune deletes hundreds of MB at a time and takes seconds of disk, so a
-    busy host trims once a minute (the cache can outgrow its limit by what a minute of builds
-    adds)."""
-    if redis_client().set(keys.cache_trimmed(settings.host_id), 1, nx=True, ex=_TRIM_EVERY_S):
-        trim_in_background(engine)
+def _tidy_after_the_result() -> None:
+    """After _finish stored the result (the client has it): the source images beyond the
+    limit removed, and the engine's build cache trimmed unless a worker of this host did in the
+    last minute (a prune deletes hundreds of MB at a time and takes seconds of disk, so a busy
+    host trims once a minute: the cache can outgrow its limit by what a minute of builds adds)."""
+    trim = redis_client().set(keys.cache_trimmed(settings.host_id), 1, nx=True, ex=_TRIM_EVERY_S)
+    tidy_in_background(lambda: _reachable_docker(_log.warning), trim_cache=bool(trim))
 
 
 @app.task(name=FINISH_TASK, bind=True)
@@ -329,7 +323,7 @@ def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     structlog.contextvars.bind_contextvars(build_id=build.request.build_id)
     _ignore_if_stale(build)
     output = _once(self, lambda once: _finish(build))
-    _trim_after_the_result()
+    _tidy_after_the_result()
     return output
 
 
@@ -378,13 +372,13 @@ def abort_build(
     docker = _reachable_docker(buildlog.write)
     try:
         cleanup_build(docker, build_id)
-        _trim_now_and_then(lambda: docker)
     finally:
         _release_leases(build_id, tag)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)
     app.backend.store_result(build_id, result.to_json(), "SUCCESS")
     buildlog.write(_outcome_line(result))
     buildlog.end()
+    _tidy_after_the_result()
     return result.to_json()
 
 

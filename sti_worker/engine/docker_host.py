@@ -220,6 +220,16 @@ class DockerHost:
                 return None
             raise _connection_error(error, f"inspecting image {ref}") from error
 
+    def image_created(self, ref: str) -> str | None:
+        """When the image was made, as the engine says it (RFC 3339, to the nanosecond, where
+        the image list gives whole seconds); None if there is no such image."""
+        try:
+            return str(self.api.inspect_image(ref)["Created"])
+        except docker.errors.APIError as error:
+            if error.status_code == 404:
+                return None
+            raise _connection_error(error, f"inspecting image {ref}") from error
+
     def image_config(self, ref: str) -> Mapping[str, Any]:
         return self.api.inspect_image(ref).get("Config") or {}
 
@@ -349,19 +359,10 @@ class DockerHost:
         self._fact_cache.put(name, lasting.encode(found))
         return found
 
-    def images_in(self, repository: str) -> list[tuple[str, int]]:
-        """Every repository:tag reference in one repository, with its image's creation time."""
-        found = self.api.images(name=repository)
-        return [
-            (tag, int(image.get("Created") or 0))
-            for image in found
-            for tag in image.get("RepoTags") or ()
-            if tag
-        ]
-
     def references_in(self, repository: str) -> list[str]:
         """Every repository:tag reference in one repository."""
-        return [reference for reference, _ in self.images_in(repository)]
+        found = self.api.images(name=repository)
+        return [tag for image in found for tag in image.get("RepoTags") or () if tag]
 
     def remove_image(self, image_id: str) -> bool:
         """Remove an image sti made or replaced; one that is still tagged elsewhere or used by a

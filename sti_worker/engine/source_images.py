@@ -6,11 +6,12 @@ copy. The copy is made in a created container, the source put in as it arrives, 
 cheaper than a BuildKit COPY, which unpacks its whole context before copying it. The image is
 named by a hash of everything the copy depends on (the upload by its digest: of an
 upload read as it arrives, known once the copy is made), in one repository sti keeps for itself
-(APP_IMAGE_TAG and image names may not use it, so a name there is one sti gave); the
-STI_SOURCE_IMAGES_KEEP most recently made are kept: a build that makes a new one removes the
-oldest beyond that while its source arrives, and the container of the copy while prepare runs
-(the engine holds every image request for as long as it deletes an image's layer, 0.5 s for 56 MB
-here: done after a build, that would stall whatever build comes next).
+(APP_IMAGE_TAG and image names may not use it, so a name there is one sti gave). A build
+removes the container of its copy while prepare runs; the worker removes the source images beyond
+the STI_SOURCE_IMAGES_KEEP most recently made after the build's result (forget_older): the engine
+holds every image request, a build's commit among them, for as long as it deletes an image's
+layers (0.2-1 s for the 526 MB of a 500 MB source here), so the build that made one more would
+otherwise wait for the removal of another.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from sti.model import SOURCE_REPOSITORY
 from sti.tarstreams import TarPart, empty_directory, stream_tar
@@ -59,15 +62,14 @@ class SourceOrigin:
 @dataclass(frozen=True)
 class SourceImage:
     id: str
-    # removals started by the copy (its container; older source images), running meanwhile:
-    # the build waits for them before it ends
+    # the removal of the copy's container, running meanwhile: the build waits for it before it
+    # ends
     pending: tuple[Future[None], ...] = ()
 
     @contextmanager
     def settling(self) -> Iterator[None]:
-        """The build's work while the pending removals run, then a wait for them; the first
-        to fail is raised unless the work failed already (cleanup then finds a container by
-        its name; an older source image is removed by the next copy)."""
+        """The build's work while the pending removal runs, then a wait for it; its failure is
+        raised unless the work failed already (cleanup then finds the container by its name)."""
         try:
             yield
         finally:
@@ -118,24 +120,19 @@ def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> SourceIm
     )
     try:
         _make_directory(host, container, spec.input_root, spec.owner)
-        # room for the new copy, made while the source arrives: putting it into the container
-        # needs no image request (the commit does, and waits for what is left of this)
-        keep = host.source_images_keep - 1
-        forgotten = SourceImage(spec.base_image, (_started(lambda: _forget_older(host, keep)),))
-        with _settled_on_failure(forgotten):
-            put_inputs(host, container, spec, [source])
-            image = host.commit(container, config=config)
+        put_inputs(host, container, spec, [source])
+        image = host.commit(container, config=config)
     except BaseException:
         host.remove_container(container)
         raise
-    removed = _started(lambda: host.remove_container(container))
-    return SourceImage(image, (*forgotten.pending, removed))
+    return SourceImage(image, (_started(lambda: host.remove_container(container)),))
 
 
 @contextmanager
 def _settled_on_failure(made: SourceImage) -> Iterator[None]:
-    """Some work after removals started: if it fails, they are waited for before it raises
-    (on success they run on, and the build waits for them through made.settling())."""
+    """Some work after the copy's removal started: if it fails, the removal is waited for
+    before it raises (on success it runs on, and the build waits for it through
+    made.settling())."""
     try:
         yield
     except BaseException:
@@ -158,13 +155,36 @@ def _make_directory(
         host.put_archive(container, "/", stream_tar(parts, owner=owner))
 
 
-def _forget_older(host: DockerHost, keep: int) -> None:
-    """Remove the source images beyond the keep most recently made (a build that starts from
-    one has it pinned by a name of its own, so it stays while in use)."""
-    made = host.images_in(SOURCE_REPOSITORY)
-    newest_first = sorted(made, key=lambda item: item[1], reverse=True)
-    for reference, _created in newest_first[keep:]:
+def forget_older(host: DockerHost) -> None:
+    """Remove the source images beyond the host.source_images_keep most recently made (a build
+    that starts from one has it pinned by a name of its own, so it stays while in use). The
+    image list gives whole seconds, and a build makes one within a second of another's: the
+    order is the engine's nanoseconds, asked of each once there are too many."""
+    made = host.references_in(SOURCE_REPOSITORY)
+    if len(made) <= host.source_images_keep:
+        return
+    created = {reference: host.image_created(reference) for reference in made}
+    newest_first = sorted(
+        (reference for reference, stamp in created.items() if stamp),
+        key=lambda reference: _nanoseconds(created[reference] or ""),
+        reverse=True,
+    )
+    for reference in newest_first[host.source_images_keep :]:
         host.remove_reference(reference)
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+def _nanoseconds(stamp: str) -> int:
+    """An RFC 3339 time (the engine's, fraction of any length up to nanoseconds) as nanoseconds
+    since the epoch; 0 for one it does not write so (oldest: removed first)."""
+    match = _RFC3339.fullmatch(stamp)
+    if not match:
+        return 0
+    whole, fraction, zone = match.groups()
+    seconds = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return int(seconds) * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
 
 
 def _started(work: Callable[[], None]) -> Future[None]:

@@ -1,4 +1,5 @@
-"""A stand-in for DockerHost with only what cleanup and the tag step call, in memory.
+"""A stand-in for DockerHost with only what cleanup, the tag step and housekeeping call, in
+memory.
 
 Images are ids with an optional build-id label; references (repository:tag) point at them; a
 container may hold an image in use. Removal behaves as the engine does for sti's calls: an image
@@ -30,6 +31,7 @@ class FakeDocker:
     containers: dict[str, FakeContainer] = field(default_factory=dict)  # name -> container
     refuse_tags: set[str] = field(default_factory=set)  # tagging these fails
     trim_problem: str | None = None
+    source_images_keep: int = 10
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def as_host(self) -> DockerHost:
@@ -80,6 +82,13 @@ class FakeDocker:
     def references_in(self, repository: str) -> list[str]:
         self.calls.append(("references_in", repository))
         return sorted(ref for ref in self.references if ref.rpartition(":")[0] == repository)
+
+    def image_created(self, ref: str) -> str | None:
+        """Made a nanosecond after the reference before it (in the order references came)."""
+        self.calls.append(("image_created", ref))
+        if ref not in self.references:
+            return None
+        return f"2026-12-07T10:00:00.{list(self.references).index(ref):09d}Z"
 
     def remove_reference(self, ref: str) -> None:
         self.calls.append(("remove_reference", ref))

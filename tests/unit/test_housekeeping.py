@@ -1,17 +1,19 @@
-"""The build cache is trimmed on a thread of its own, one at a time per worker process."""
+"""After a build's result, a worker process removes the source images beyond its limit and
+trims the build cache on a thread of its own; what is asked for while it runs, it does next."""
 
 from __future__ import annotations
 
 import threading
 
+from sti.model import SOURCE_REPOSITORY
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.housekeeping import trim_in_background
+from sti_worker.housekeeping import tidy_in_background
 from tests.unit.fake_docker import FakeDocker
 
 
 class _SlowEngine(FakeDocker):
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(source_images_keep=2)
         self.release = threading.Event()
 
     def trim_build_cache(self) -> str | None:
@@ -19,25 +21,51 @@ class _SlowEngine(FakeDocker):
         return super().trim_build_cache()
 
 
-def test_a_trim_runs_off_the_callers_thread_and_one_at_a_time() -> None:
+def _source_image(engine: FakeDocker, name: str) -> None:
+    engine.add_image(f"sha256:{name}", None, f"{SOURCE_REPOSITORY}:{name}")
+
+
+def test_housekeeping_runs_on_its_own_thread_then_does_what_was_asked_meanwhile() -> None:
     engine = _SlowEngine()
-    first = trim_in_background(engine.as_host)
+    for name in ("oldest", "older", "newest"):
+        _source_image(engine, name)
+    first = tidy_in_background(engine.as_host, trim_cache=True)
     assert first is not None and first.is_alive()  # the caller did not wait for it
-    assert trim_in_background(engine.as_host) is None  # one is running: no second
+    _source_image(engine, "newer-still")
+    # one is running (held in its trim): no second thread, the running one does it next
+    assert tidy_in_background(engine.as_host, trim_cache=False) is None
     engine.release.set()
     first.join(10)
-    assert engine.calls == [("trim_build_cache", "")]
-    again = trim_in_background(engine.as_host)
-    assert again is not None
+    assert not first.is_alive()
+    chores = [call for call in engine.calls if call[0] in ("remove_reference", "trim_build_cache")]
+    assert chores == [
+        ("remove_reference", f"{SOURCE_REPOSITORY}:oldest"),
+        ("trim_build_cache", ""),
+        ("remove_reference", f"{SOURCE_REPOSITORY}:older"),
+    ]
+    assert sorted(engine.references) == [
+        f"{SOURCE_REPOSITORY}:newer-still",
+        f"{SOURCE_REPOSITORY}:newest",
+    ]
+    again = tidy_in_background(engine.as_host, trim_cache=False)
+    assert again is not None  # the first one ended: a new one
     again.join(10)
-    assert engine.calls == [("trim_build_cache", "")] * 2
 
 
-def test_a_failing_trim_ends_its_thread_quietly() -> None:
-    def unreachable() -> DockerHost | None:
-        raise ConnectionError("engine went away")
+def test_a_failing_chore_is_logged_and_the_others_still_run() -> None:
+    engine = FakeDocker(source_images_keep=0)
+    _source_image(engine, "only")
+    attempts = []
 
-    thread = trim_in_background(unreachable)
+    def unreachable_once() -> DockerHost | None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("engine went away")
+        return engine.as_host()
+
+    thread = tidy_in_background(unreachable_once, trim_cache=True)
     assert thread is not None
     thread.join(10)
     assert not thread.is_alive()
+    assert len(attempts) == 2  # the source images' chore failed, the trim ran
+    assert engine.calls == [("trim_build_cache", "")]
