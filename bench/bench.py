@@ -37,11 +37,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from examples.busybox_images import build_busybox_image  # noqa: E402
+from sti import keys  # noqa: E402
 from sti.model import SOURCE_REPOSITORY  # noqa: E402
 from tests.services import BIN, UNCONFINED, RedisServer, Worker  # noqa: E402
 
@@ -178,8 +180,10 @@ class Sti:
     def __init__(self, env: dict[str, str], api: docker.APIClient) -> None:
         self.env = env
         self.api = api
+        self.redis = redis.Redis.from_url(env["STI_BROKER_URL"])
         self.client_rss_kib = 0
         self.client_seconds: list[float] = []
+        self.steps: list[dict] = []  # of each queue build: where its time went, for --samples
 
     def build(
         self, source: Path, builder: str, tag: str, mode: str, method: str, *extra: str
@@ -188,6 +192,7 @@ class Sti:
         command += ["-m", method, *extra]
         if mode == "local":
             command.append("--local")
+        started_ms = int(time.time() * 1000)
         elapsed, rss, out = timed(command, self.env)
         result = json.loads(out.strip().splitlines()[-1])
         if not result["success"]:
@@ -196,8 +201,21 @@ class Sti:
         if mode == "queue":
             self.client_rss_kib = max(self.client_rss_kib, rss)
             self.client_seconds.append(elapsed - result["duration_s"])
+            steps = {step["name"]: step["duration_s"] for step in result["steps"]}
+            self.steps.append(
+                {"app_tag": tag, "method": method, "options": extra, "wall_s": elapsed, **steps}
+                | {"started_ms": started_ms, "log": self._timed_log(result["build_id"])}
+            )
             self._wait_for_housekeeping()
         return result
+
+    def _timed_log(self, build_id: str) -> list[tuple[int, str]]:
+        """The build's log lines, each with the millisecond its stream entry was added."""
+        entries = self.redis.xrange(keys.log_stream(build_id))
+        return [
+            (int(entry_id.split(b"-")[0]), fields.get(b"line", b"").decode(errors="replace"))
+            for entry_id, fields in entries
+        ]
 
     def _wait_for_housekeeping(self) -> None:
         """Until the worker has removed the source images beyond its limit, after the result
@@ -234,6 +252,12 @@ def touch(source: Path) -> None:
     first.write_bytes(first.read_bytes()[:-8] + uuid.uuid4().hex[:8].encode())
 
 
+def app_tag(case: str, mode: str, method: str) -> str:
+    """Each variant rebuilds a tag of its own, as a user rebuilding an app does: the image its
+    tag named before (which sti removes) is then one it made, not another variant's."""
+    return f"sti-bench/app-{case}-{mode}-{method}"
+
+
 def run_case(
     case: str, source: Path, scratch: Path, api: docker.APIClient, sti: Sti, round_number: int
 ) -> dict:
@@ -241,9 +265,9 @@ def run_case(
     for the same round number: a build just after one that wrote and deleted many files runs
     slower, and no variant should always be the one); returns name -> seconds."""
     times: dict[str, float] = {}
-    tag = f"sti-bench/app-{case}"
     if case == "incr":
         for mode, method in STI_VARIANTS:
+            tag = app_tag(case, mode, method)
             os.sync()
             clean = sti.build(source, INCREMENTAL_BUILDER, tag, mode, method, "--clean")
             os.sync()
@@ -271,8 +295,9 @@ def run_case(
         [("create+cp+commit", lambda: create_cp_commit(source))],
     ]
     for mode, method in STI_VARIANTS:
+        tag = app_tag(case, mode, method)
 
-        def sti_build(mode: str = mode, method: str = method) -> float:
+        def sti_build(mode: str = mode, method: str = method, tag: str = tag) -> float:
             touch(source)
             return float(sti.build(source, BUILDER, tag, mode, method, "--clean")["wall_s"])
 
@@ -281,7 +306,7 @@ def run_case(
             unit.append(
                 (
                     f"{mode} {method} again",
-                    lambda m=method: sti.build(source, BUILDER, tag, "queue", m, "--clean")[
+                    lambda m=method, t=tag: sti.build(source, BUILDER, t, "queue", m, "--clean")[
                         "wall_s"
                     ],
                 )
@@ -348,7 +373,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cases", default="tiny,56r,56c,500,incr")
     parser.add_argument(
-        "--samples", type=Path, help="also write every sample (case -> variant -> seconds) here"
+        "--samples",
+        type=Path,
+        help="also write every sample (case -> variant -> seconds) and the steps of each queue "
+        "build here",
     )
     args = parser.parse_args()
     cases = args.cases.split(",")
@@ -403,13 +431,15 @@ def main() -> None:
             worker.stop()
             redis_server.stop()
             for case in cases:
-                subprocess.run(
-                    ["docker", "rmi", "-f", f"sti-bench/app-{case}"],
-                    check=False,
-                    capture_output=True,
-                )
+                for mode, method in STI_VARIANTS:
+                    subprocess.run(
+                        ["docker", "rmi", "-f", app_tag(case, mode, method)],
+                        check=False,
+                        capture_output=True,
+                    )
     if args.samples:
-        args.samples.write_text(json.dumps(samples, indent=1) + "\n")
+        written = {"samples": samples, "queue build steps": sti.steps}
+        args.samples.write_text(json.dumps(written, indent=1) + "\n")
     medians = {
         case: {name: statistics.median(values) for name, values in row.items()}
         for case, row in samples.items()
