@@ -53,17 +53,26 @@ def tidy_in_background(engine: Engine, *, trim_cache: bool) -> threading.Thread 
 
 def _tidy(engine: Engine) -> None:
     global _busy
-    while True:
+    try:
+        while True:
+            with _lock:
+                if not _asked:
+                    _busy = False
+                    return
+                chores = dict(_asked)
+                _asked.clear()
+            for name, chore in chores.items():
+                _do(name, chore, engine)
+    except BaseException:  # the thread ends all the same: the next result starts another
         with _lock:
-            if not _asked:
-                _busy = False
-                return
-            chores = dict(_asked)
-            _asked.clear()
-        for name, chore in chores.items():
-            try:
-                host = engine()
-                if host is not None:
-                    chore(host)
-            except Exception:  # housekeeping: never the end of a worker
-                _log.exception("housekeeping failed", chore=name)
+            _busy = False
+        raise
+
+
+def _do(name: str, chore: Callable[[DockerHost], None], engine: Engine) -> None:
+    try:
+        host = engine()
+        if host is not None:
+            chore(host)
+    except Exception:  # housekeeping: never the end of a worker
+        _log.exception("housekeeping failed", chore=name)

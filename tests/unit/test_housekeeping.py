@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from sti.model import SOURCE_REPOSITORY
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.housekeeping import tidy_in_background
@@ -69,3 +71,20 @@ def test_a_failing_chore_is_logged_and_the_others_still_run() -> None:
     assert not thread.is_alive()
     assert len(attempts) == 2  # the source images' chore failed, the trim ran
     assert engine.calls == [("trim_build_cache", "")]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # expected
+def test_a_thread_ended_by_more_than_an_error_leaves_the_next_result_a_new_one() -> None:
+    class _Exiting(FakeDocker):
+        def references_in(self, repository: str) -> list[str]:
+            raise SystemExit("the process is going")  # not an Exception: the thread ends
+
+    thread = tidy_in_background(_Exiting().as_host, trim_cache=False)
+    assert thread is not None
+    thread.join(10)
+    engine = FakeDocker(source_images_keep=0)
+    _source_image(engine, "only")
+    again = tidy_in_background(engine.as_host, trim_cache=False)
+    assert again is not None  # not taken for still running
+    again.join(10)
+    assert engine.references == {}
