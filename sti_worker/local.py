@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 
 from sti.errors import StiError
 from sti.model import BuildRequest, Result, UsageRequest, ValidateRequest
@@ -89,7 +90,9 @@ def _on_the_engine(
 
     def stop() -> None:
         interrupted.set()
-        docker.abort(build_id)
+        # best effort, tried again each slice: an engine that fails it must not hold the interrupt
+        with suppress(Exception):
+            docker.abort(build_id)
 
     try:
         return _interruptible(lambda: run(docker, host, say), stop)

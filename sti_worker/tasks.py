@@ -311,9 +311,14 @@ def _tidy_after_the_result() -> None:
     """After _finish stored the result (the client has it): the source images beyond the
     limit removed, and the engine's build cache trimmed unless a worker of this host did in the
     last minute (a prune deletes hundreds of MB at a time and takes seconds of disk, so a busy
-    host trims once a minute: the cache can outgrow its limit by what a minute of builds adds)."""
-    trim = redis_client().set(keys.cache_trimmed(settings.host_id), 1, nx=True, ex=_TRIM_EVERY_S)
-    tidy_in_background(lambda: _reachable_docker(_log.warning), trim_cache=bool(trim))
+    host trims once a minute: the cache can outgrow its limit by what a minute of builds adds).
+    Never raises: the build is over, and a failing task here would be taken for a broken chain."""
+    try:
+        key = keys.cache_trimmed(settings.host_id)
+        trim = redis_client().set(key, 1, nx=True, ex=_TRIM_EVERY_S)
+        tidy_in_background(lambda: _reachable_docker(_log.warning), trim_cache=bool(trim))
+    except Exception:  # housekeeping: the next result asks again
+        _log.warning("could not start housekeeping", exc_info=True)
 
 
 @app.task(name=FINISH_TASK, bind=True)

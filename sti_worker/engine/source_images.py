@@ -163,13 +163,11 @@ def forget_older(host: DockerHost) -> None:
     made = host.references_in(SOURCE_REPOSITORY)
     if len(made) <= host.source_images_keep:
         return
-    created = {reference: host.image_created(reference) for reference in made}
+    stamped = [(host.image_created(reference), reference) for reference in made]
     newest_first = sorted(
-        (reference for reference, stamp in created.items() if stamp),
-        key=lambda reference: _nanoseconds(created[reference] or ""),
-        reverse=True,
+        ((_nanoseconds(stamp), reference) for stamp, reference in stamped if stamp), reverse=True
     )
-    for reference in newest_first[host.source_images_keep :]:
+    for _made_at, reference in newest_first[host.source_images_keep :]:
         host.remove_reference(reference)
 
 

@@ -88,3 +88,16 @@ def test_a_thread_ended_by_more_than_an_error_leaves_the_next_result_a_new_one()
     assert again is not None  # not taken for still running
     again.join(10)
     assert engine.references == {}
+
+
+def test_a_broker_that_fails_after_the_result_fails_no_finished_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The result is stored: a task that raised now would be taken for a broken chain."""
+    from sti_worker import tasks
+
+    def unreachable() -> None:
+        raise ConnectionError("the broker went away")
+
+    monkeypatch.setattr(tasks, "redis_client", unreachable)
+    tasks._tidy_after_the_result()  # logged, not raised
