@@ -16,6 +16,7 @@ from .environment import (
     upload_expires_s,
     upload_max_bytes,
 )
+from .lines import LINE_MAX_BYTES, LOG_MAX_BYTES, USAGE_MAX_BYTES
 from .wire import host_queue
 
 
@@ -30,6 +31,9 @@ class Settings:
     lease_s: int
     max_deliveries: int
     log_max_lines: int
+    log_max_bytes: int
+    log_line_max_bytes: int
+    usage_max_bytes: int
     allow_file_urls: bool
     allow_local_sources: bool
     allow_internal_urls: bool
@@ -67,6 +71,9 @@ class Settings:
             lease_s=integer("STI_LEASE_SECONDS", 60),
             max_deliveries=integer("STI_MAX_DELIVERIES", 3),
             log_max_lines=integer("STI_LOG_MAX_LINES", 20000),
+            log_max_bytes=byte_size("STI_LOG_MAX_BYTES", LOG_MAX_BYTES),
+            log_line_max_bytes=byte_size("STI_LOG_LINE_MAX_BYTES", LINE_MAX_BYTES),
+            usage_max_bytes=byte_size("STI_USAGE_MAX_BYTES", USAGE_MAX_BYTES),
             allow_file_urls=flag("STI_ALLOW_FILE_URLS"),
             allow_local_sources=flag("STI_ALLOW_LOCAL_SOURCES"),
             allow_internal_urls=flag("STI_ALLOW_INTERNAL_URLS"),

@@ -1,0 +1,50 @@
+"""Output lines held to a size in bytes: each line a build prints, and the lines gathered into
+one result (a usage script's output), cut with a note saying where."""
+
+from __future__ import annotations
+
+LINE_MAX_BYTES = 16 * 1024  # STI_LOG_LINE_MAX_BYTES
+LOG_MAX_BYTES = 16 * 1024**2  # STI_LOG_MAX_BYTES
+USAGE_MAX_BYTES = 64 * 1024  # STI_USAGE_MAX_BYTES
+_UTF8_MAX = 4  # bytes of one character
+
+
+def utf8_size(text: str) -> int:
+    """text's size in UTF-8 (a lone surrogate counted as the 3 bytes it would take)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def cut_line(line: str, max_bytes: int, *, cut: bool = False) -> str:
+    """line, or its first max_bytes bytes (whole characters) and a note that it was cut (also
+    when cut says that its reader already left some of it out)."""
+    if not cut and len(line) * _UTF8_MAX <= max_bytes:
+        return line  # the common case: far below the cap, whatever its characters
+    encoded = line.encode("utf-8", "surrogatepass")
+    if not cut and len(encoded) <= max_bytes:
+        return line
+    kept = encoded[:max_bytes].decode("utf-8", "ignore")  # a character split at the cut goes
+    return f"{kept}… [line cut at {max_bytes} bytes]"
+
+
+class BoundedLines:
+    """Lines gathered up to max_bytes in all; past it one last line says they were cut, naming
+    the setting that sets the cap."""
+
+    def __init__(self, max_bytes: int, setting: str) -> None:
+        self.lines: list[str] = []
+        self._max_bytes = max_bytes
+        self._setting = setting
+        self._bytes = 0
+        self._cut = False
+
+    def append(self, line: str) -> None:
+        if self._cut:
+            return
+        self._bytes += utf8_size(line) + 1  # and its newline
+        if self._bytes > self._max_bytes:
+            self._cut = True
+            self.lines.append(
+                f"[output cut at {self._max_bytes} bytes ({self._setting}); the rest is left out]"
+            )
+            return
+        self.lines.append(line)
