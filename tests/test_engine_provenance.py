@@ -83,7 +83,7 @@ def test_a_git_build_is_labelled_with_its_commit_and_builder(
         f"{S2I}.build.commit.author": "Ada Lovelace <ada@example.org>",
         f"{S2I}.build.commit.date": labels[f"{S2I}.build.commit.date"],
         f"{S2I}.build.commit.message": "Add the app",
-        f"{S2I}.source-location": url,
+        f"{S2I}.build.source-location": url,
         f"{OCI}.source": url,
         f"{OCI}.revision": sha,
         f"{OCI}.base.name": labelled_builder,
@@ -116,8 +116,8 @@ def test_a_directory_build_names_its_location_and_context_dir(
     labels = _labels(api, app_tag)
     assert labels["vendor"] == "acme"  # the builder's own label, kept
     assert labels["io.k8s.display-name"] == app_tag
-    assert labels[f"{S2I}.source-location"] == str(tmp_path / "src")
-    assert labels[f"{S2I}.source-context-dir"] == "web"
+    assert labels[f"{S2I}.build.source-location"] == str(tmp_path / "src")
+    assert labels[f"{S2I}.build.source-context-dir"] == "web"
     assert f"{OCI}.source" not in labels  # a path is no URL to find the source at
     assert f"{S2I}.build.commit.id" not in labels
 

@@ -1,5 +1,6 @@
-"""Labels that say where an output image came from: s2i's (io.openshift.s2i.*), so tools that
-read s2i images read sti's, and OCI's (org.opencontainers.image.*).
+"""Labels that say where an output image came from: s2i's (io.openshift.s2i.build.*, named as in
+s2i's pkg/api/constants/labels.go), so tools that read s2i images read sti's, and OCI's
+(org.opencontainers.image.*).
 
 Values are the build's own facts: the builder as named and its image id, the source as the
 worker fetched it (credentials masked; an upload is named by its digest), and for git sources
@@ -11,13 +12,24 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from sti.model import BuildRequest
+from sti.model import RESERVED_LABEL_PREFIX, BuildRequest
 from sti.redaction import redact
 from sti.upload_refs import SCHEME as UPLOAD_SCHEME
 
 S2I = "io.openshift.s2i"
 OCI = "org.opencontainers.image"
 K8S = "io.k8s"
+S2I_BUILD_PREFIX = f"{S2I}.build."  # s2i's provenance namespace
+OCI_PROVENANCE = frozenset(
+    f"{OCI}.{name}" for name in ("source", "revision", "base.name", "base.digest", "created")
+)
+
+
+def is_provenance(name: str) -> bool:
+    """Whether a label is one of the provenance labels only sti sets on an output image: s2i's
+    io.openshift.s2i.build.* (whether or not this build has a value for it: a commit id where
+    sti wrote none is a claim just the same), the OCI ones sti writes, and io.sti.*."""
+    return name.startswith((S2I_BUILD_PREFIX, RESERVED_LABEL_PREFIX)) or name in OCI_PROVENANCE
 
 
 def source_labels(
@@ -25,11 +37,11 @@ def source_labels(
 ) -> dict[str, str]:
     """What the fetched source says of itself."""
     location = redact(request.source)
-    labels = {f"{S2I}.source-location": location}
+    labels = {f"{S2I}.build.source-location": location}
     if not location.startswith(UPLOAD_SCHEME) and "://" in location:
         labels[f"{OCI}.source"] = location
     if request.context_dir:
-        labels[f"{S2I}.source-context-dir"] = request.context_dir
+        labels[f"{S2I}.build.source-context-dir"] = request.context_dir
     if revision:
         labels |= {f"{S2I}.build.commit.id": revision, f"{OCI}.revision": revision}
     if request.ref:
