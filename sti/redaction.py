@@ -1,17 +1,41 @@
 """Credentials out of everything sti prints or stores: `scheme://user:token@host` becomes
-`scheme://***@host` in log lines, result messages and worker logs."""
+`scheme://***@host` in log lines, result messages and worker logs.
+
+Masking finds each "://" and the end of the authority after it with plain searches, each part of
+the text read a bounded number of times: no input costs more than a few passes over it (a
+backtracking pattern took minutes over a megabyte of "a.a.a.").
+"""
 
 from __future__ import annotations
 
 import re
 
-# the userinfo of a URL: after "scheme://", up to the "@" that ends it (no "/", "?", "#" or space)
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*@")
 MASK = "***"
+_SEPARATOR = "://"
+# what ends the authority: whitespace, the path, and characters a URL never holds unescaped
+# (quotes and brackets around a URL in a message); one character class, so a search cannot
+# backtrack
+_AUTHORITY_END = re.compile(r"[\s/\"'<>`]")
 
 
 def redact(text: str) -> str:
-    """text with the userinfo of every URL in it masked."""
-    if "@" not in text:
+    """text with the userinfo of every URL in it masked: everything between "://" and the last
+    "@" before the authority ends (git, ssh and curl take the host after the last "@", "?" and
+    "#" included)."""
+    if "@" not in text or _SEPARATOR not in text:
         return text
-    return _USERINFO.sub(rf"\g<scheme>{MASK}@", text)
+    kept: list[str] = []
+    done = 0  # text[:done] is in kept
+    start = text.find(_SEPARATOR)
+    while start != -1:
+        userinfo = start + len(_SEPARATOR)
+        ended = _AUTHORITY_END.search(text, userinfo)
+        end = ended.start() if ended else len(text)
+        at = text.rfind("@", userinfo, end)
+        if at != -1:
+            kept += (text[done:userinfo], MASK)
+            done = at
+        # the authority holds no "/": a separator starts at its last character at the earliest
+        start = text.find(_SEPARATOR, end - 1)
+    kept.append(text[done:])
+    return "".join(kept)

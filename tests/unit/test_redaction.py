@@ -17,6 +17,17 @@ from sti.redaction import redact
         ("http://a:b@x/ then http://c:d@y/", "http://***@x/ then http://***@y/"),
         ("http://A\\@B/", "http://***@B/"),
         ("http://u:p%40ss@host/a.tgz?x=1", "http://***@host/a.tgz?x=1"),
+        # the host is after the last "@" for git, ssh and curl: all before it is masked
+        ("https://u:p@ss@host/x", "https://***@host/x"),
+        ("ssh://u:tok#x@host/r", "ssh://***@host/r"),
+        ("https://u:tok?x@host/r", "https://***@host/r"),
+        ("x_https://u:tok@host/", "x_https://***@host/"),  # whatever comes before the scheme
+        ("1https://u:tok@host/", "1https://***@host/"),
+        (
+            '{"url": "https://u:tok@host", "mail": "a@b"}',
+            '{"url": "https://***@host", "mail": "a@b"}',
+        ),
+        ("<https://u:tok@host>", "<https://***@host>"),
     ],
 )
 def test_the_userinfo_of_every_url_is_masked(text: str, expected: str) -> None:
