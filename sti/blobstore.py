@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from . import keys
-from .errors import InvalidInput, SourceFetchFailed
+from .errors import InvalidInput, SourceFetchFailed, StiError
 
 if TYPE_CHECKING:
     from .redis_wire import RedisClient
@@ -91,17 +91,18 @@ class BlobStore:
     def has(self, name: str) -> bool:
         """True if the blob is stored whole, or is an upload still arriving; the expiry of what
         is stored is renewed, as it is about to be used."""
-        if is_upload_name(check_blob(name)):
-            record = self._record(name)
-            if not record or record.get(b"state") == FAILED.encode():
-                return False
-            if record.get(b"state") == OPEN.encode():
-                return bool(self._client.expire(keys.blob_meta(name), self._expires_s))
-            return self._renew(name, name, _count(record, b"chunks"))
-        meta = self._client.hgetall(keys.blob_meta(name))
-        if not meta:
+        upload = is_upload_name(check_blob(name))
+        record = self._record(name)
+        if not record or (upload and record.get(b"state") == FAILED.encode()):
             return False
-        return self._renew(name, _chunks_name(name, meta), _count(meta, b"chunks"))
+        if upload and record.get(b"state") == OPEN.encode():
+            return bool(self._client.expire(keys.blob_meta(name), self._expires_s))
+        try:
+            _, chunks = self._checked(name, record)
+            chunks_name = name if upload else _chunks_name(name, record)
+        except StiError:  # a record put could not have written: not stored (put writes it anew)
+            return False
+        return self._renew(name, chunks_name, chunks)
 
     def _renew(self, meta_name: str, chunks_name: str, count: int) -> bool:
         pipe = self._client.pipeline(transaction=False)
@@ -113,15 +114,16 @@ class BlobStore:
     def size(self, name: str) -> int | None:
         """The stored blob's size in bytes (of an upload still arriving, the size its uploader
         expects), or None if it is not stored; an upload that failed raises its failure."""
-        if is_upload_name(check_blob(name)):
-            record = self._record(name)
-            if not record:
-                return None
+        upload = is_upload_name(check_blob(name))
+        record = self._record(name)
+        if not record:
+            return None
+        if upload:
             self._raise_if_failed(name, record)
-            field = b"size" if record.get(b"state") == DONE.encode() else b"expected"
-            return _count(record, field)
-        size = self._client.hget(keys.blob_meta(name), "size")
-        return int(size) if size is not None else None
+            if record.get(b"state") != DONE.encode():
+                return _count(name, record, b"expected")
+        size, _ = self._checked(name, record)
+        return size
 
     def digest_of(self, name: str) -> str | None:
         """The digest of a blob: itself, or that of an upload once it has all arrived."""
@@ -204,15 +206,14 @@ class BlobStore:
         return self._read_stored(name)
 
     def _read_stored(self, digest: str) -> Iterator[bytes]:
-        meta = self._client.hgetall(keys.blob_meta(digest))
+        meta = self._record(digest)
         if not meta:
             raise SourceFetchFailed(f"uploaded source {digest} is not in the store (expired?)")
-        if _count(meta, b"size") > self.max_bytes:
-            raise InvalidInput(self.too_large_message(_count(meta, b"size")))
+        _, chunks = self._checked(digest, meta)
         chunks_name = _chunks_name(digest, meta)
         hasher = hashlib.sha256()
         size = 0
-        for index in range(_count(meta, b"chunks")):
+        for index in range(chunks):
             chunk = self._client.get(keys.blob_chunk(chunks_name, index))
             if chunk is None:
                 raise SourceFetchFailed(f"uploaded source {digest} is incomplete (expired?)")
@@ -248,7 +249,7 @@ class BlobStore:
             if record.get(b"state") == DONE.encode():
                 if self._client.exists(keys.blob_chunk(upload, index)):
                     continue  # stored between the read and the record
-                if index != _count(record, b"chunks"):
+                if index != self._checked(upload, record)[1]:
                     raise SourceFetchFailed(f"uploaded source {upload} is incomplete (expired?)")
                 if f"sha256:{hasher.hexdigest()}" != record.get(b"digest", b"").decode():
                     raise SourceFetchFailed(f"uploaded source {upload} does not match its digest")
@@ -261,8 +262,23 @@ class BlobStore:
             time.sleep(pause)
             pause = min(pause * 2, longest)
 
-    def _record(self, upload: str) -> dict[bytes, bytes]:
-        return self._client.hgetall(keys.blob_meta(upload))
+    def _record(self, name: str) -> dict[bytes, bytes]:
+        return self._client.hgetall(keys.blob_meta(name))
+
+    def _checked(self, name: str, record: dict[bytes, bytes]) -> tuple[int, int]:
+        """The size and chunk count of a stored blob's record, which anyone on Redis could have
+        written: counts of digits, a size within max_bytes (InvalidInput past it, as the
+        reader's own count would be) and as many chunks as put cuts that size into, so nothing
+        loops or allocates for more than the cap."""
+        size, chunks = _count(name, record, b"size"), _count(name, record, b"chunks")
+        if size > self.max_bytes:
+            raise InvalidInput(self.too_large_message(size))
+        if chunks != -(-size // CHUNK_BYTES):
+            raise SourceFetchFailed(
+                f"uploaded source {name} has a malformed record: {chunks} chunks of "
+                f"{CHUNK_BYTES} bytes cannot hold {size} bytes"
+            )
+        return size, chunks
 
     def _raise_if_failed(self, upload: str, record: dict[bytes, bytes]) -> None:
         if record.get(b"state") == FAILED.encode():
@@ -294,11 +310,13 @@ class BlobStore:
             self._client.delete(*names)
 
 
-def _count(record: dict[bytes, bytes], field: bytes) -> int:
-    """A count from a record anyone on Redis could have written."""
+def _count(name: str, record: dict[bytes, bytes], field: bytes) -> int:
+    """A count from a record anyone on Redis could have written: ASCII digits, at most 15."""
     value = record.get(field, b"0")
-    if not value.isdigit() or len(value) > 15:
-        raise SourceFetchFailed(f"an upload record has a malformed {field.decode()}: {value!r}")
+    if not value.isdigit() or len(value) > 15:  # bytes: ASCII digits only
+        raise SourceFetchFailed(
+            f"uploaded source {name} has a record with a malformed {field.decode()}: {value[:40]!r}"
+        )
     return int(value)
 
 

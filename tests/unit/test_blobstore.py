@@ -218,13 +218,16 @@ def test_the_reader_holds_its_own_cap_whatever_the_uploader_checked(
 def test_a_record_that_understates_the_size_does_not_get_past_the_cap(
     redis_client: redis.Redis, store: BlobStore
 ) -> None:
-    digest, _ = store.put([unique(2 * CHUNK_BYTES)])
+    digest, _ = store.put([unique(CHUNK_BYTES)])
     redis_client.hset(keys.blob_meta(digest), "size", 10)  # written by anyone on Redis
     worker = BlobStore(redis_client, expires_s=EXPIRES_S, max_bytes=CHUNK_BYTES + 100)
-    reader = worker.read(digest)
-    assert len(next(reader)) == CHUNK_BYTES
+    with pytest.raises(SourceFetchFailed, match="2 chunks of 1048576 bytes cannot hold 10 bytes"):
+        next(worker.read(digest))
+    # a record that matches its own lie, over chunks larger than the record says
+    redis_client.hset(keys.blob_meta(digest), mapping={"size": CHUNK_BYTES + 100, "chunks": 2})
+    redis_client.set(_chunk(redis_client, digest, 0), b"x" * 2 * CHUNK_BYTES)
     with pytest.raises(InvalidInput, match="STI_UPLOAD_MAX_BYTES"):
-        list(reader)
+        next(worker.read(digest))
 
 
 def test_a_blob_stored_by_an_older_client_under_its_digest_is_read(
@@ -357,7 +360,7 @@ def test_an_upload_that_stops_arriving_fails_after_the_stall_timeout(
             {"state": "done", "digest": "sha256:" + "0" * 64, "chunks": 1, "size": 5},
             "does not match",
         ),
-        ({"state": "done", "digest": "x", "chunks": 2, "size": 5}, "incomplete"),
+        ({"state": "done", "digest": "x", "chunks": 2, "size": CHUNK_BYTES + 5}, "incomplete"),
         ({"state": "done", "digest": "x", "chunks": "-2", "size": 5}, "malformed chunks"),
     ],
 )
