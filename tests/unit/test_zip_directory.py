@@ -41,8 +41,17 @@ def test_the_entries_are_counted_as_zipfile_reads_them(tmp_path: Path, zip64: bo
     assert len(zipfile.ZipFile(path).infolist()) == 37
 
 
-def test_counting_stops_just_past_the_limit(tmp_path: Path) -> None:
-    assert count_entries(_zip(tmp_path / "a.zip", 500), stop_after=10) == 11
+def test_a_declared_count_over_the_limit_is_taken_without_walking(tmp_path: Path) -> None:
+    assert count_entries(_zip(tmp_path / "a.zip", 500), stop_after=10) == 500
+
+
+def test_counting_stops_just_past_the_limit_whatever_the_count_declared(tmp_path: Path) -> None:
+    path = _zip(tmp_path / "a.zip", 500)
+    data = bytearray(path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8 : end + 12] = struct.pack("<HH", 5, 5)
+    path.write_bytes(bytes(data))
+    assert count_entries(path, stop_after=10) == 11
 
 
 def test_an_end_record_declaring_fewer_entries_than_the_directory_holds_does_not_fool_it(
@@ -70,10 +79,11 @@ def test_a_zip_of_many_tiny_entries_is_refused_before_zipfile_builds_them(tmp_pa
     assert peak < 1024 * 1024  # zipfile alone would hold ~30,000 ZipInfo objects
 
 
-@pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x05\x06"])
-def test_what_is_not_a_zip_counts_nothing_and_zipfile_refuses_it(
-    tmp_path: Path, content: bytes
-) -> None:
+@pytest.mark.parametrize(
+    "content", [b"", b"not a zip", b"PK\x05\x06", b"not a zip, but long enough to be one"]
+)
+def test_what_is_not_a_zip_is_refused(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.zip"
     path.write_bytes(content)
-    assert count_entries(path, stop_after=10) == 0
+    with pytest.raises(InvalidInput, match="not a valid zip archive"):
+        count_entries(path, stop_after=10)
