@@ -1,11 +1,16 @@
 """Build states travel between a host's workers inside task messages, which anyone who can reach
-Redis can write. Each state is sealed with an HMAC key that only this host's workers can read (a
-file in the work area, where they already share the builds' work dirs, made on first use), and a
-state whose seal does not match is refused before anything in it is used.
+Redis can read and write, and which the task events (Flower, `celery events`) show. Each state
+is encrypted and authenticated (AES-GCM) with a key that only this host's workers can read (a
+file in the work area, where they already share the builds' work dirs, made on first use): a
+state carries --build-env values and, before its source is fetched, the source URL's
+credentials, and a state this host's workers did not write is refused before anything in it is
+used.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
@@ -17,10 +22,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from sti.errors import InternalError, InvalidInput
 
 KEY_FILE = ".sti-state-key"
 _KEY_BYTES = 32
+_NONCE_BYTES = 12  # random per state: far fewer than 2**32 states are sealed under one key
+_SEALED = "sealed"
+_PURPOSE = b"sti build state, AES-GCM"
+_NOT_SEALED = "a build step was sent a state that is not a sealed build state"
+_NOT_OURS = "a build step was sent a state this host's workers did not write"
 
 
 class ForgedState(InvalidInput):
@@ -28,27 +41,55 @@ class ForgedState(InvalidInput):
 
 
 def seal(state: dict[str, Any]) -> dict[str, str]:
-    body = json.dumps(state, sort_keys=True, separators=(",", ":"))
-    return {"state": body, "seal": _mac(body)}
+    body = json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    box = _cipher(host_key()).encrypt(nonce, body, _PURPOSE)
+    return {_SEALED: base64.b64encode(nonce + box).decode()}
 
 
 def unseal(message: object) -> dict[str, Any]:
     """The state a sealed message carries; ForgedState unless this host's workers sealed it."""
-    if not isinstance(message, dict) or set(message) != {"state", "seal"}:
-        raise ForgedState("a build step was sent a state that is not a sealed build state")
-    body, given = message["state"], message["seal"]
-    if not isinstance(body, str) or not isinstance(given, str):
-        raise ForgedState("a build step was sent a state that is not a sealed build state")
-    if not hmac.compare_digest(_mac(body), given):
-        raise ForgedState("a build step was sent a state this host's workers did not write")
+    if isinstance(message, dict) and set(message) == {"state", "seal"}:
+        body = _signed_body(message["state"], message["seal"])
+    elif isinstance(message, dict) and set(message) == {_SEALED}:
+        body = _opened_body(message[_SEALED])
+    else:
+        raise ForgedState(_NOT_SEALED)
     state = json.loads(body)
     if not isinstance(state, dict):
-        raise ForgedState("a build step was sent a state that is not a sealed build state")
+        raise ForgedState(_NOT_SEALED)
     return state
 
 
-def _mac(body: str) -> str:
-    return hmac.new(host_key(), body.encode(), hashlib.sha256).hexdigest()
+def _opened_body(sealed: object) -> bytes:
+    if not isinstance(sealed, str):
+        raise ForgedState(_NOT_SEALED)
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ForgedState(_NOT_SEALED) from error
+    nonce, box = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+    try:
+        return _cipher(host_key()).decrypt(nonce, box, _PURPOSE)
+    except (InvalidTag, ValueError) as error:
+        raise ForgedState(_NOT_OURS) from error
+
+
+def _signed_body(body: object, given: object) -> str:
+    """A state signed in clear (HMAC-SHA256 with the host key itself), as workers before the
+    encryption sealed them: for steps queued across an upgrade."""
+    if not isinstance(body, str) or not isinstance(given, str):
+        raise ForgedState(_NOT_SEALED)
+    expected = hmac.new(host_key(), body.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, given):
+        raise ForgedState(_NOT_OURS)
+    return body
+
+
+@functools.cache
+def _cipher(key: bytes) -> AESGCM:
+    # a key of its own, derived from the host key, which signed states in clear before
+    return AESGCM(hmac.new(key, _PURPOSE, hashlib.sha256).digest())
 
 
 @functools.cache
