@@ -16,8 +16,8 @@ import tarfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal, NoReturn, Protocol
@@ -31,7 +31,7 @@ from . import zip_directory
 from .inflate import BackgroundGunzip, BackgroundUnzstd
 
 Read = Callable[[int], bytes]
-EntryKind = Literal["directory", "file", "link"]
+EntryKind = Literal["directory", "file", "link", "hard link"]
 
 _CHUNK = 1024 * 1024
 _MAX_TRAILER_CHUNKS = 16
@@ -43,6 +43,14 @@ _MAX_EXTENDED_HEADER_BYTES = 1024 * 1024
 _MAX_EXTENDED_HEADERS_IN_A_ROW = 8
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# PAX numbers as POSIX spells them; tarfile's int() and float() would also take "nan", "1e999",
+# "1_0" and other digits than ASCII's, and read what they refuse as 0
+_PAX_INTEGER = re.compile(r"[0-9]{1,19}", re.ASCII)
+_PAX_TIME = re.compile(r"-?[0-9]{1,19}(?:\.[0-9]{1,19})?", re.ASCII)
+_PAX_INTEGER_FIELDS = ("size", "uid", "gid")
+_PAX_TIME_FIELDS = ("mtime", "atime", "ctime")
+_MAX_PAX_INTEGER = 2**63 - 1
+MAX_TIME_S = _MAX_PAX_INTEGER // 10**9  # what 64-bit nanoseconds hold (Docker's, Go's)
 _UNIX = 3  # ZipInfo.create_system of archives whose external_attr holds a Unix mode
 
 _EXTENDED_HEADER_TYPES = (
@@ -53,7 +61,6 @@ _EXTENDED_HEADER_TYPES = (
     tarfile.GNUTYPE_LONGLINK,
 )
 _SPECIAL_TAR_TYPES = {
-    tarfile.LNKTYPE: "hard link",
     tarfile.CHRTYPE: "device",
     tarfile.BLKTYPE: "device",
     tarfile.FIFOTYPE: "fifo",
@@ -238,6 +245,8 @@ class _Extraction(_EntryCount):
             self._add_directory(entry)
         elif entry.kind == "link":
             self._add_link(entry)
+        elif entry.kind == "hard link":
+            self._add_hard_link(entry)
         else:
             self._add_file(entry, content)
 
@@ -277,6 +286,34 @@ class _Extraction(_EntryCount):
         if os.path.lexists(path):
             _refuse_existing(entry, path)
         os.symlink(entry.link_target, path)
+
+    def _add_hard_link(self, entry: _Entry) -> None:
+        target, size = self._hard_link_target(entry)
+        # a tree on disk goes into a build with each name of a file as a file of its own
+        self._total_bytes += size
+        self._check_sizes(entry.name, size, self._total_bytes)
+        path = self._target(entry)
+        if os.path.lexists(path):
+            _refuse_existing(entry, path)
+        os.link(target, path, follow_symlinks=False)
+
+    def _hard_link_target(self, entry: _Entry) -> tuple[str, int]:
+        """The regular file an earlier entry put where the hard link's target names it (the
+        destination started empty), reached through directories only, and its size."""
+        target = _hard_link_path(entry)
+        path = self._root
+        for part in target.split("/")[:-1]:
+            path = os.path.join(path, part)
+            if os.path.islink(path) or not os.path.isdir(path):
+                raise _bad_hard_link(entry, "not a file of the archive before it")
+        path = os.path.join(path, os.path.basename(target))
+        try:
+            found = os.lstat(path)
+        except FileNotFoundError:
+            raise _bad_hard_link(entry, "not a file of the archive before it") from None
+        if not stat.S_ISREG(found.st_mode):
+            raise _bad_hard_link(entry, "a directory" if stat.S_ISDIR(found.st_mode) else "a link")
+        return path, found.st_size
 
     def _target(self, entry: _Entry) -> str:
         if not entry.path:
@@ -355,11 +392,22 @@ class _Retar(_EntryCount):
             raise _appears_twice(entry.name)
         if entry.kind == "link":
             (_check_link_is_valid if self._links_anywhere else _check_link_target)(entry)
+        elif entry.kind == "hard link":
+            entry = replace(entry, link_target=self._hard_link_target(entry))
         elif entry.kind == "file":
             self._total_bytes += entry.size
             _check_sizes(self._limits, entry.name, entry.size, self._total_bytes)
-        self._tree[entry.path] = entry.kind
+        self._tree[entry.path] = "file" if entry.kind == "hard link" else entry.kind
         self._emit(entry, content)
+
+    def _hard_link_target(self, entry: _Entry) -> str:
+        """The normalised path of the earlier regular file (or hard link to one) it names."""
+        target = _hard_link_path(entry)
+        kind = self._tree.get(target)
+        if kind != "file":
+            what = {"directory": "a directory", "link": "a link"}
+            raise _bad_hard_link(entry, what.get(kind or "", "not a file of the archive before it"))
+        return target
 
     def finish(self) -> None:
         """After the last entry: the source's root and context dir must have been there."""
@@ -399,7 +447,7 @@ class _Retar(_EntryCount):
             return
         if select and not entry.path.startswith(f"{select}/"):
             return
-        relative = entry.path[len(select) + 1 :] if select else entry.path
+        relative = self._relative(entry.path)
         info = tarfile.TarInfo(f"{self._prefix}/{relative}")
         info.mode = entry.mode & 0o7777 if entry.kind == "link" else entry.mode & 0o755
         info.mtime = int(entry.mtime or 0)
@@ -410,9 +458,18 @@ class _Retar(_EntryCount):
         elif entry.kind == "link":
             info.type, info.linkname = tarfile.SYMTYPE, entry.link_target
             self._out.addfile(info)
+        elif entry.kind == "hard link":
+            if select and not entry.link_target.startswith(f"{select}/"):
+                raise _bad_hard_link(entry, "outside --context-dir, so not in the build")
+            info.type = tarfile.LNKTYPE
+            info.linkname = f"{self._prefix}/{self._relative(entry.link_target)}"
+            self._out.addfile(info)
         else:
             info.size = entry.size
             self._out.addfile(info, _ReadAdapter(content))
+
+    def _relative(self, path: str) -> str:
+        return path[len(self._select) + 1 :] if self._select else path
 
 
 class _ReadAdapter:
@@ -488,6 +545,24 @@ def _check_link_target(entry: _Entry) -> None:
         raise InvalidInput(
             f"archive entry {name!r} is a link to {target!r}, which points outside the source root"
         )
+
+
+def _hard_link_path(entry: _Entry) -> str:
+    """A hard link's target as the archive's own path of an earlier entry, normalised."""
+    target = entry.link_target
+    if not target or target.startswith("/") or len(os.fsencode(target)) > _MAX_LINK_TARGET_BYTES:
+        raise _bad_hard_link(entry, "not a path in the archive")
+    try:
+        return _relative_path(target, windows_rules=False)
+    except InvalidInput:
+        raise _bad_hard_link(entry, "not a path in the archive") from None
+
+
+def _bad_hard_link(entry: _Entry, what: str) -> InvalidInput:
+    return InvalidInput(
+        f"archive entry {entry.name!r} is a hard link to {entry.link_target!r}, which is {what}: "
+        "a hard link must name a regular file that comes before it"
+    )
 
 
 def _is_within(real_path: str, root: str) -> bool:
@@ -610,6 +685,10 @@ class _CheckedTarInfo(tarfile.TarInfo):
     def _proc_member(self, tar: _CheckedTarFile) -> tarfile.TarInfo:  # type: ignore[override]
         if self.type == tarfile.GNUTYPE_SPARSE:
             raise _sparse(self.name)
+        if "size" in tar.pax_headers:
+            # tarfile finds the next header by the size in this one, and reads the content by
+            # the global size: what comes after it would be read twice or not at all
+            raise InvalidInput("the archive has a global header setting the size of every entry")
         if self.type in _EXTENDED_HEADER_TYPES:
             tar.extended_headers_in_a_row += 1
             _check_extended_header(self, tar)
@@ -617,10 +696,24 @@ class _CheckedTarInfo(tarfile.TarInfo):
             tar.extended_headers_in_a_row = 0
         return super()._proc_member(tar)
 
+    def _proc_gnusparse_00(  # type: ignore[override]
+        self, next_member: tarfile.TarInfo, pax_headers: dict[str, str], buf: bytes
+    ) -> None:
+        raise _sparse(next_member.name)
+
+    def _proc_gnusparse_01(  # type: ignore[override]
+        self, next_member: tarfile.TarInfo, pax_headers: dict[str, str]
+    ) -> None:
+        raise _sparse(next_member.name)
+
     def _proc_gnusparse_10(  # type: ignore[override]
         self, next_member: tarfile.TarInfo, pax_headers: dict[str, str], tar: tarfile.TarFile
     ) -> None:
         raise _sparse(next_member.name)
+
+    def _apply_pax_info(self, pax_headers: dict[str, str], encoding: str, errors: str) -> None:
+        _check_pax_numbers(pax_headers, pax_headers.get("path", self.name))
+        super()._apply_pax_info(pax_headers, encoding, errors)  # type: ignore[misc]
 
 
 class _CheckedTarFile(tarfile.TarFile):
@@ -648,6 +741,29 @@ def _check_extended_header(header: tarfile.TarInfo, tar: _CheckedTarFile) -> Non
             )
 
 
+def _check_pax_numbers(pax_headers: Mapping[str, str], name: str) -> None:
+    for keyword, value in pax_headers.items():
+        if keyword.startswith("GNU.sparse."):  # realsize alone would cut the content short
+            raise _sparse(name)
+        if keyword in _PAX_INTEGER_FIELDS:
+            if not _PAX_INTEGER.fullmatch(value) or int(value) > _MAX_PAX_INTEGER:
+                raise _bad_number(name, keyword, value)
+        elif keyword in _PAX_TIME_FIELDS:
+            if not _PAX_TIME.fullmatch(value):
+                raise _bad_number(name, keyword, value)
+            _check_time(name, keyword, float(value), value)
+
+
+def _check_time(name: str, field: str, seconds: float, spelled: object) -> None:
+    if not -MAX_TIME_S <= seconds <= MAX_TIME_S:  # False for NaN too
+        raise _bad_number(name, field, spelled)
+
+
+def _bad_number(name: str, field: str, value: object) -> InvalidInput:
+    shown = value[:40] if isinstance(value, str) else value
+    return InvalidInput(f"archive entry {name!r} has an invalid {field} in its header: {shown!r}")
+
+
 def _next_member(tar: tarfile.TarFile, guard: _DecodeGuard) -> tarfile.TarInfo | None:
     with guard:
         return tar.next()
@@ -673,9 +789,12 @@ def _tar_entry(member: tarfile.TarInfo) -> _Entry:
     if member.isdir():
         return _Entry(name, path, "directory", member.mode)
     if member.isreg():
+        _check_time(name, "mtime", member.mtime, member.mtime)  # a ustar field can be huge
         return _Entry(name, path, "file", member.mode, member.mtime, member.size)
     if member.issym():
         return _Entry(name, path, "link", member.mode, link_target=member.linkname)
+    if member.islnk():
+        return _Entry(name, path, "hard link", member.mode, link_target=member.linkname)
     if member.type in _SPECIAL_TAR_TYPES:
         raise _not_allowed(name, _SPECIAL_TAR_TYPES[member.type])
     raise InvalidInput(f"archive entry {name!r} has an unsupported type {member.type!r}")

@@ -5,16 +5,24 @@ it; nothing needs the network."""
 from __future__ import annotations
 
 import io
+import re
 import struct
+import tarfile
 import tracemalloc
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sti.errors import InvalidInput
-from sti_worker.engine.archives import ExtractLimits, extract_zip
+from sti_worker.engine.archives import (
+    ExtractLimits,
+    extract_tar_stream,
+    extract_zip,
+    retar_tar_stream,
+)
 from sti_worker.engine.zip_directory import count_entries
 
 LIMITS = ExtractLimits(max_total_bytes=1024 * 1024, max_files=100)
@@ -266,3 +274,307 @@ def test_a_zip_zipfile_writes_with_a_comment_holding_pk_bytes_is_read(tmp_path: 
         archive.writestr("a", b"a")
         archive.comment = b"PK\x01\x02 PK\x06\x07 not an end record"
     assert count_entries(path, stop_after=100) == 1
+
+
+# tar: built in memory, read by both destinations (a directory on disk, a re-tarred stream)
+
+Member = tuple[tarfile.TarInfo, bytes | None]
+
+
+def _file(name: str, data: bytes = b"data", **pax: str) -> Member:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 1_600_000_000
+    info.pax_headers = pax
+    return info, data
+
+
+def _dir(name: str) -> Member:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    return info, None
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.LNKTYPE) -> Member:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+def _tar(members: list[Member], *, global_pax: dict[str, str] | None = None) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(
+        fileobj=out, mode="w", format=tarfile.PAX_FORMAT, pax_headers=global_pax
+    ) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def _extracted(data: bytes, dest: Path, limits: ExtractLimits = LIMITS, **options: Any) -> Path:
+    extract_tar_stream(io.BytesIO(data), dest, "tar", limits, **options)
+    return dest
+
+
+def _retarred(data: bytes, limits: ExtractLimits = LIMITS, **options: Any) -> dict[str, Any]:
+    """The re-tarred stream's members by name: file contents, or the TarInfo of the rest."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        retar_tar_stream(io.BytesIO(data), "tar", limits, tar, **options)
+    out.seek(0)
+    found: dict[str, Any] = {}
+    with tarfile.open(fileobj=out) as tar:
+        for member in tar:
+            content = tar.extractfile(member) if member.isreg() else None
+            found[member.name] = content.read() if content else member
+    return found
+
+
+Destination = Callable[[bytes, Path], object]
+DESTINATIONS: dict[str, Destination] = {
+    "on disk": lambda data, dest: _extracted(data, dest),
+    "re-tarred": lambda data, dest: _retarred(data),
+}
+
+
+@pytest.fixture(params=list(DESTINATIONS))
+def read(request: pytest.FixtureRequest, dest: Path) -> Callable[[bytes], object]:
+    destination = DESTINATIONS[request.param]
+    return lambda data: destination(data, dest)
+
+
+# hard links: to a regular file that came before, inside the archive, and nothing else
+
+
+def test_hard_links_to_earlier_files_come_out_as_one_file(dest: Path) -> None:
+    data = _tar(
+        [
+            _dir("app"),
+            _file("app/a.txt", b"shared"),
+            _link("app/b.txt", "app/a.txt"),
+            _link("copy/c.txt", "./app//a.txt"),  # normalised as any name is
+            _link("copy/d.txt", "copy/c.txt"),  # a chain: c is the same file
+        ]
+    )
+    _extracted(data, dest)
+    inode = (dest / "app" / "a.txt").stat().st_ino
+    for name in ("app/b.txt", "copy/c.txt", "copy/d.txt"):
+        assert (dest / name).read_bytes() == b"shared"
+        assert (dest / name).stat().st_ino == inode
+    found = _retarred(data, root="app")
+    assert found["src/a.txt"] == b"shared"
+    assert found["src/b.txt"].islnk() and found["src/b.txt"].linkname == "src/a.txt"
+
+
+def test_a_hard_link_takes_its_context_dir_with_it() -> None:
+    data = _tar([_file("app/sub/a", b"x"), _link("app/sub/b", "app/sub/a")])
+    found = _retarred(data, context_dir="app/sub")
+    assert found["src/a"] == b"x"
+    assert found["src/b"].linkname == "src/a"
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([_file("a"), _link("h", "../a")], "to '../a', which is not a path in the archive"),
+        ([_file("a"), _link("h", "a/../a")], "which is not a path in the archive"),
+        ([_link("h", "/etc/passwd")], "to '/etc/passwd', which is not a path in the archive"),
+        ([_link("h", "")], "which is not a path in the archive"),
+        ([_file("a"), _link("s", "a", tarfile.SYMTYPE), _link("h", "s")], "which is a link"),
+        ([_dir("d"), _link("h", "d")], "to 'd', which is a directory"),
+        ([_file("d/a"), _link("h", "d")], "to 'd', which is a directory"),  # implied
+        ([_link("h", "a"), _file("a")], "to 'a', which is not a file of the archive before it"),
+        ([_link("h", "h")], "to 'h', which is not a file of the archive before it"),
+        ([_link("h", "nowhere")], "which is not a file of the archive before it"),
+        ([_file("d/a"), _link("s", "d", tarfile.SYMTYPE), _link("h", "s/a")], "not a file of"),
+        ([_file("a"), _file("h"), _link("h", "a")], "'h' appears twice"),
+        ([_file("a"), _link("h", "a"), _link("h", "a")], "'h' appears twice"),
+        ([_file("a"), _link("s", "d", tarfile.SYMTYPE), _link("s/h", "a")], "through a link"),
+    ],
+    ids=[
+        "parent",
+        "dotdot inside",
+        "absolute",
+        "empty",
+        "to a symlink",
+        "to a directory",
+        "to an implied directory",
+        "to a later entry",
+        "to itself",
+        "to nothing",
+        "through a symlinked directory",
+        "over a file",
+        "twice",
+        "under a symlink",
+    ],
+)
+def test_a_hard_link_to_anything_but_an_earlier_file_is_refused(
+    read: Callable[[bytes], object], members: list[Member], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        read(_tar(members))
+
+
+def test_a_hard_link_through_a_link_out_of_the_tree_reaches_nothing(tmp_path: Path) -> None:
+    """A packed directory keeps links whatever their target: one to /etc, then a hard link
+    named through it, would be a second name for a file of the host."""
+    secret = tmp_path / "secret"
+    secret.write_text("host file")
+    members = [_link("out", str(tmp_path), tarfile.SYMTYPE), _link("h", "out/secret")]
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(InvalidInput, match="not a file of the archive before it"):
+        _extracted(_tar(members), dest, links_anywhere=True)
+    assert not (dest / "h").exists() and secret.stat().st_nlink == 1
+    with pytest.raises(InvalidInput, match="not a file of the archive before it"):
+        _retarred(_tar(members), links_anywhere=True)
+
+
+def test_a_hard_link_out_of_the_context_dir_is_refused_when_re_tarred() -> None:
+    """The file it names was left behind; on disk, the whole archive is there first."""
+    data = _tar([_file("lib/a", b"x"), _link("app/b", "lib/a")])
+    with pytest.raises(InvalidInput, match="'lib/a', which is outside --context-dir"):
+        _retarred(data, context_dir="app")
+
+
+def test_hard_links_on_disk_count_as_the_copies_a_build_makes(dest: Path) -> None:
+    data = _tar([_file("a", b"x" * 600), _link("b", "a")])
+    with pytest.raises(InvalidInput, match="'b' takes the extracted source over 1000 bytes"):
+        _extracted(data, dest, ExtractLimits(max_total_bytes=1000, max_files=10))
+
+
+def test_hard_links_count_as_entries(read: Callable[[bytes], object]) -> None:
+    data = _tar([_file("a")] + [_link(f"h{n}", "a") for n in range(100)])
+    with pytest.raises(InvalidInput, match="more than 100 files"):
+        read(data)
+
+
+# numbers in tar headers: what is not a number, or not one a time can be, is refused
+
+
+BAD_PAX_NUMBERS = [
+    ("mtime", "nan"),
+    ("mtime", "NaN"),
+    ("mtime", "inf"),
+    ("mtime", "-inf"),
+    ("mtime", "1e999"),
+    ("mtime", "1e400"),
+    ("mtime", "-1e300"),
+    ("mtime", "9" * 400),
+    ("mtime", "99999999999"),  # past what 64-bit nanoseconds hold
+    ("mtime", "abc"),
+    ("mtime", ""),
+    ("mtime", " 1"),
+    ("mtime", "1_0"),
+    ("mtime", "\u0661\u0662"),  # Arabic-Indic digits: int() and float() take them
+    ("mtime", "0x10"),
+    ("atime", "nan"),
+    ("ctime", "inf"),
+    ("size", "abc"),
+    ("size", "-1"),
+    ("size", "1e3"),
+    ("size", "+4"),
+    ("size", "4.0"),
+    ("size", "9" * 5000),  # int() refuses it, and tarfile reads that as 0
+    ("size", "99999999999999999999"),
+    ("uid", "abc"),
+    ("uid", "-1"),
+    ("gid", "nan"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_PAX_NUMBERS, ids=lambda v: str(v)[:12])
+def test_a_pax_number_that_is_not_one_is_refused_naming_the_entry(
+    read: Callable[[bytes], object], field: str, value: str
+) -> None:
+    data = _tar([_dir("app"), _file("app/a.txt", b"data", **{field: value})])
+    with pytest.raises(InvalidInput, match=f"entry 'app/a.txt' has an invalid {field}"):
+        read(data)
+
+
+@pytest.mark.parametrize(("field", "value"), [("mtime", "nan"), ("uid", "x"), ("size", "4")])
+def test_a_global_header_is_checked_as_an_entry_own(
+    read: Callable[[bytes], object], field: str, value: str
+) -> None:
+    """tarfile applies a global header to every entry after it: size would be read from it for
+    the content while the next header is found by the entry's own size field."""
+    with pytest.raises(InvalidInput, match=f"invalid {field}|global header setting the size"):
+        read(_tar([_file("a.txt")], global_pax={field: value}))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "mtime"),
+    [
+        ("mtime", "1700000000.123456789", 1_700_000_000),
+        ("mtime", "-86400.5", -86_400),
+        ("mtime", "0", 0),
+        ("uid", "4294967294", 1_600_000_000),
+        ("atime", "1700000000", 1_600_000_000),
+    ],
+)
+def test_pax_numbers_as_tools_write_them_are_read(
+    dest: Path, field: str, value: str, mtime: int
+) -> None:
+    data = _tar([_file("a.txt", b"data", **{field: value})])
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        retar_tar_stream(io.BytesIO(data), "tar", LIMITS, tar)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert tar.getmember("src/a.txt").mtime == mtime
+        assert tar.extractfile("src/a.txt").read() == b"data"  # type: ignore[union-attr]
+    assert (_extracted(data, dest) / "a.txt").read_bytes() == b"data"
+
+
+def test_a_ustar_time_out_of_range_is_refused(read: Callable[[bytes], object]) -> None:
+    """A GNU header holds base-256 numbers of up to 95 bits."""
+    info, content = _file("a.txt")
+    info.mtime = 2**80
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(content or b""))
+    with pytest.raises(InvalidInput, match=r"'a.txt' has an invalid mtime in its header: 12089"):
+        read(out.getvalue())
+
+
+def test_a_ustar_size_that_is_not_octal_is_refused(read: Callable[[bytes], object]) -> None:
+    data = bytearray(_tar([_file("a.txt", b"data")]))
+    header = next(at for at in range(0, len(data), 512) if data[at : at + 5] == b"a.txt")
+    data[header + 124 : header + 136] = b"abc        \0"
+    with pytest.raises(InvalidInput, match="not a valid tar archive"):
+        read(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "pax",
+    [
+        {"GNU.sparse.realsize": "2"},  # alone, it cuts the content to 2 bytes
+        {"GNU.sparse.size": "4", "GNU.sparse.offset": "0", "GNU.sparse.numbytes": "4"},
+        {"GNU.sparse.map": "0,4"},
+        {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"},
+    ],
+    ids=["realsize", "0.0", "0.1", "1.0"],
+)
+def test_sparse_pax_entries_are_refused(
+    read: Callable[[bytes], object], pax: dict[str, str]
+) -> None:
+    with pytest.raises(InvalidInput, match=re.escape("'a.txt' is a sparse file")):
+        read(_tar([_file("a.txt", b"data", **pax)]))
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("d/" + "x" * 256, "longer than 255 bytes"),
+        ("/".join(["d"] * 300), "directories deep"),
+        ("x" * 2 * 1024 * 1024, "extended header of"),
+    ],
+    ids=["long component", "deep", "huge"],
+)
+def test_gnu_long_names_over_the_limits_are_refused(
+    read: Callable[[bytes], object], name: str, message: str
+) -> None:
+    info, content = _file(name)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(content or b""))
+    with pytest.raises(InvalidInput, match=message):
+        read(out.getvalue())
