@@ -287,20 +287,15 @@ def directory(root: Path, prefix: str, skip: Callable[[str], bool] | None = None
 
 
 def _add_path(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
-    """What tarfile's gettarinfo gives (a second link to a file is a hard link), without its
-    look-ups of owner names: every member is root's."""
+    """What tarfile's gettarinfo gives, without its look-ups of owner names (every member is
+    root's) and with every name of a hard-linked file as a file of its own: a link to a name
+    outside the part of the tree a build takes (--context-dir) would name nothing there, so
+    the same tree builds the same whether it is read here or packed and sent."""
     found = path.lstat()
     mode = found.st_mode
     info = tarfile.TarInfo(arcname)
     if stat.S_ISREG(mode):
-        inode = (found.st_ino, found.st_dev)
-        first = tar.inodes.get(inode)
-        if found.st_nlink > 1 and first is not None and first != arcname:
-            info.type, info.linkname = tarfile.LNKTYPE, first
-        else:
-            info.size = found.st_size
-            if found.st_ino:
-                tar.inodes[inode] = arcname
+        info.size = found.st_size
     elif stat.S_ISDIR(mode):
         info.type = tarfile.DIRTYPE
     elif stat.S_ISLNK(mode):

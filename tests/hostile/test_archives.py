@@ -4,19 +4,28 @@ it; nothing needs the network."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import shutil
 import struct
 import tarfile
 import tracemalloc
+import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from sti.errors import InvalidInput
+from sti.model import BuildRequest
+from sti.upload_refs import PACKED_DIR_PREFIX
+from sti_submit.client import StiClient
+from sti_submit.upload import pack_directory
 from sti_worker.engine.archives import (
     ExtractLimits,
     extract_tar_stream,
@@ -24,6 +33,8 @@ from sti_worker.engine.archives import (
     retar_tar_stream,
 )
 from sti_worker.engine.zip_directory import count_entries
+from tests.dockertools import TRACKER, Entry, read_tree
+from tests.services import Worker
 
 LIMITS = ExtractLimits(max_total_bytes=1024 * 1024, max_files=100)
 
@@ -315,11 +326,13 @@ def _extracted(data: bytes, dest: Path, limits: ExtractLimits = LIMITS, **option
     return dest
 
 
-def _retarred(data: bytes, limits: ExtractLimits = LIMITS, **options: Any) -> dict[str, Any]:
+def _retarred(
+    data: bytes, limits: ExtractLimits = LIMITS, kind: str = "tar", **options: Any
+) -> dict[str, Any]:
     """The re-tarred stream's members by name: file contents, or the TarInfo of the rest."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        retar_tar_stream(io.BytesIO(data), "tar", limits, tar, **options)
+        retar_tar_stream(io.BytesIO(data), kind, limits, tar, **options)
     out.seek(0)
     found: dict[str, Any] = {}
     with tarfile.open(fileobj=out) as tar:
@@ -578,3 +591,88 @@ def test_gnu_long_names_over_the_limits_are_refused(
         tar.addfile(info, io.BytesIO(content or b""))
     with pytest.raises(InvalidInput, match=message):
         read(out.getvalue())
+
+
+# a hard-linked tree (cp -al, a package store) builds the same with --local and through the queue
+
+
+@pytest.fixture
+def local_tag(api: docker.APIClient) -> Iterator[str]:
+    tag = f"sti-test/app-{uuid.uuid4().hex[:10]}"
+    yield tag
+    with contextlib.suppress(docker.errors.NotFound):
+        api.remove_image(tag, force=True)
+
+
+def _hard_linked_tree(root: Path) -> Path:
+    """release/ is a cp -al of current/, plus a second name inside release/ itself."""
+    (root / "current" / "lib").mkdir(parents=True)
+    (root / "current" / "index.html").write_text("<h1>hello</h1>\n")
+    (root / "current" / "lib" / "app.js").write_text("console.log(1)\n")
+    (root / "current" / "run.sh").write_text("#!/bin/sh\n")
+    (root / "current" / "run.sh").chmod(0o755)
+    shutil.copytree(root / "current", root / "release", copy_function=os.link)
+    os.link(root / "release" / "lib" / "app.js", root / "release" / "app-copy.js")
+    assert (root / "release" / "lib" / "app.js").stat().st_nlink == 3
+    return root
+
+
+@pytest.mark.parametrize("context_dir", [None, "release"])
+def test_a_packed_hard_linked_tree_reaches_the_build_a_file_per_name(
+    tmp_path: Path, context_dir: str | None
+) -> None:
+    """What the worker makes of sti-submit's upload, without Docker (the test below builds)."""
+    packed = b"".join(pack_directory(_hard_linked_tree(tmp_path / "app")))
+    found = _retarred(
+        packed,
+        root=PACKED_DIR_PREFIX,
+        context_dir=context_dir,
+        links_anywhere=True,
+        kind="tar.zst",
+    )
+    prefix = "src/" if context_dir else "src/release/"
+    assert found[f"{prefix}app-copy.js"] == found[f"{prefix}lib/app.js"] == b"console.log(1)\n"
+    assert not [
+        name
+        for name, member in found.items()
+        if isinstance(member, tarfile.TarInfo) and member.islnk()
+    ]
+
+
+@pytest.mark.parametrize("context_dir", [None, "release"])
+def test_a_hard_linked_tree_builds_the_same_with_local_and_through_the_queue(
+    api: docker.APIClient,
+    images: dict[str, str],
+    worker: Worker,
+    client: StiClient,
+    app_tag: str,
+    local_tag: str,
+    tmp_path: Path,
+    context_dir: str | None,
+) -> None:
+    """With --context-dir release, every file of it is a second name of one outside it."""
+    from sti_worker.local import build_locally  # the engine, as sti-submit --local runs it
+
+    tree = str(_hard_linked_tree(tmp_path / "app"))
+    builder = images["sti-fake"]
+    local = build_locally(
+        BuildRequest(tree, builder, local_tag, context_dir=context_dir), None, lambda line: None
+    )
+    assert local.success, local.messages
+    queued = BuildRequest(tree, builder, app_tag, context_dir=context_dir)
+    result = client.wait(client.submit_build(queued), timeout=120)
+    assert result.success, result.messages
+    TRACKER.built(local.image_id, result.image_id)
+    through_queue = _image_tree(api, app_tag, "/sti-fake/src")
+    assert through_queue == _image_tree(api, local_tag, "/sti-fake/src")
+    prefix = "" if context_dir else "release/"
+    assert through_queue[f"{prefix}app-copy.js"].content == b"console.log(1)\n"
+    assert through_queue[f"{prefix}run.sh"].mode & 0o111
+
+
+def _image_tree(api: docker.APIClient, image: str, path: str) -> dict[str, Entry]:
+    container = api.create_container(image, command=["true"])["Id"]
+    try:
+        return read_tree(api, container, path)
+    finally:
+        api.remove_container(container, force=True)

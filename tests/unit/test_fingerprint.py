@@ -40,7 +40,7 @@ def _as_walked(root: Path, exclude: tuple[str, ...] = ()) -> str:
     stored before looks changed and is uploaded again."""
     from sti.ignore import ignore_matcher
 
-    hasher = hashlib.sha256(f"sti-pack/3\0{root.name}\0".encode())
+    hasher = hashlib.sha256(f"sti-pack/4\0{root.name}\0".encode())
     skip = ignore_matcher(root, exclude)
     for current, dirnames, filenames in os.walk(root):
         relative = Path(current).relative_to(root).as_posix()
