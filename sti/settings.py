@@ -71,9 +71,9 @@ class Settings:
             lease_s=integer("STI_LEASE_SECONDS", 60),
             max_deliveries=integer("STI_MAX_DELIVERIES", 3),
             log_max_lines=integer("STI_LOG_MAX_LINES", 20000),
-            log_max_bytes=byte_size("STI_LOG_MAX_BYTES", LOG_MAX_BYTES),
-            log_line_max_bytes=byte_size("STI_LOG_LINE_MAX_BYTES", LINE_MAX_BYTES),
-            usage_max_bytes=byte_size("STI_USAGE_MAX_BYTES", USAGE_MAX_BYTES),
+            log_max_bytes=size_at_least("STI_LOG_MAX_BYTES", LOG_MAX_BYTES, 64 * 1024),
+            log_line_max_bytes=size_at_least("STI_LOG_LINE_MAX_BYTES", LINE_MAX_BYTES, 256),
+            usage_max_bytes=size_at_least("STI_USAGE_MAX_BYTES", USAGE_MAX_BYTES, 1024),
             allow_file_urls=flag("STI_ALLOW_FILE_URLS"),
             allow_local_sources=flag("STI_ALLOW_LOCAL_SOURCES"),
             allow_internal_urls=flag("STI_ALLOW_INTERNAL_URLS"),
@@ -94,6 +94,15 @@ class Settings:
             build_network=os.environ.get("STI_BUILD_NETWORK") or "bridge",
             build_privileges=os.environ.get("STI_BUILD_PRIVILEGES") or "restricted",
         )
+
+
+def size_at_least(name: str, default: int, minimum: int) -> int:
+    """A size (see byte_size) of at least minimum bytes: a cap of a few bytes would cut every
+    line to its note."""
+    size = byte_size(name, default)
+    if size < minimum:
+        raise ValueError(f"{name}={os.environ[name]!r} is less than the least it may be, {minimum}")
+    return size
 
 
 def networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
