@@ -14,10 +14,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import BrokerUnreachable, InvalidInput
 from .redaction import redact
+from .redis_tls import (
+    TlsSettings,
+    handshake_refusal,
+    is_tls_argument,
+    query_arguments,
+    without_tls_secret,
+)
 
 Reply = Any
 _RETRIES = 3  # reads survive a broker restart of a few seconds
@@ -30,6 +37,11 @@ class ConnectionLost(BrokerUnreachable):
     """The broker could not be reached, or the connection to it broke."""
 
 
+class TlsRefused(BrokerUnreachable):
+    """The TLS handshake's verdict on a certificate (the broker's not trusted, ours missing or
+    refused): not tried again."""
+
+
 class BrokerRefused(BrokerUnreachable):
     """The broker answered a command with an error (out of memory, wrong type, no script...)."""
 
@@ -40,8 +52,9 @@ class BrokerRefused(BrokerUnreachable):
 
 @dataclass(frozen=True)
 class RedisAddress:
-    """Where a Redis URL points: redis://[user:password@]host[:port][/db], rediss://... (TLS),
-    unix://[user:password@]/path[?db=N] (also redis+socket://)."""
+    """Where a Redis URL points: redis://[user:password@]host[:port][/db], rediss://... (TLS,
+    with the ssl_* arguments the workers take: sti/redis_tls.py), unix://[user:password@]/path
+    [?db=N] (also redis+socket://)."""
 
     url: str
     host: str | None = None
@@ -50,19 +63,21 @@ class RedisAddress:
     db: int = 0
     username: str | None = None
     password: str | None = None
-    tls: bool = False
-    verify_tls: bool = True
+    tls_settings: TlsSettings | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisAddress:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as error:
+            raise InvalidInput(f"{_masked(url)} is not a valid Redis URL: {error}") from error
         scheme = parts.scheme.lower()
         if scheme not in ("redis", "rediss", "unix", "redis+socket"):
             raise InvalidInput(
                 f"{_masked(url)} is not a Redis URL (redis://, rediss://, unix://): sti's broker "
                 "and result backend are Redis"
             )
-        query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+        query = _query_of(url, parts.query)
         unix = scheme in ("unix", "redis+socket")
         try:
             port = parts.port or 6379
@@ -77,13 +92,43 @@ class RedisAddress:
             db=db,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
-            tls=scheme == "rediss",
-            verify_tls=query.get("ssl_cert_reqs", "required").lower() not in ("none", "cert_none"),
+            tls_settings=_tls_settings(url, scheme, query),
         )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_settings is not None
+
+    @property
+    def verify_tls(self) -> bool:
+        return self.tls_settings is not None and self.tls_settings.verifies
 
     @property
     def safe_url(self) -> str:
         return _masked(self.url)
+
+
+def _query_of(url: str, query: str) -> dict[str, str]:
+    try:
+        return query_arguments(query)
+    except InvalidInput as error:
+        raise InvalidInput(f"{_masked(url)}: {error.message}") from error
+
+
+def _tls_settings(url: str, scheme: str, query: dict[str, str]) -> TlsSettings | None:
+    """A rediss:// URL's TLS settings; TLS arguments in any other URL are refused (the workers'
+    broker connection would use TLS for them, their result backend refuses them)."""
+    arguments = {name: value for name, value in query.items() if is_tls_argument(name)}
+    if scheme != "rediss":
+        if arguments:
+            raise InvalidInput(
+                f"{_masked(url)}: {', '.join(arguments)} needs a rediss:// (TLS) URL"
+            )
+        return None
+    try:
+        return TlsSettings.from_query(arguments)
+    except InvalidInput as error:
+        raise InvalidInput(f"{_masked(url)}: {error.message}") from error
 
 
 class RedisConnection:
@@ -97,6 +142,7 @@ class RedisConnection:
         self._timeout_s = timeout_s
         self._socket: socket.socket | None = None
         self._reader: Any = None
+        self._tls_context: ssl.SSLContext | None = None
 
     def close(self) -> None:
         if self._socket is not None:
@@ -107,6 +153,7 @@ class RedisConnection:
         """Send commands in one write, read one reply each; a reply that is an error is returned
         as BrokerRefused, not raised. block_s: how long the server may hold the replies."""
         request = _request(commands)
+        fresh = self._socket is None
         try:
             self._ensure_connected()
             assert self._socket is not None
@@ -114,16 +161,46 @@ class RedisConnection:
             _send(self._socket, request, gather=not self.address.tls)
             return [self._read_reply() for _ in commands]
         except (OSError, EOFError, ValueError) as error:
+            told = self._alert_behind(error) if fresh else error
             self.close()
-            reason = str(error) or type(error).__name__
-            raise ConnectionLost(
-                f"cannot reach the broker at {self.address.safe_url}: {reason}"
-            ) from error
+            raise self._failure(told, fresh=fresh) from error
+
+    def _alert_behind(self, error: Exception) -> Exception:
+        """The TLS alert a broker sent before closing, which says why: TLS 1.3 checks a client
+        certificate after the handshake, so the first write can fail before the alert is read."""
+        sock = self._socket
+        if sock is None or not self.address.tls or not _closed_on_us(error):
+            return error
+        try:
+            sock.settimeout(0.5)
+            sock.recv(1)
+        except OSError as alert:
+            return alert if getattr(alert, "reason", None) else error
+        return error
+
+    def _failure(self, error: Exception, *, fresh: bool) -> BrokerUnreachable:
+        """The error a broken exchange raises: TlsRefused for a handshake's verdict on a
+        certificate, else ConnectionLost (reads are tried again)."""
+        where = f"cannot reach the broker at {self.address.safe_url}"
+        tls = self.address.tls_settings
+        if tls is not None and isinstance(error, OSError):
+            verdict = handshake_refusal(error, tls)
+            if verdict:
+                return TlsRefused(f"{where}: {verdict}")
+        reason = str(error) or type(error).__name__
+        if fresh and tls is not None and not tls.certfile and _closed_on_us(error):
+            reason += (
+                " (a broker that asks for a client certificate closes a connection without one:"
+                " give ssl_certfile and ssl_keyfile)"
+            )
+        return ConnectionLost(f"{where}: {reason}")
 
     def _ensure_connected(self) -> None:
         if self._socket is not None:
             return
         address = self.address
+        if address.tls_settings is not None and self._tls_context is None:
+            self._tls_context = address.tls_settings.context()  # made once: it reads files
         if address.path is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self._connect_timeout_s)
@@ -137,8 +214,8 @@ class RedisConnection:
                 (address.host, address.port), timeout=self._connect_timeout_s
             )
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if address.tls:
-            sock = _wrap_tls(sock, address)
+        if self._tls_context is not None:
+            sock = _wrap_tls(sock, self._tls_context, address.host)
         self._socket, self._reader = sock, sock.makefile("rb")
         self._log_in()
 
@@ -463,29 +540,32 @@ def _hset_args(
 
 
 def _masked(url: str) -> str:
-    """url without its userinfo: a password may hold any character, so everything up to the
-    last "@" goes, not only what redaction recognises in running text."""
+    """url without its userinfo (a password may hold any character, so everything up to the
+    last "@" goes, not only what redaction recognises in running text) or ssl_password."""
+    url = without_tls_secret(url)
     scheme, separator, rest = url.partition("://")
     if not separator or "@" not in rest:
         return redact(url)
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
-def _wrap_tls(sock: socket.socket, address: RedisAddress) -> socket.socket:
+def _closed_on_us(error: Exception) -> bool:
     import ssl
 
-    context = ssl.create_default_context()
-    if not address.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    return isinstance(error, EOFError | ssl.SSLEOFError | BrokenPipeError | ConnectionResetError)
+
+
+def _wrap_tls(sock: socket.socket, context: ssl.SSLContext, host: str | None) -> socket.socket:
     try:
-        return context.wrap_socket(sock, server_hostname=address.host)
+        return context.wrap_socket(sock, server_hostname=host)
     except OSError:
         sock.close()
         raise
 
 
 if TYPE_CHECKING:
+    import ssl
+
     import redis
 
     RedisClient: TypeAlias = redis.Redis | LiteRedis  # the workers pass redis-py's client

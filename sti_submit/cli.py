@@ -423,7 +423,10 @@ def _with_client(broker: str, call: Callable[[Any], Any]) -> Any:
     from sti_submit.client import StiClient
 
     _settle_imports()
-    client = StiClient(broker)
+    try:
+        client = StiClient(broker)  # a malformed URL is refused here
+    except StiError as error:
+        _fail(error)
     try:
         return call(client)
     except StiError as error:

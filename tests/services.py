@@ -265,3 +265,103 @@ class Registry:
         self.process.terminate()
         self.process.wait(timeout=30)
         self._log.close()
+
+
+class Certificates:
+    """A private CA with a server certificate for 127.0.0.1 and localhost and a client
+    certificate, made with the openssl command line in directory; also a CA of its own
+    (other_ca) that signed neither, and a client certificate it signed (stranger)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ca = self._authority("ca", "sti test CA")
+        self.other_ca = self._authority("other-ca", "another CA")
+        self.server, self.server_key = self._signed(
+            "server", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n", self.ca
+        )
+        self.client, self.client_key = self._signed(
+            "client", "sti client", "extendedKeyUsage=clientAuth\n", self.ca
+        )
+        self.stranger, self.stranger_key = self._signed(
+            "stranger", "stranger", "extendedKeyUsage=clientAuth\n", self.other_ca
+        )
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=self.directory, check=True, capture_output=True)
+
+    def _authority(self, name: str, subject: str) -> Path:
+        self._openssl(
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-subj", f"/CN={subject}",
+        )  # fmt: skip
+        return self.directory / f"{name}.pem"
+
+    def _signed(self, name: str, subject: str, extensions: str, ca: Path) -> tuple[Path, Path]:
+        (self.directory / f"{name}.ext").write_text(extensions)
+        self._openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr", "-subj", f"/CN={subject}",
+        )  # fmt: skip
+        self._openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", ca.name, "-CAkey", f"{ca.stem}.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext",
+        )  # fmt: skip
+        return self.directory / f"{name}.pem", self.directory / f"{name}.key"
+
+
+class TlsRedisServer:
+    """A redis-server on a free port that speaks only TLS (--port 0), with a password; with
+    mutual, every client must show a certificate of the same CA. It listens on 127.0.0.1, which
+    its certificate names, and on 127.0.0.2, which it does not."""
+
+    def __init__(self, workdir: Path, certs: Certificates, *, password: str, mutual: bool) -> None:
+        self.port = free_port()
+        self.certs = certs
+        self.password = password
+        self.mutual = mutual
+        self.process = subprocess.Popen(
+            [
+                "redis-server", "--port", "0", "--tls-port", str(self.port),
+                "--bind", "127.0.0.1", "127.0.0.2", "--dir", str(workdir),
+                "--save", "", "--appendonly", "no",
+                "--tls-cert-file", str(certs.server), "--tls-key-file", str(certs.server_key),
+                "--tls-ca-cert-file", str(certs.ca),
+                "--tls-auth-clients", "yes" if mutual else "no", "--requirepass", password,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._wait_ready()
+
+    def url(self, db: int = 0, *, host: str = "127.0.0.1", **query: str | Path | None) -> str:
+        """The rediss:// URL the workers and sti-submit share: the CA, and with mutual the
+        client certificate; query adds to these arguments or replaces them (None: leaves one
+        out), its values as they go into the URL."""
+        arguments: dict[str, str | Path | None] = {
+            "ssl_cert_reqs": "required",
+            "ssl_ca_certs": self.certs.ca,
+        }
+        if self.mutual:
+            arguments.update(ssl_certfile=self.certs.client, ssl_keyfile=self.certs.client_key)
+        arguments.update(query)
+        listed = "&".join(f"{k}={v}" for k, v in arguments.items() if v is not None)
+        return f"rediss://:{self.password}@{host}:{self.port}/{db}?{listed}"
+
+    def _wait_ready(self) -> None:
+        client = redis.Redis.from_url(self.url())
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)

@@ -18,6 +18,7 @@ import redis
 
 from sti import redis_wire
 from sti.errors import BrokerUnreachable, InvalidInput
+from sti.redis_tls import TlsSettings, for_redis_py
 from sti.redis_wire import BrokerRefused, ConnectionLost, LiteRedis, RedisAddress
 from tests.services import free_port
 
@@ -504,6 +505,64 @@ def test_the_safe_url_masks_the_credentials() -> None:
     assert address.safe_url == "redis://***@host:7000/2"
 
 
+@pytest.mark.parametrize(
+    ("query", "shown"),
+    [
+        ("ssl_password=k3y@pass&ssl_certfile=/c.pem", "ssl_password=***&ssl_certfile=/c.pem"),
+        ("ssl_certfile=/c.pem&ssl%5Fpassword=k3y", "ssl_certfile=/c.pem&ssl%5Fpassword=***"),
+        ("ssl_certfile=/c.pem&ssl_password=k3y#x", "ssl_certfile=/c.pem&ssl_password=***#x"),
+    ],
+)
+def test_the_safe_url_masks_the_key_passphrase(query: str, shown: str) -> None:
+    address = RedisAddress.from_url(f"rediss://user:pw@host:7000/2?{query}")
+    assert address.safe_url == f"rediss://***@host:7000/2?{shown}"
+    assert address.tls_settings is not None and address.tls_settings.password
+    assert address.tls_settings.password not in repr(address.tls_settings)
+
+
+def test_a_rediss_url_gives_the_tls_settings_redis_py_would_use() -> None:
+    address = RedisAddress.from_url(
+        "rediss://h/0?ssl_cert_reqs=CERT_OPTIONAL&ssl_ca_certs=/ca.pem&ssl_check_hostname=FALSE"
+        "&ssl_certfile=/c.pem&ssl_keyfile=/k.pem&ssl_password=a+b%2Bc&ssl_ciphers=HIGH"
+    )
+    assert address.tls_settings == TlsSettings(
+        cert_reqs="optional",
+        check_hostname=False,
+        ca_certs="/ca.pem",
+        certfile="/c.pem",
+        keyfile="/k.pem",
+        password="a b+c",  # decoded once, as redis-py and kombu decode it
+        ciphers="HIGH",
+    )
+    assert RedisAddress.from_url("rediss://h").tls_settings == TlsSettings()
+    assert RedisAddress.from_url("redis://h").tls_settings is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("rediss://h/0?ssl_cert_reqs=CERT_REQUIRED&ssl_ca_certs=/a%20b.pem", None),
+        ("rediss://h/0?ssl_cert_reqs=CERT_NONE", "rediss://h/0?ssl_cert_reqs=none"),
+        (
+            "rediss://:pw@h/0?x=1&ssl%5Fcert_reqs=CERT_OPTIONAL",
+            "rediss://:pw@h/0?x=1&ssl_cert_reqs=optional",
+        ),
+        ("rediss://h/0?ssl_cert_reqs=required", "rediss://h/0?ssl_cert_reqs=required"),
+        ("redis://h/0", "redis://h/0"),
+    ],
+)
+def test_the_workers_redis_py_reads_celerys_cert_reqs_spelling(
+    url: str, expected: str | None
+) -> None:
+    spelled = for_redis_py(url)
+    if expected is not None:
+        assert spelled == expected
+    parsed = redis.connection.parse_url(spelled)
+    assert parsed.get("ssl_cert_reqs", "required") in ("required", "optional", "none")
+    if "ssl_ca_certs" in url:
+        assert parsed["ssl_ca_certs"] == "/a b.pem"
+
+
 REFUSED = [
     "http://host",
     "https://user:secret@host/0",
@@ -519,6 +578,10 @@ REFUSED = [
     "unix://:secret@/run/redis.sock?db=nope",
     "redis://user:se/cret-secret@host:6379/0",  # a "/" in the password: not where redaction looks
     "redis://user:a#secret@host:6379/0",
+    "redis://user:secret@[::1",  # not a URL at all
+    "rediss://user:secret@host/0?ssl_cert_reqs=Required",
+    "rediss://user:secret@host/0?ssl_ca_certs=/a.pem&ssl_ca_certs=/b.pem",
+    "redis://user:secret@host/0?ssl_cert_reqs=none",
 ]
 
 
