@@ -252,3 +252,19 @@ def for_redis_py(url: str) -> str:
     if spelled == pairs:
         return url
     return urlunsplit(parts._replace(query=urlencode(spelled)))
+
+
+def celery_tls_settings(broker_url: str, backend_url: str) -> dict[str, dict[str, object]]:
+    """Celery settings under which a rediss:// URL that names no ssl_cert_reqs checks the
+    server's certificate, as redis-py and sti-submit do: kombu's transport would not check it
+    at all (it only warns), and Celery's result backend refuses such a URL. The URL's own ssl_*
+    arguments still decide."""
+    import ssl
+
+    verify: dict[str, object] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    found: dict[str, dict[str, object]] = {}
+    if urlsplit(broker_url).scheme.lower() == "rediss":
+        found["broker_use_ssl"] = verify
+    if urlsplit(backend_url).scheme.lower() == "rediss":
+        found["redis_backend_use_ssl"] = verify
+    return found

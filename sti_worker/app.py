@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from sti.redis_tls import celery_tls_settings
 from sti.settings import Settings
 from sti.wire import BUILD_TASK, JSON_ONLY, SHARED_QUEUE, VALIDATE_TASK
 
@@ -51,4 +52,5 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_send_task_events=True,
     task_send_sent_event=True,
+    **celery_tls_settings(settings.broker_url, settings.result_backend),
 )

@@ -16,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from sti.blobstore import BlobStore
+from sti.redis_tls import for_redis_py
 from sti.upload_refs import SCHEME
 
 from .app import settings
@@ -63,7 +64,8 @@ def docker_host() -> DockerHost:
 def redis_client() -> redis.Redis:
     global _redis
     if _redis is None or _redis[0] != os.getpid():
-        _redis = (os.getpid(), redis.Redis.from_url(settings.broker_url, **_redis_options()))
+        url = for_redis_py(settings.broker_url)  # the URL as kombu and Celery read it
+        _redis = (os.getpid(), redis.Redis.from_url(url, **_redis_options()))
     return _redis[1]
 
 

@@ -27,7 +27,7 @@ from sti.redis_tls import for_redis_py
 from sti.redis_wire import ConnectionLost, LiteRedis, TlsRefused
 from tests.dockertools import image_files
 from tests.queue_helpers import json_result, make_source, sti_submit
-from tests.services import Certificates, TlsRedisServer, Worker
+from tests.services import BIN, Certificates, TlsRedisServer, Worker
 
 PASSWORD = "s3cret-broker"
 
@@ -262,8 +262,12 @@ def test_a_setting_that_cannot_be_loaded_is_bad_input_naming_it(
 
 
 def _cli(url: str) -> subprocess.CompletedProcess[str]:
+    return _cli_with(url)
+
+
+def _cli_with(url: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SSL_CERT")}
-    return sti_submit("workers", "--broker", url, timeout=60, env=environment)
+    return sti_submit("workers", "--broker", url, timeout=60, env={**environment, **env})
 
 
 def _one_line_error(completed: subprocess.CompletedProcess[str], code: int) -> str:
@@ -338,6 +342,65 @@ def test_a_malformed_tls_argument_is_one_line_exit_2_without_secrets(
     assert "k3y-pass" not in _one_line_error(_cli(wrong_ca), 3)
 
 
+_WORKER_APP_PROBE = """
+import logging
+logging.disable(logging.CRITICAL)
+from sti_worker.app import app
+
+def broker():
+    connection = app.connection_for_write()
+    connection.connect()
+    return connection.default_channel.client.ping()
+
+for name, ping in [("broker", broker), ("backend", lambda: app.backend.client.ping())]:
+    try:
+        print(name, ping())
+    except Exception as error:
+        print(name, type(error).__name__, str(error).strip().splitlines()[0])
+"""
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["untrusted", "in the system's CAs"])
+def test_the_worker_app_checks_a_url_that_names_no_ca_as_the_laptop_does(
+    tls: TlsRedisServer, certs: Certificates, trusted: bool
+) -> None:
+    """A rediss:// URL with no ssl_* argument: kombu's transport took it for "do not check the
+    certificate" and Celery's result backend refused it, where redis-py and sti-submit check the
+    certificate against the system's CAs."""
+    url = tls.url(0, ssl_cert_reqs=None, ssl_ca_certs=None)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SSL_CERT")}
+    environment["STI_BROKER_URL"] = url
+    if trusted:
+        environment["SSL_CERT_FILE"] = str(certs.ca)
+    probed = subprocess.run(
+        [str(BIN / "python"), "-c", _WORKER_APP_PROBE],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert probed.returncode == 0, probed.stderr
+    if trusted:
+        assert probed.stdout.splitlines() == ["broker True", "backend True"]
+        assert _cli_with(url, SSL_CERT_FILE=str(certs.ca)).returncode == 0
+    else:
+        for line in probed.stdout.splitlines():
+            assert "CERTIFICATE_VERIFY_FAILED" in line, probed.stdout
+        assert _cli(url).returncode == 3
+
+
+class CelerySpelledWorker(Worker):
+    """A worker given ssl_cert_reqs=CERT_REQUIRED, as Celery's documentation spells it; the
+    helper watching it start uses redis-py, which takes the lower-case spelling only."""
+
+    def _wait_registered(self) -> None:
+        given, self.broker_url = self.broker_url, for_redis_py(self.broker_url)
+        try:
+            super()._wait_registered()
+        finally:
+            self.broker_url = given
+
+
 @pytest.mark.slow
 def test_one_url_serves_the_worker_and_the_laptop_through_the_queue(
     api: docker.APIClient,
@@ -347,12 +410,13 @@ def test_one_url_serves_the_worker_and_the_laptop_through_the_queue(
     tmp_path: Path,
 ) -> None:
     """A worker and sti-submit share a rediss:// URL with a private CA, a password and a client
-    certificate; a directory of a few MB streams to the worker in upload chunks over TLS."""
-    url = mtls.url(5)
+    certificate, spelled as Celery's documentation spells it; a directory of a few MB streams to
+    the worker in upload chunks over TLS."""
+    url = mtls.url(5, ssl_cert_reqs="CERT_REQUIRED")
     source = make_source(tmp_path)
     payload = os.urandom(3 * 1024 * 1024 + 5)  # incompressible: several chunks of the upload
     (source / "static" / "blob.bin").write_bytes(payload)
-    worker = Worker(url, "tls-host", tmp_path, concurrency=1)
+    worker = CelerySpelledWorker(url, "tls-host", tmp_path, concurrency=1)
     try:
         completed = sti_submit(
             "build", str(source), images["sti-fake"], app_tag, "--broker", url, "--json",
