@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Literal, NoReturn, Protocol
 import zstandard
 
 from sti.errors import InvalidInput, StiError
+from sti.ignore import in_git_metadata
 from sti.tarstreams import empty_directory
 
 from . import zip_directory
@@ -127,11 +128,13 @@ def retar_tar_stream(
     context_dir: str | None = None,
     prefix: str = "src",
     links_anywhere: bool = False,
+    keep_git_metadata: bool = False,
 ) -> int:
     """Copy a tar read sequentially from stream into out, through the same checks as
     extract_tar_stream but with nothing written to disk. root is the archive's directory that
     holds the source ("" for the archive's own root); the entries below root/context_dir go into
-    out under prefix. Returns the number of entries read."""
+    out under prefix, but git metadata (never part of a source) unless keep_git_metadata (what
+    is not a source: saved artifacts). Returns the number of entries read."""
     retar = _Retar(
         out,
         limits,
@@ -139,6 +142,7 @@ def retar_tar_stream(
         context_dir=context_dir,
         prefix=prefix,
         links_anywhere=links_anywhere,
+        keep_git_metadata=keep_git_metadata,
     )
     _read_tar_stream(stream, kind, retar)
     retar.finish()
@@ -367,9 +371,11 @@ class _Retar(_EntryCount):
         context_dir: str | None,
         prefix: str,
         links_anywhere: bool,
+        keep_git_metadata: bool = False,
     ) -> None:
         super().__init__(limits)
         self._out = out
+        self._keep_git_metadata = keep_git_metadata
         self._root = root
         self._context_dir = context_dir
         self._select = "/".join(filter(None, [root, context_dir]))
@@ -436,6 +442,8 @@ class _Retar(_EntryCount):
         self._tree.update(dict.fromkeys(missing, "directory"))
 
     def _emit(self, entry: _Entry, content: Read) -> None:
+        if not self._keep_git_metadata and self._is_git_metadata(entry):
+            return
         select = self._select
         if entry.kind != "directory" and entry.path in (self._root, select):
             what = "source root" if entry.path == self._root else "--context-dir"
@@ -460,7 +468,8 @@ class _Retar(_EntryCount):
             self._out.addfile(info)
         elif entry.kind == "hard link":
             if select and not entry.link_target.startswith(f"{select}/"):
-                raise _bad_hard_link(entry, "outside --context-dir, so not in the build")
+                outside = f"outside {select!r}, the part of the archive the build takes"
+                raise _bad_hard_link(entry, outside)
             info.type = tarfile.LNKTYPE
             info.linkname = f"{self._prefix}/{self._relative(entry.link_target)}"
             self._out.addfile(info)
@@ -470,6 +479,19 @@ class _Retar(_EntryCount):
 
     def _relative(self, path: str) -> str:
         return path[len(self._select) + 1 :] if self._select else path
+
+    @staticmethod
+    def _is_git_metadata(entry: _Entry) -> bool:
+        """Left out, as a directory source's is (read, checked and counted all the same); a
+        hard link to it would name what the build does not have."""
+        if in_git_metadata(entry.path):
+            return True
+        if entry.kind == "hard link" and in_git_metadata(entry.link_target):
+            raise InvalidInput(
+                f"archive entry {entry.name!r} is a hard link to {entry.link_target!r}, git "
+                "metadata, which is never part of a source"
+            )
+        return False
 
 
 class _ReadAdapter:

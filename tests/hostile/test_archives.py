@@ -445,7 +445,10 @@ def test_a_hard_link_through_a_link_out_of_the_tree_reaches_nothing(tmp_path: Pa
 def test_a_hard_link_out_of_the_context_dir_is_refused_when_re_tarred() -> None:
     """The file it names was left behind; on disk, the whole archive is there first."""
     data = _tar([_file("lib/a", b"x"), _link("app/b", "lib/a")])
-    with pytest.raises(InvalidInput, match="'lib/a', which is outside --context-dir"):
+    with pytest.raises(
+        InvalidInput,
+        match="'lib/a', which is outside 'app', the part of the archive the build takes",
+    ):
         _retarred(data, context_dir="app")
 
 
@@ -651,23 +654,61 @@ def test_a_hard_linked_tree_builds_the_same_with_local_and_through_the_queue(
     context_dir: str | None,
 ) -> None:
     """With --context-dir release, every file of it is a second name of one outside it."""
-    from sti_worker.local import build_locally  # the engine, as sti-submit --local runs it
-
-    tree = str(_hard_linked_tree(tmp_path / "app"))
-    builder = images["sti-fake"]
-    local = build_locally(
-        BuildRequest(tree, builder, local_tag, context_dir=context_dir), None, lambda line: None
-    )
-    assert local.success, local.messages
-    queued = BuildRequest(tree, builder, app_tag, context_dir=context_dir)
-    result = client.wait(client.submit_build(queued), timeout=120)
-    assert result.success, result.messages
-    TRACKER.built(local.image_id, result.image_id)
-    through_queue = _image_tree(api, app_tag, "/sti-fake/src")
-    assert through_queue == _image_tree(api, local_tag, "/sti-fake/src")
+    tree = _hard_linked_tree(tmp_path / "app")
+    _built_both_ways(images, client, tree, (local_tag, app_tag), context_dir)
+    for placed in ("/tmp/src", "/sti-fake/src"):  # where sti put it, where prepare copied it
+        assert _image_tree(api, app_tag, placed) == _image_tree(api, local_tag, placed)
+    through_queue = _image_tree(api, app_tag, "/tmp/src")
     prefix = "" if context_dir else "release/"
     assert through_queue[f"{prefix}app-copy.js"].content == b"console.log(1)\n"
     assert through_queue[f"{prefix}run.sh"].mode & 0o111
+
+
+def test_an_uploaded_tar_gz_with_hard_links_builds_as_with_local(
+    api: docker.APIClient,
+    images: dict[str, str],
+    worker: Worker,
+    client: StiClient,
+    app_tag: str,
+    local_tag: str,
+    tmp_path: Path,
+) -> None:
+    """tar writes the second name of a file as a hard link. Through the queue the archive is
+    re-tarred into the build and its hard links stay links; --local extracts it first and
+    copies each name: the same files, the same contents and modes."""
+    archive = tmp_path / "app.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(_hard_linked_tree(tmp_path / "app"), arcname=".")
+    with tarfile.open(archive) as tar:
+        assert tar.getmember("./release/lib/app.js").islnk()
+    _built_both_ways(images, client, archive, (local_tag, app_tag), None)
+    for placed in ("/tmp/src", "/sti-fake/src"):
+        by_queue, by_local = (_image_files(api, tag, placed) for tag in (app_tag, local_tag))
+        assert by_queue == by_local
+    assert _image_files(api, app_tag, "/tmp/src")["release/app-copy.js"][0] == b"console.log(1)\n"
+
+
+def _built_both_ways(
+    images: dict[str, str],
+    client: StiClient,
+    source: Path,
+    tags: tuple[str, str],
+    context_dir: str | None,
+) -> None:
+    """source built into the first tag as sti-submit --local builds, into the second through
+    the queue (uploaded by the client)."""
+    from sti_worker.local import build_locally  # imports the engine: only for the tests that build
+
+    local_tag, queue_tag = tags
+    builder = images["sti-fake"]
+    request = BuildRequest(str(source), builder, local_tag, context_dir=context_dir)
+    local = build_locally(request, None, lambda line: None)
+    TRACKER.built(local.image_id)
+    assert local.success, local.messages
+    queued = BuildRequest(str(source), builder, queue_tag, context_dir=context_dir)
+    result = client.wait(client.submit_build(queued), timeout=120)
+    TRACKER.built(result.image_id)
+    assert result.success, result.messages
 
 
 def _image_tree(api: docker.APIClient, image: str, path: str) -> dict[str, Entry]:
@@ -676,3 +717,10 @@ def _image_tree(api: docker.APIClient, image: str, path: str) -> dict[str, Entry
         return read_tree(api, container, path)
     finally:
         api.remove_container(container, force=True)
+
+
+def _image_files(api: docker.APIClient, image: str, path: str) -> dict[str, tuple[bytes, int]]:
+    """Each file's content and mode, whether the image holds it as a file or a hard link."""
+    tree = _image_tree(api, image, path)
+    kept = ("file", "hardlink")
+    return {name: (e.content, e.mode) for name, e in tree.items() if e.kind in kept}
