@@ -8,12 +8,11 @@ spelling their clients read in different ways, is refused with the reason.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidInput
 
@@ -57,12 +56,7 @@ _TRUE_WORDS = ("true", "1", "yes", "on")
 _FALSE_WORDS = ("false",)
 # Celery's result backend decodes these a second time
 _DECODED_TWICE = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-_SECRET = "ssl_password"
-
-
-def is_tls_argument(name: str) -> bool:
-    """Whether a query argument's name is meant for TLS, however it is spelled."""
-    return name.strip().lower().replace("-", "_").startswith(("ssl", "tls"))
+_SECRET = "ssl_password"  # never shown: redis_wire._masked masks it in a URL
 
 
 @dataclass(frozen=True)
@@ -184,32 +178,6 @@ def _loading(setting: str, what: str) -> Iterator[None]:
         if "PEM lib" in reason:
             reason += " (is it PEM? is ssl_password right?)"
         raise InvalidInput(f"{setting}: cannot load {what}: {reason}") from error
-
-
-def query_arguments(query: str) -> dict[str, str]:
-    """A URL's query, one value per name, decoded once as the workers' clients decode it; a name
-    given twice is refused (redis-py takes its first value, kombu its last)."""
-    found: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name in found:
-            raise InvalidInput(f"{name} is given twice in the URL's query")
-        found[name] = value
-    return found
-
-
-_ARGUMENT = re.compile(r"(?P<start>[?&])(?P<name>[^=&#]*)=(?P<value>[^&#]*)")
-
-
-def without_tls_secret(url: str) -> str:
-    """url with the value of its ssl_password masked (however its name is encoded), the rest as
-    written."""
-
-    def mask(found: re.Match[str]) -> str:
-        if unquote_plus(found["name"]) != _SECRET:
-            return found[0]
-        return f"{found['start']}{found['name']}=***"
-
-    return _ARGUMENT.sub(mask, url) if "=" in url else url
 
 
 def handshake_refusal(error: OSError, settings: TlsSettings) -> str | None:

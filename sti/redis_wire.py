@@ -9,22 +9,16 @@ whole `sti-submit build`. The workers keep redis-py (Celery needs it); the core 
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from .errors import BrokerUnreachable, InvalidInput
 from .redaction import redact
-from .redis_tls import (
-    TlsSettings,
-    handshake_refusal,
-    is_tls_argument,
-    query_arguments,
-    without_tls_secret,
-)
 
 Reply = Any
 _RETRIES = 3  # reads survive a broker restart of a few seconds
@@ -109,26 +103,37 @@ class RedisAddress:
 
 
 def _query_of(url: str, query: str) -> dict[str, str]:
-    try:
-        return query_arguments(query)
-    except InvalidInput as error:
-        raise InvalidInput(f"{_masked(url)}: {error.message}") from error
+    """A URL's query, one value per name, decoded once as the workers' clients decode it; a name
+    given twice is refused (redis-py takes its first value, kombu its last)."""
+    found: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in found:
+            raise InvalidInput(f"{_masked(url)}: {name} is given twice in the URL's query")
+        found[name] = value
+    return found
 
 
 def _tls_settings(url: str, scheme: str, query: dict[str, str]) -> TlsSettings | None:
     """A rediss:// URL's TLS settings; TLS arguments in any other URL are refused (the workers'
     broker connection would use TLS for them, their result backend refuses them)."""
-    arguments = {name: value for name, value in query.items() if is_tls_argument(name)}
+    arguments = {name: value for name, value in query.items() if _is_tls_argument(name)}
     if scheme != "rediss":
         if arguments:
             raise InvalidInput(
                 f"{_masked(url)}: {', '.join(arguments)} needs a rediss:// (TLS) URL"
             )
         return None
+    from .redis_tls import TlsSettings  # for TLS only: a plain URL does without it
+
     try:
         return TlsSettings.from_query(arguments)
     except InvalidInput as error:
         raise InvalidInput(f"{_masked(url)}: {error.message}") from error
+
+
+def _is_tls_argument(name: str) -> bool:
+    """Whether a query argument's name is meant for TLS, however it is spelled."""
+    return name.strip().lower().replace("-", "_").startswith(("ssl", "tls"))
 
 
 class RedisConnection:
@@ -184,6 +189,8 @@ class RedisConnection:
         where = f"cannot reach the broker at {self.address.safe_url}"
         tls = self.address.tls_settings
         if tls is not None and isinstance(error, OSError):
+            from .redis_tls import handshake_refusal
+
             verdict = handshake_refusal(error, tls)
             if verdict:
                 return TlsRefused(f"{where}: {verdict}")
@@ -542,11 +549,26 @@ def _hset_args(
 def _masked(url: str) -> str:
     """url without its userinfo (a password may hold any character, so everything up to the
     last "@" goes, not only what redaction recognises in running text) or ssl_password."""
-    url = without_tls_secret(url)
+    url = _without_tls_secret(url)
     scheme, separator, rest = url.partition("://")
     if not separator or "@" not in rest:
         return redact(url)
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+_QUERY_ARGUMENT = r"(?P<start>[?&])(?P<name>[^=&#]*)=(?P<value>[^&#]*)"
+
+
+def _without_tls_secret(url: str) -> str:
+    """url with the value of its ssl_password (the client key's passphrase) masked, however the
+    name is encoded; the rest as written."""
+
+    def mask(found: re.Match[str]) -> str:
+        if unquote_plus(found["name"]) != "ssl_password":
+            return found[0]
+        return f"{found['start']}{found['name']}=***"
+
+    return re.sub(_QUERY_ARGUMENT, mask, url) if "=" in url else url
 
 
 def _closed_on_us(error: Exception) -> bool:
@@ -567,5 +589,7 @@ if TYPE_CHECKING:
     import ssl
 
     import redis
+
+    from .redis_tls import TlsSettings
 
     RedisClient: TypeAlias = redis.Redis | LiteRedis  # the workers pass redis-py's client
