@@ -15,6 +15,7 @@ from .errors import InvalidBuildMethod, InvalidInput, StiError
 from .redaction import redact
 from .scripts_urls import check_scripts_url
 from .source_scripts import check_script_names
+from .source_urls import check_source_url
 
 RESULT_SCHEMA = "sti.result/1"
 METHODS = ("build", "run")
@@ -328,6 +329,7 @@ class BuildRequest:
         _check_types(self, _BUILD_TYPES)
         if not self.source.strip():
             raise InvalidInput("SOURCE is empty")
+        check_source_url(self.source)
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "source_scripts", check_script_names(self.source_scripts))
         validate_image_ref(self.build_image, "BUILD_IMAGE")

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from .blobstore import check_digest
 from .errors import InvalidInput
+from .source_urls import parse_url
 
 URL_SCRIPT_NAMES = ("assemble", "run", "save-artifacts", "usage", "assemble-runtime")
 MAX_SCRIPT_BYTES = 4 * 1024 * 1024
@@ -41,10 +42,7 @@ def check_scripts_url(url: str) -> str:
     elif url.startswith(UPLOADED_SCHEME):
         check_digest(url.removeprefix(UPLOADED_SCHEME))
     elif url.startswith(("http://", "https://")):
-        parts = urlsplit(url)
-        if not parts.hostname or parts.query or parts.fragment:
-            raise InvalidInput(f"--scripts-url {shown} needs a host and no query or fragment")
-        if parts.username is not None or parts.password is not None:
+        if parse_url(url, "--scripts-url", query=False).userinfo is not None:
             raise InvalidInput(f"--scripts-url {shown} carries credentials; sti does not take them")
     elif url.startswith("file://"):
         local_directory(url)
@@ -71,12 +69,16 @@ def _climbs(path: str) -> bool:
 
 def local_directory(url: str) -> Path:
     """The directory a file:// URL names (file:///abs/dir or file://localhost/abs/dir)."""
-    parts = urlsplit(url)
+    refused = InvalidInput(f"--scripts-url {url[:200]!r} is not file:///an/absolute/directory")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a "[" without its "]"
+        raise refused from None
     if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-        raise InvalidInput(f"--scripts-url {url[:200]!r} is not file:///an/absolute/directory")
+        raise refused
     path = unquote(parts.path)
     if not path.startswith("/") or _climbs(path.rstrip("/")) or "\x00" in path:
-        raise InvalidInput(f"--scripts-url {url[:200]!r} is not file:///an/absolute/directory")
+        raise refused
     return Path(path)
 
 

@@ -205,7 +205,7 @@ class BuildState:
         error = {name: redact(text) for name, text in self.error.items()} if self.error else None
         return replace(
             self,
-            request=replace(self.request, source=redact(self.request.source)),
+            request=replace(self.request, source=describe(self.request.source)),
             messages=tuple(redact(message) for message in self.messages),
             error=error,
         )

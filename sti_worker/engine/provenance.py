@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 
 from sti.model import RESERVED_LABEL_PREFIX, BuildRequest
-from sti.redaction import redact
+from sti.source_urls import describe
 from sti.upload_refs import SCHEME as UPLOAD_SCHEME
 
 S2I = "io.openshift.s2i"
@@ -36,7 +36,7 @@ def source_labels(
     request: BuildRequest, revision: str | None, commit: Mapping[str, str] | None
 ) -> dict[str, str]:
     """What the fetched source says of itself."""
-    location = redact(request.source)
+    location = describe(request.source)  # credentials and query values masked
     labels = {f"{S2I}.build.source-location": location}
     if not location.startswith(UPLOAD_SCHEME) and "://" in location:
         labels[f"{OCI}.source"] = location

@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
-from urllib.parse import unquote, urlsplit
+from typing import BinaryIO
 
 import requests
 import urllib3.exceptions
@@ -26,26 +25,28 @@ import urllib3.exceptions
 from sti.archive_kinds import archive_kind
 from sti.errors import InvalidInput, SourceFetchFailed
 from sti.ignore import ignore_matcher
+from sti.source_urls import (
+    GIT_TRANSPORTS,
+    Remote,
+    describe,
+    is_scp_like,
+    parse_git_url,
+    parse_url,
+    scheme_of,
+    scrubbed,
+)
 from sti.tarstreams import TarPart, directory
 
 from .archives import ExtractLimits, extract_tar_stream, extract_zip
 from .guarded_http import guarded_session
-from .trees import measure_tree
-
-if TYPE_CHECKING:
-    import git
 
 LogSink = Callable[[str], None]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_GIT_SCHEMES = ("git://", "https://", "http://", "ssh://", "file://")
+_GIT_SCHEMES = (*(f"{scheme}://" for scheme in GIT_TRANSPORTS), "file://")
 _SCP_LIKE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9.-]*:(?!//)\S+$")
 _TRANSPORT_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
-_SAFE_REF = re.compile(r"^[A-Za-z0-9._/@{}^~+][A-Za-z0-9._/@{}^~+-]*$")
-_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
-_GIT_TIMEOUT_S = 600
-_MAX_SUBMODULES = 100
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -164,7 +165,9 @@ def _fetch(
     elif _is_archive_url(source):
         fetched = _download_archive(source, workdir, sink, policy)
     elif is_git_url(source):
-        fetched = _clone(source, workdir / "git", sink, ref, ignore_submodules, policy)
+        from .git_sources import clone  # imports GitPython: only builds of git sources pay it
+
+        fetched = clone(source, workdir / "git", sink, ref, ignore_submodules, policy)
     else:
         fetched = _local(source, workdir, sink, policy)
     if fetched.stream_from:
@@ -265,22 +268,26 @@ def _download_archive(
 ) -> FetchedSource:
     kind = archive_kind(url)
     assert kind
-    check_url_host(url, policy)
+    remote = parse_url(url, "SOURCE")
+    check_url_host(url, policy, "SOURCE")
     target = _fresh_dir(workdir / "src")
-    sink(f"Downloading {describe(url)}")
+    shown = describe(url)
+    sink(f"Downloading {shown}")
     allowed = None if policy.allow_internal_urls else policy.is_reachable
     try:
         with (
             guarded_session(allowed) as session,
-            session.get(url, stream=True, timeout=(10, policy.download_timeout_s)) as response,
+            session.get(
+                remote.spelled(), stream=True, timeout=(10, policy.download_timeout_s)
+            ) as response,
         ):
             if response.status_code != 200:
-                raise SourceFetchFailed(f"downloading {url} failed: HTTP {response.status_code}")
-            declared = int(response.headers.get("Content-Length") or 0)
+                raise SourceFetchFailed(f"downloading {shown} failed: HTTP {response.status_code}")
+            declared = _content_length(response.headers.get("Content-Length"), shown)
             if declared > policy.download_max_bytes:
-                raise InvalidInput(_too_large(url, policy.download_max_bytes))
+                raise InvalidInput(_too_large(shown, policy.download_max_bytes))
             deadline = time.monotonic() + policy.download_timeout_s
-            body = CappedReader(response.raw, policy.download_max_bytes, url, deadline)
+            body = CappedReader(response.raw, policy.download_max_bytes, shown, deadline)
             response.raw.decode_content = True
             if kind == "zip":
                 archive = workdir / "download.zip"
@@ -291,8 +298,22 @@ def _download_archive(
             else:
                 extract_tar_stream(body, target, kind, policy.limits)
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-        raise SourceFetchFailed(f"downloading {url} failed: {error}") from error
+        raise SourceFetchFailed(
+            f"downloading {shown} failed: {scrubbed(str(error), url)}"
+        ) from error
     return FetchedSource(str(target))
+
+
+def _content_length(declared: str | None, shown: str) -> int:
+    """The size a server declares (0: none), or a refusal naming what it sent instead."""
+    if not declared:
+        return 0
+    if not declared.strip().isdecimal():
+        raise SourceFetchFailed(
+            f"downloading {shown} failed: the server sent Content-Length {describe(declared)!r}, "
+            "not a number"
+        )
+    return int(declared)
 
 
 def _too_large(url: str, limit: int, limit_name: str = "STI_DOWNLOAD_MAX_BYTES") -> str:
@@ -307,7 +328,7 @@ class CappedReader:
         self,
         raw: BinaryIO,
         limit: int,
-        what: str,
+        what: str,  # as shown: describe()d
         deadline: float,
         limit_name: str = "STI_DOWNLOAD_MAX_BYTES",
     ) -> None:
@@ -326,7 +347,7 @@ class CappedReader:
         while count < wanted:
             if time.monotonic() > self._deadline:
                 raise SourceFetchFailed(
-                    f"downloading {describe(self._what)} took too long (STI_DOWNLOAD_TIMEOUT)"
+                    f"downloading {self._what} took too long (STI_DOWNLOAD_TIMEOUT)"
                 )
             part = self._raw.read1(wanted - count)
             if not part:
@@ -339,40 +360,53 @@ class CappedReader:
         return b"".join(parts)
 
 
-# git
+# git URLs and the address policy
 
 
 def check_git_url(url: str, policy: SourcePolicy) -> None:
-    """Refuse git URLs that git could read as an option or a command-running transport."""
-    if url.startswith("-") or any(ord(c) < 32 for c in url):
-        raise InvalidInput(f"git URL {url!r} is refused: it could be read as a git option")
-    if _TRANSPORT_PREFIX.match(url):
-        raise InvalidInput(f"git URL {url!r} uses a <transport>:: form that sti does not allow")
-    if url.startswith("file://") and not policy.allow_file_urls:
+    """Refuse git URLs that git could read as an option, a command-running transport, or with
+    another host than sti reads (sti.source_urls), and file URLs the policy does not allow."""
+    if url.startswith("-") or any(ord(c) < 32 or ord(c) == 127 for c in url):
         raise InvalidInput(
-            f"git URL {url!r} is refused: file:// sources are not allowed on this worker "
-            "(STI_ALLOW_FILE_URLS)"
+            f"git URL {describe(url)!r} is refused: it could be read as a git option"
         )
-    if _host_of(url).startswith("-"):
-        raise InvalidInput(f"git URL {url!r} is refused: its host could be read as an option")
+    if _TRANSPORT_PREFIX.match(url):
+        raise InvalidInput(
+            f"git URL {describe(url)!r} uses a <transport>:: form that sti does not allow"
+        )
+    if scheme_of(url) == "file" or not (scheme_of(url) or is_scp_like(url)):
+        if not policy.allow_file_urls:
+            raise InvalidInput(
+                f"git URL {describe(url)!r} is refused: file:// and local repositories are not "
+                "allowed on this worker (STI_ALLOW_FILE_URLS)"
+            )
+        return
+    parse_git_url(url)
 
 
-def check_url_host(url: str, policy: SourcePolicy) -> list[str]:
+def check_url_host(url: str, policy: SourcePolicy, what: str = "URL") -> list[str]:
     """Refuse a URL whose host resolves to an address that is not global (see SourcePolicy),
     unless it is in an allowed network or the policy allows internal addresses; return the
-    addresses judged ([] when every address is allowed)."""
+    addresses judged, in the resolver's order ([] when every address is allowed)."""
+    web = url.startswith(("http://", "https://"))
+    return judged_addresses(parse_url(url, what) if web else parse_git_url(url), url, policy)
+
+
+def judged_addresses(remote: Remote, url: str, policy: SourcePolicy) -> list[str]:
+    """The addresses remote's host resolves to, each judged by the policy ([] when every
+    address is allowed): the addresses a fetch must then connect to."""
     if policy.allow_internal_urls:
         return []
-    host = _host_of(url)
     try:
-        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+        found = socket.getaddrinfo(remote.host, None, proto=socket.IPPROTO_TCP)
     except OSError as error:
         raise SourceFetchFailed(f"cannot resolve the host of {describe(url)}: {error}") from error
+    addresses = list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in found))
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
+        ip = ipaddress.ip_address(address)
         if not is_reachable_address(ip, policy.allowed_networks):
             raise InvalidInput(
-                f"{describe(url)} is refused: {host} is an internal address ({ip}) "
+                f"{describe(url)} is refused: {remote.host} is an internal address ({ip}) "
                 "(STI_ALLOWED_NETWORKS lists networks a worker may fetch from; "
                 "STI_ALLOW_INTERNAL_URLS allows every address)"
             )
@@ -407,159 +441,3 @@ def _addresses_in(ip: IPAddress) -> list[IPAddress]:
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def _host_of(url: str) -> str:
-    if "://" in url:
-        return urlsplit(url).hostname or ""
-    return url.split(":", 1)[0].split("@")[-1]  # scp-like user@host:path
-
-
-def check_git_ref(ref: str) -> None:
-    if not _SAFE_REF.fullmatch(ref) or ".." in ref:
-        raise InvalidInput(f"--ref {ref!r} is not a valid git branch, tag or commit")
-
-
-def _clone(
-    url: str,
-    destination: Path,
-    sink: LogSink,
-    ref: str | None,
-    ignore_submodules: bool,
-    policy: SourcePolicy,
-) -> FetchedSource:
-    pins = _checked_git_url(url, policy)
-    if ref:
-        check_git_ref(ref)
-    file_allow = "always" if policy.allow_file_urls else "never"
-    config = [
-        "-c",
-        "protocol.ext.allow=never",
-        "-c",
-        "protocol.fd.allow=never",
-        "-c",
-        f"protocol.file.allow={file_allow}",
-        "-c",
-        "http.followRedirects=false",  # a redirect would lead past the address check
-        *pins,
-    ]
-    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
-    sink(f"Fetching {describe(url)}" + (f" at {ref}" if ref else ""))
-    destination.mkdir()
-    import git  # a tenth of a second to import: only builds of git sources pay it
-
-    repo = git.Repo.init(destination)
-    try:
-        with repo.git.custom_environment(**env):
-            repo.git.remote("add", "origin", "--", url)
-            target = "FETCH_HEAD"
-            try:
-                _git(repo, config, "fetch", "--depth", "1", "origin", "--", ref or "HEAD")
-            except git.GitCommandError:
-                if not (ref and _COMMIT.fullmatch(ref)):
-                    raise
-                # a server that refuses fetching a commit by id: fetch everything, then find it
-                _git(repo, config, "fetch", "--tags", "origin")
-                target = ref
-            _git(repo, config, "checkout", "--detach", target, "--")
-            if not ignore_submodules and (destination / ".gitmodules").is_file():
-                sink("Fetching submodules")
-                _fetch_submodules(repo, config, destination, policy)
-        revision = repo.head.commit.hexsha
-        commit = _commit_facts(repo.head.commit)
-        _check_checkout_size(destination, policy.limits)
-    except git.GitCommandError as error:
-        stderr = (error.stderr or "").strip().replace("\n", " ")
-        raise SourceFetchFailed(f"fetching {describe(url)} failed: {stderr or error}") from error
-    finally:
-        repo.close()
-    sink(f"Source at commit {revision}")
-    return FetchedSource(str(destination), revision, commit=commit)
-
-
-def _commit_facts(commit: git.Commit) -> dict[str, str]:
-    """As s2i labels them: author "Name <email>", the date as git log prints it, the subject."""
-    return {
-        "author": f"{commit.author.name} <{commit.author.email}>",
-        "date": commit.authored_datetime.strftime("%a %b %-d %H:%M:%S %Y %z"),
-        "message": commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
-    }
-
-
-def _check_checkout_size(root: Path, limits: ExtractLimits) -> None:
-    """A repository is held to the limits an archive is (its history is not counted)."""
-    entries, size = measure_tree(root, stop_after_files=limits.max_files)
-    if entries > limits.max_files:
-        raise InvalidInput(
-            f"the repository holds more than {limits.max_files} files, directories and links "
-            "(STI_SOURCE_MAX_FILES)"
-        )
-    if size > limits.max_total_bytes:
-        raise InvalidInput(
-            f"the repository holds more than {limits.max_total_bytes} bytes (STI_SOURCE_MAX_BYTES)"
-        )
-
-
-def _fetch_submodules(repo: git.Repo, config: list[str], root: Path, policy: SourcePolicy) -> None:
-    """Level by level, each submodule URL as git resolves it (relative ones against the
-    parent's) checked as the source URL is, before anything is fetched from it."""
-    pending, fetched = [root], 0
-    while pending:
-        directory = pending.pop()
-        _git(repo, config, "-C", str(directory), "submodule", "init")
-        urls = _config_values(repo, config, directory, r"^submodule\..*\.url$")
-        fetched += len(urls)
-        if fetched > _MAX_SUBMODULES:
-            raise InvalidInput(f"the source has more than {_MAX_SUBMODULES} git submodules")
-        pins = [pin for submodule_url in urls for pin in _checked_git_url(submodule_url, policy)]
-        _git(repo, [*config, *pins], "-C", str(directory), "submodule", "update", "--depth", "1")
-        for path in _config_values(
-            repo, config, directory, r"^submodule\..*\.path$", ".gitmodules"
-        ):
-            below = (directory / path).resolve()
-            if below.is_relative_to(root.resolve()) and (below / ".gitmodules").is_file():
-                pending.append(below)
-
-
-def _config_values(
-    repo: git.Repo, config: list[str], directory: Path, pattern: str, file: str | None = None
-) -> list[str]:
-    import git
-
-    where = ["-f", file] if file else ["--local"]
-    try:
-        found = _git(repo, config, "-C", str(directory), "config", *where, "--get-regexp", pattern)
-    except git.GitCommandError:  # none found: git config exits 1
-        return []
-    return [line.split(" ", 1)[1] for line in found.splitlines() if " " in line]
-
-
-def _checked_git_url(url: str, policy: SourcePolicy) -> list[str]:
-    """Refuse url as check_git_url and check_url_host do; for http(s), the git options that pin
-    its host to the addresses just judged (DNS could answer differently for git itself)."""
-    check_git_url(url, policy)
-    if url.startswith("file://"):
-        return []
-    addresses = check_url_host(url, policy)
-    parts = urlsplit(url) if "://" in url else None
-    if not addresses or parts is None or parts.scheme not in ("http", "https"):
-        return []
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    spelled = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
-    return ["-c", f"http.curloptResolve={parts.hostname}:{port}:{spelled}"]
-
-
-def _git(repo: git.Repo, config: list[str], *args: str) -> str:
-    return str(repo.git.execute(["git", *config, *args], kill_after_timeout=_GIT_TIMEOUT_S))
-
-
-def describe(source: str) -> str:
-    """The source as shown to users (URLs without credentials)."""
-    if "://" in source:
-        parts = urlsplit(source)
-        if parts.password or parts.username:
-            netloc = parts.hostname or ""
-            if parts.port:
-                netloc += f":{parts.port}"
-            return parts._replace(netloc=netloc).geturl()
-    return unquote(source)
