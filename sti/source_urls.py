@@ -71,6 +71,14 @@ class Remote:
         return self.port or DEFAULT_PORTS[self.transport]
 
     @property
+    def host_is_address(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
     def has_password(self) -> bool:
         return self.userinfo is not None and ":" in self.userinfo
 

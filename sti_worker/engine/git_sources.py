@@ -88,9 +88,11 @@ def reach(url: str, policy: SourcePolicy) -> GitRemote:
 def _pinned(remote: Remote, addresses: list[str], helpers: tuple[str, ...]) -> GitRemote:
     first = addresses[0]
     if remote.transport in ("http", "https"):
+        # a proxy would resolve the name itself: none, for a host whose address is judged
+        if remote.host_is_address:  # nothing to resolve (and curl takes no entry for [v6])
+            return GitRemote(remote.spelled(), helpers, _NO_PROXY)
         spelled = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
         resolve = f"http.curloptResolve={remote.host}:{remote.effective_port}:{spelled}"
-        # a proxy would resolve the name itself: none, for a host whose address is judged
         return GitRemote(remote.spelled(), (*helpers, "-c", resolve), _NO_PROXY)
     if remote.transport == "git":
         env = {"GIT_OVERRIDE_VIRTUAL_HOST": remote.host_and_port, "GIT_PROXY_COMMAND": ""}

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -29,6 +30,7 @@ from sti.errors import InvalidInput, SourceFetchFailed
 from sti.model import BuildRequest, UsageRequest, from_task_arguments
 from sti.source_urls import describe, parse_git_url, parse_url
 from sti_submit import cli
+from sti_worker.engine.git_sources import reach
 from sti_worker.engine.provenance import source_labels
 from sti_worker.engine.sources import SourcePolicy, Sources, check_git_url, check_url_host
 from tests.hostile.git_servers import GitDaemon, SmartHttp, bare_repo, recording_ssh
@@ -277,6 +279,25 @@ def test_ssh_connects_to_the_address_judged_and_checks_the_host_key_of_the_name(
     assert "HostName=127.0.0.1" in arguments
     assert f"HostKeyAlias={alias}" in arguments
     assert ("-p" in arguments) is (port is not None)
+
+
+@pytest.mark.parametrize(
+    ("url", "pin"),
+    [
+        ("https://git.example/app.git", "http.curloptResolve=git.example:443:127.0.0.1"),
+        ("https://127.0.0.1:8443/app.git", None),
+        ("http://[::1]:8080/app.git", None),
+    ],
+)
+def test_http_is_pinned_to_the_address_judged_unless_its_host_is_one(
+    monkeypatch: pytest.MonkeyPatch, url: str, pin: str | None
+) -> None:
+    """curl refuses a resolve entry for an [IPv6] host, and an address needs none."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1", *a, **k))
+    reached = reach(url, replace(POLICY, allowed_networks=(ipaddress.ip_network("0.0.0.0/0"),)))
+    assert [o for o in reached.config if "curloptResolve" in o] == ([pin] if pin else [])
+    assert reached.env["NO_PROXY"] == "*"
 
 
 def test_ssh_to_an_internal_address_never_starts_ssh(
