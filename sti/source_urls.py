@@ -46,9 +46,6 @@ _USERINFO = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:%-]+")
 _SSH_USER = re.compile(r"[A-Za-z0-9._~][A-Za-z0-9._~-]*")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
 _PORT = re.compile(r"[0-9]{1,5}")
-# RFC 3986 path characters; a query and a fragment may also hold "/" and "?"
-_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/%-]*")
-_QUERY = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/?%-]*")
 # a path git has decoded: no escape left to mean something else, no "[" for git to unwrap
 _DECODED_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/-]+")
 
@@ -139,16 +136,11 @@ def parse_url(url: str, what: str, *, query: bool = True) -> Remote:
     rest = url[len(scheme) + 3 :]
     end = _authority_end(rest)
     userinfo, host, port = _authority(rest[:end], url, what)
-    tail = rest[end:]
-    path_end = min((i for i in (tail.find("?"), tail.find("#")) if i >= 0), default=len(tail))
-    path, extra = tail[:path_end], tail[path_end:]
-    if not _PATH.fullmatch(path) or _BAD_ESCAPE.search(tail):
-        raise InvalidInput(f"{what} {_shown(url)}: its path holds a character a URL path cannot")
-    if extra and not query:
+    tail = rest[end:]  # past the authority, no reader splits differently: only escapes matter
+    if _BAD_ESCAPE.search(tail):
+        raise InvalidInput(f"{what} {_shown(url)} holds a '%' that starts no escape (%25 is '%')")
+    if not query and ("?" in tail or "#" in tail):
         raise InvalidInput(f"{what} {_shown(url)} takes no query or fragment")
-    query_part, _, fragment = extra.partition("#")
-    if not _QUERY.fullmatch(query_part[1:]) or not _QUERY.fullmatch(fragment):
-        raise InvalidInput(f"{what} {_shown(url)}: its query holds a character a URL cannot")
     return Remote(GIT_TRANSPORTS[scheme], host, port, userinfo, tail)
 
 
