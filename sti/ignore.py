@@ -1,6 +1,6 @@
-"""Which files of a source directory are left out: .stiignore and s2i's .s2iignore (both in
-gitignore syntax), --exclude patterns, and git metadata. Shared by the uploader and the
-in-place (--local) reader."""
+"""Which files of a source directory are left out: git metadata always, whatever the patterns,
+then .stiignore and s2i's .s2iignore (both in gitignore syntax) and --exclude patterns. Shared by
+the uploader, its fingerprint, the in-place (--local) reader and the worker's directory sources."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from .errors import InvalidInput
 
 IGNORE_FILE = ".stiignore"
 IGNORE_FILES = (IGNORE_FILE, ".s2iignore")
-_ALWAYS = (".git/",)
+GIT_METADATA = ".git"
 _MAX_IGNORE_FILE_BYTES = 1024 * 1024
 
 
 def ignore_matcher(root: Path, extra_patterns: Iterable[str] = ()) -> Callable[[str], bool]:
     """A predicate over paths relative to root (POSIX, directories ending in "/"), for a walk
-    that does not enter a directory it leaves out."""
+    that does not enter a directory it leaves out. Git metadata is left out before any pattern
+    is read: a negation (`!.git*` to keep .gitignore, `!.*`, `!**`) cannot bring it back."""
+    if is_git_metadata(root.name):
+        raise InvalidInput(f"{str(root)!r} is git metadata ({root.name}), never a source to build")
     patterns = []
     for name in IGNORE_FILES:
         ignore_file = root / name
@@ -33,14 +36,25 @@ def ignore_matcher(root: Path, extra_patterns: Iterable[str] = ()) -> Callable[[
     from .globs import PatternError, compile_patterns, is_ignored
 
     try:
-        compiled = compile_patterns([*_ALWAYS, *patterns])
+        compiled = compile_patterns(patterns)
     except PatternError as error:
         raise InvalidInput(f"{' or '.join(IGNORE_FILES)} or --exclude: {error}") from error
-    if len(compiled) == len(_ALWAYS):
+    if not compiled:
         return in_git_metadata
-    return lambda path: is_ignored(compiled, path)
+    return lambda path: in_git_metadata(path) or is_ignored(compiled, path)
+
+
+def is_git_metadata(name: str) -> bool:
+    """Whether a file or directory of this name is git metadata: .git, in any case (git refuses
+    such a path in a tree in any case, and on a case-insensitive disk .GIT is the repository)."""
+    return name.lower() == GIT_METADATA
 
 
 def in_git_metadata(path: str) -> bool:
-    """What the pattern ".git/" matches: a directory named .git anywhere, and all inside it."""
-    return path.startswith(".git/") or "/.git/" in path
+    """Whether path (relative, POSIX, a directory's with or without a trailing "/") is git
+    metadata or inside it: a .git directory at any depth (a nested repository), or a .git file
+    (the pointer of a worktree or a submodule), in any case."""
+    lowered = path.lower()
+    if GIT_METADATA not in lowered:
+        return False
+    return any(is_git_metadata(part) for part in lowered.split("/"))

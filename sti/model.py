@@ -12,6 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import InvalidBuildMethod, InvalidInput, StiError
+from .ignore import in_git_metadata
 from .redaction import redact
 from .scripts_urls import check_scripts_url
 from .source_scripts import check_script_names
@@ -355,6 +356,10 @@ class BuildRequest:
             raise InvalidInput(
                 f"environment variable {both[0]} is given both for the image (-e, -E) and "
                 "for the build only (--build-env)"
+            )
+        if self.context_dir is not None and in_git_metadata(self.context_dir):
+            raise InvalidInput(
+                f"--context-dir {self.context_dir!r} is git metadata, never part of a source"
             )
         for name, given in (("display_name", self.display_name), ("description", self.description)):
             if given is not None and (len(given) > 4096 or "\x00" in given):

@@ -24,7 +24,7 @@ import urllib3.exceptions
 
 from sti.archive_kinds import archive_kind
 from sti.errors import InvalidInput, SourceFetchFailed
-from sti.ignore import ignore_matcher
+from sti.ignore import ignore_matcher, in_git_metadata
 from sti.source_urls import (
     GIT_TRANSPORTS,
     Remote,
@@ -246,6 +246,8 @@ def _subdirectory(root: Path, context_dir: str) -> Path:
     target = (root / context_dir).resolve()
     if not target.is_relative_to(root.resolve()):
         raise InvalidInput(f"--context-dir {context_dir!r} leads outside the source")
+    if in_git_metadata(target.relative_to(root.resolve()).as_posix()):  # through a link
+        raise InvalidInput(f"--context-dir {context_dir!r} leads into git metadata")
     if not target.is_dir():
         raise InvalidInput(f"--context-dir {context_dir!r} is not a directory in the source")
     return target

@@ -8,6 +8,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from sti.ignore import is_git_metadata
+
 
 def remove_tree(root: Path) -> None:
     """Remove root and everything in it; what cannot be removed is left, never raised."""
@@ -49,9 +51,10 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def measure_tree(root: Path, *, skip: str = ".git", stop_after_files: int) -> tuple[int, int]:
-    """(entries, bytes of regular files) below root, not counting the top-level skip directory;
-    counting stops once entries pass stop_after_files."""
+def measure_tree(root: Path, *, stop_after_files: int) -> tuple[int, int]:
+    """(entries, bytes of regular files) below root, not counting git metadata (a checkout's
+    .git, a submodule's .git file: never part of a build); counting stops once entries pass
+    stop_after_files."""
     stack, entries, size = [str(root)], 0, 0
     while stack and entries <= stop_after_files:
         current = stack.pop()
@@ -60,7 +63,7 @@ def measure_tree(root: Path, *, skip: str = ".git", stop_after_files: int) -> tu
         except OSError:
             continue  # gone or unreadable: nothing of it goes into the build either
         for entry in found:
-            if current == str(root) and entry.name == skip:
+            if is_git_metadata(entry.name):
                 continue
             entries += 1
             if entry.is_dir(follow_symlinks=False):

@@ -1,39 +1,44 @@
 """What a source directory leaves out: git metadata always (decided without parsing a pattern
-when the source has none of its own), its .stiignore and --exclude patterns, for a walk that
-does not enter what it leaves out."""
+when the source has none of its own; no pattern brings it back: tests/hostile/test_git_metadata),
+its .stiignore and --exclude patterns, for a walk that does not enter what it leaves out."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pathspec
 import pytest
 
 from sti.errors import InvalidInput
 from sti.ignore import IGNORE_FILE, ignore_matcher, in_git_metadata
 
-PATHS = [
-    ".git/",
-    ".git/config",
-    ".git/objects/ab/cdef",
-    "a/.git/",
-    "a/b/.git/HEAD",
-    ".git",  # a file (a worktree's or submodule's pointer) is kept
-    "a/.git",
-    ".gitignore",
-    ".github/workflows/ci.yml",
-    "x.git/",
-    "a/x.git/y",
-    ".git-keep/",
-    "src/.gitkeep",
-    "app.py",
-    "my.git/config",
-]
+# path -> whether it is git metadata: a .git directory or file at any depth, in any case
+PATHS = {
+    ".git/": True,
+    ".git/config": True,
+    ".git/objects/ab/cdef": True,
+    "a/.git/": True,
+    "a/b/.git/HEAD": True,
+    ".git": True,  # a file: the pointer of a worktree or a submodule
+    "a/.git": True,
+    ".GIT/config": True,
+    "a/.Git": True,
+    ".gitignore": False,
+    ".gitmodules": False,
+    ".github/workflows/ci.yml": False,
+    "x.git/": False,  # a bare repository someone keeps in the source: its content, by name
+    "a/x.git/y": False,
+    ".git-keep/": False,
+    "src/.gitkeep": False,
+    "app.py": False,
+    "my.git/config": False,
+    "a.git": False,
+    ".git.d/x": False,
+}
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_git_metadata_is_what_the_pattern_dot_git_matches(path: str) -> None:
-    assert in_git_metadata(path) == pathspec.GitIgnoreSpec.from_lines([".git/"]).match_file(path)
+@pytest.mark.parametrize(("path", "expected"), PATHS.items())
+def test_git_metadata_is_any_entry_named_dot_git(path: str, expected: bool) -> None:
+    assert in_git_metadata(path) is expected
 
 
 @pytest.mark.parametrize("content", ["", "\n\n", "# only comments\n#another\n", "   \n"])
@@ -42,7 +47,7 @@ def test_an_ignore_file_without_patterns_leaves_out_git_metadata_only(
 ) -> None:
     (tmp_path / IGNORE_FILE).write_text(content)
     skip = ignore_matcher(tmp_path)
-    assert [path for path in PATHS if skip(path)] == [p for p in PATHS if in_git_metadata(p)]
+    assert [path for path in PATHS if skip(path)] == [p for p, git in PATHS.items() if git]
 
 
 def test_a_pattern_file_too_large_or_a_pattern_too_long_is_refused(tmp_path: Path) -> None:
