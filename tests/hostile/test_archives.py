@@ -599,12 +599,39 @@ def test_gnu_long_names_over_the_limits_are_refused(
 # a hard-linked tree (cp -al, a package store) builds the same with --local and through the queue
 
 
+BuildBothWays = Callable[[Path, str | None], tuple[str, str]]
+
+
 @pytest.fixture
 def local_tag(api: docker.APIClient) -> Iterator[str]:
     tag = f"sti-test/app-{uuid.uuid4().hex[:10]}"
     yield tag
     with contextlib.suppress(docker.errors.NotFound):
         api.remove_image(tag, force=True)
+
+
+@pytest.fixture
+def build_both_ways(
+    images: dict[str, str], worker: Worker, client: StiClient, app_tag: str, local_tag: str
+) -> BuildBothWays:
+    """Build a source (and context dir) as sti-submit --local builds it and through the queue
+    (uploaded by the client); the tags of the two images."""
+    from sti_worker.local import build_locally  # imports the engine: only for the tests that build
+
+    def build(source: Path, context_dir: str | None) -> tuple[str, str]:
+        results = []
+        for tag in (local_tag, app_tag):
+            request = BuildRequest(str(source), images["sti-fake"], tag, context_dir=context_dir)
+            if tag == local_tag:
+                result = build_locally(request, None, lambda line: None)
+            else:
+                result = client.wait(client.submit_build(request), timeout=120)
+            TRACKER.built(result.image_id)
+            results.append(result)
+        assert all(result.success for result in results), [r.messages for r in results]
+        return local_tag, app_tag
+
+    return build
 
 
 def _hard_linked_tree(root: Path) -> Path:
@@ -644,34 +671,20 @@ def test_a_packed_hard_linked_tree_reaches_the_build_a_file_per_name(
 
 @pytest.mark.parametrize("context_dir", [None, "release"])
 def test_a_hard_linked_tree_builds_the_same_with_local_and_through_the_queue(
-    api: docker.APIClient,
-    images: dict[str, str],
-    worker: Worker,
-    client: StiClient,
-    app_tag: str,
-    local_tag: str,
-    tmp_path: Path,
-    context_dir: str | None,
+    api: docker.APIClient, build_both_ways: BuildBothWays, tmp_path: Path, context_dir: str | None
 ) -> None:
     """With --context-dir release, every file of it is a second name of one outside it."""
-    tree = _hard_linked_tree(tmp_path / "app")
-    _built_both_ways(images, client, tree, (local_tag, app_tag), context_dir)
+    local_tag, queue_tag = build_both_ways(_hard_linked_tree(tmp_path / "app"), context_dir)
     for placed in ("/tmp/src", "/sti-fake/src"):  # where sti put it, where prepare copied it
-        assert _image_tree(api, app_tag, placed) == _image_tree(api, local_tag, placed)
-    through_queue = _image_tree(api, app_tag, "/tmp/src")
+        assert _image_tree(api, queue_tag, placed) == _image_tree(api, local_tag, placed)
+    through_queue = _image_tree(api, queue_tag, "/tmp/src")
     prefix = "" if context_dir else "release/"
     assert through_queue[f"{prefix}app-copy.js"].content == b"console.log(1)\n"
     assert through_queue[f"{prefix}run.sh"].mode & 0o111
 
 
 def test_an_uploaded_tar_gz_with_hard_links_builds_as_with_local(
-    api: docker.APIClient,
-    images: dict[str, str],
-    worker: Worker,
-    client: StiClient,
-    app_tag: str,
-    local_tag: str,
-    tmp_path: Path,
+    api: docker.APIClient, build_both_ways: BuildBothWays, tmp_path: Path
 ) -> None:
     """tar writes the second name of a file as a hard link. Through the queue the archive is
     re-tarred into the build and its hard links stay links; --local extracts it first and
@@ -681,34 +694,11 @@ def test_an_uploaded_tar_gz_with_hard_links_builds_as_with_local(
         tar.add(_hard_linked_tree(tmp_path / "app"), arcname=".")
     with tarfile.open(archive) as tar:
         assert tar.getmember("./release/lib/app.js").islnk()
-    _built_both_ways(images, client, archive, (local_tag, app_tag), None)
+    local_tag, queue_tag = build_both_ways(archive, None)
     for placed in ("/tmp/src", "/sti-fake/src"):
-        by_queue, by_local = (_image_files(api, tag, placed) for tag in (app_tag, local_tag))
+        by_queue, by_local = (_image_files(api, tag, placed) for tag in (queue_tag, local_tag))
         assert by_queue == by_local
-    assert _image_files(api, app_tag, "/tmp/src")["release/app-copy.js"][0] == b"console.log(1)\n"
-
-
-def _built_both_ways(
-    images: dict[str, str],
-    client: StiClient,
-    source: Path,
-    tags: tuple[str, str],
-    context_dir: str | None,
-) -> None:
-    """source built into the first tag as sti-submit --local builds, into the second through
-    the queue (uploaded by the client)."""
-    from sti_worker.local import build_locally  # imports the engine: only for the tests that build
-
-    local_tag, queue_tag = tags
-    builder = images["sti-fake"]
-    request = BuildRequest(str(source), builder, local_tag, context_dir=context_dir)
-    local = build_locally(request, None, lambda line: None)
-    TRACKER.built(local.image_id)
-    assert local.success, local.messages
-    queued = BuildRequest(str(source), builder, queue_tag, context_dir=context_dir)
-    result = client.wait(client.submit_build(queued), timeout=120)
-    TRACKER.built(result.image_id)
-    assert result.success, result.messages
+    assert _image_files(api, queue_tag, "/tmp/src")["release/app-copy.js"][0] == b"console.log(1)\n"
 
 
 def _image_tree(api: docker.APIClient, image: str, path: str) -> dict[str, Entry]:
