@@ -19,6 +19,10 @@ from typing import Any
 from .redaction import redact
 
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+HIDDEN = "<hidden>"
+# the keywords a message may carry that are for the build alone (--build-env): shown by name
+_BUILD_ONLY = ("build_env",)
+_REPR_MAX_CHARS = 1024  # as Celery's own argsrepr and kwargsrepr
 _RESULT_KEY_PREFIX = "celery-task-meta-"
 _NO_WORKFLOW = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -40,8 +44,7 @@ def task_message(task: str, task_id: str, kwargs: Mapping[str, Any], queue: str)
         "root_id": task_id,
         "parent_id": None,
         "argsrepr": "()",
-        # what a worker logs of the message: no credentials in its log
-        "kwargsrepr": redact(repr(dict(kwargs))),
+        "kwargsrepr": keywords_repr(kwargs),
         "origin": f"{os.getpid()}@{socket.gethostname()}",
         "ignore_result": None,
         "replaced_task_nesting": 0,
@@ -64,6 +67,21 @@ def task_message(task: str, task_id: str, kwargs: Mapping[str, Any], queue: str)
         },
     }
     return json.dumps(envelope).encode()
+
+
+def keywords_repr(kwargs: object) -> str:
+    """What a task message shows of its keywords (its kwargsrepr: the task events Flower and
+    `celery events` show, a worker's log): build-only values hidden, their names kept, and URL
+    credentials masked. -e values are part of the image and shown."""
+    shown = dict(kwargs) if isinstance(kwargs, Mapping) else kwargs
+    if isinstance(shown, dict):
+        for name in _BUILD_ONLY:
+            if isinstance(shown.get(name), Mapping):
+                shown[name] = dict.fromkeys(shown[name], HIDDEN)
+            elif shown.get(name) is not None:
+                shown[name] = HIDDEN
+    text = redact(repr(shown))  # masked before it is cut: a cut URL is not recognised
+    return text if len(text) <= _REPR_MAX_CHARS else text[: _REPR_MAX_CHARS - 3] + "..."
 
 
 def result_key(task_id: str) -> str:

@@ -20,6 +20,7 @@ from celery.exceptions import Ignore
 
 from sti import keys
 from sti.cancel_flags import cancel_requested, request_cancel
+from sti.celery_protocol import keywords_repr
 from sti.errors import InternalError, InvalidInput, StiError, WorkerLost
 from sti.failures import error_for_failure
 from sti.leases import HostSlots, RunningBuilds, StepOnce, TagLock
@@ -65,6 +66,7 @@ from .engine.pipeline import (
 from .engine.sources import is_git_url
 from .housekeeping import tidy_in_background
 from .resources import blob_store, build_log, docker_host, redis_client, sources
+from .shown_requests import KeywordsHidden
 from .state_seal import seal, unseal
 
 PROGRESS = "PROGRESS"
@@ -148,7 +150,7 @@ def usage(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         build.end()
 
 
-@app.task(name=BUILD_TASK, bind=True, max_retries=None)
+@app.task(name=BUILD_TASK, bind=True, max_retries=None, Request=KeywordsHidden)
 @_ended_early("build")
 def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments: those of BuildRequest but build_id (the task's id); env and exclude
@@ -165,8 +167,10 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         raise cancelled
     buildlog = build_log(build_id)
     attempt = _claim(self, request, buildlog.write)
-    if not attempt:
-        raise self.retry(countdown=_CLAIM_RETRY_S, max_retries=None)
+    if not attempt:  # Celery's own kwargsrepr would show the --build-env values
+        raise self.retry(
+            countdown=_CLAIM_RETRY_S, max_retries=None, kwargsrepr=keywords_repr(kwargs)
+        )
     buildlog.write(f"Build {build_id} claimed by host {settings.host_id}")
     mark_phase(build_id, "claimed")
     if attempt > 1:  # what an earlier attempt left on this host is stale
@@ -178,7 +182,10 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         arguments = (state,) if number == 0 else ()  # later stages get it from the one before
         # the last stage finishes the build in the same task: a hop less than sti.finish
         finish = number == len(stages) - 1
-        signatures.append(_host_sig(run_build_steps.s(*arguments, steps=stage, finish=finish)))
+        step = run_build_steps.s(*arguments, steps=stage, finish=finish)
+        # the sealed state as the events show it: its ciphertext is no use to a reader
+        step.set(argsrepr=f"(<sealed state of build {build_id}>,)")
+        signatures.append(_host_sig(step))
     pipeline = chain(*signatures)
     abort = abort_build.si(build_id=build_id, tag=request.tag, attempt=attempt)
     pipeline.link_error(_host_sig(abort))
@@ -193,19 +200,29 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> int
         return 0
     lock = _tag_lock(request.tag, request.build_id)
     if lock.acquire():
-        keywords = request.task_keywords()
         return _running_builds().start(
             request.build_id,
             settings.host_id,
             request.tag,
             settings.result_expires_s,
-            json.dumps(keywords),
+            json.dumps(_kept_for_a_rerun(request)),
         )
     slots.release(request.build_id)
     holder = lock.holder()
     if task.request.retries == 0 or task.request.retries % 30 == 0:
         say(f"Waiting for build {holder} of {request.tag} to finish")
     return 0
+
+
+def _kept_for_a_rerun(request: BuildRequest) -> dict[str, Any]:
+    """The keywords the build's claim keeps while it runs, to run it again if its worker dies:
+    every submitter can read them. Build-only values are not kept (their names are, which
+    makes the build one that is not run again): they live in the queued message and in the
+    running steps' memory alone, and the sealed states between them."""
+    keywords = request.task_keywords()
+    if request.build_env:
+        keywords["build_env"] = sorted(request.build_env)
+    return keywords
 
 
 # a step's output (the next one's input) travels in the chain's messages; only failures are
@@ -440,6 +457,11 @@ def end_lost_build(build_id: str) -> None:
         "ended (its lease ran out)"
     )
     keywords = _rerunnable(claim)
+    if keywords is None and _had_build_only_values(claim):
+        lost += (
+            "; it is not run again, as its --build-env values were kept only by that worker: "
+            "submit it again"
+        )
     if tag:
         _release_leases(build_id, tag, host_id)
     buildlog = build_log(build_id)
@@ -447,7 +469,13 @@ def end_lost_build(build_id: str) -> None:
         attempt = builds.rerun(build_id)
         buildlog.write(f"{lost.capitalize()}: building it again from the start (attempt {attempt})")
         mark_phase(build_id, "queued again")
-        app.send_task(BUILD_TASK, kwargs=keywords, task_id=build_id, queue=SHARED_QUEUE)
+        app.send_task(
+            BUILD_TASK,
+            kwargs=keywords,
+            task_id=build_id,
+            queue=SHARED_QUEUE,
+            kwargsrepr=keywords_repr(keywords),
+        )
         return
     error = WorkerLost(lost)
     request_cancel(redis_client(), build_id, error.code, error.message, settings.result_expires_s)
@@ -470,6 +498,8 @@ def _rerunnable(claim: dict[str, str]) -> dict[str, Any] | None:
         source = str(keywords["source"])
     except (ValueError, KeyError, TypeError):
         return None
+    if _had_build_only_values(claim):
+        return None
     if source.startswith(UPLOAD_SCHEME):
         try:
             stored = blob_store().has(UploadRef.parse(source).blob)
@@ -478,6 +508,14 @@ def _rerunnable(claim: dict[str, str]) -> dict[str, Any] | None:
         return keywords if stored else None
     anywhere = is_git_url(source) and not source.startswith("file://")  # http(s) archives too
     return keywords if anywhere else None
+
+
+def _had_build_only_values(claim: dict[str, str]) -> bool:
+    """Whether the claim kept only the names of build-only values (see _kept_for_a_rerun)."""
+    try:
+        return isinstance(json.loads(claim["request"]).get("build_env"), list)
+    except (ValueError, KeyError, AttributeError):
+        return False
 
 
 @app.task(name=CLEANUP_TASK)

@@ -42,17 +42,17 @@ def test_credentials_in_a_source_url_are_shown_nowhere(
     }
     assert {where: SECRET in text for where, text in shown.items()} == dict.fromkeys(shown, False)
     assert "builder:" not in done.stdout
-    assert _keys_holding(broker_url, SECRET.encode()) == []
+    assert keys_holding(broker_url, SECRET.encode()) == []
 
 
-def _keys_holding(url: str, secret: bytes, settle_s: float = 5) -> list[str]:
+def keys_holding(url: str, secret: bytes, settle_s: float = 5) -> list[str]:
     """Keys of the broker's database that hold secret once the build ended (a message being
     acknowledged may hold it for a moment)."""
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + settle_s
     try:
         while True:
-            found = [key.decode() for key in client.scan_iter() if secret in _value(client, key)]
+            found = [key.decode() for key in client.scan_iter() if secret in value_of(client, key)]
             if not found or time.monotonic() > deadline:
                 return found
             time.sleep(0.2)
@@ -60,7 +60,7 @@ def _keys_holding(url: str, secret: bytes, settle_s: float = 5) -> list[str]:
         client.close()
 
 
-def _value(client: redis.Redis, key: bytes) -> bytes:
+def value_of(client: redis.Redis, key: bytes) -> bytes:
     """Everything a key holds, as one byte string."""
     kind = client.type(key)
     if kind == b"string":
