@@ -396,6 +396,7 @@ def test_a_hard_link_takes_its_context_dir_with_it() -> None:
         ([_link("h", "")], "which is not a path in the archive"),
         ([_file("a"), _link("s", "a", tarfile.SYMTYPE), _link("h", "s")], "which is a link"),
         ([_dir("d"), _link("h", "d")], "to 'd', which is a directory"),
+        ([_file("a"), _link("h", ".")], "to '.', which is a directory"),  # the root
         ([_file("d/a"), _link("h", "d")], "to 'd', which is a directory"),  # implied
         ([_link("h", "a"), _file("a")], "to 'a', which is not a file of the archive before it"),
         ([_link("h", "h")], "to 'h', which is not a file of the archive before it"),
@@ -412,6 +413,7 @@ def test_a_hard_link_takes_its_context_dir_with_it() -> None:
         "empty",
         "to a symlink",
         "to a directory",
+        "to the root",
         "to an implied directory",
         "to a later entry",
         "to itself",
