@@ -1,8 +1,9 @@
 """Labels assemble asks for (s2i): <destination>/.s2i/image_metadata.json, of the form
 {"labels": [{"name": "value"}, ...]}, read from the image prepare made. They go over the
-builder's labels and sti's provenance; the user's --label still wins, and sti's own io.sti.*
-names are not theirs to set. The file is the build's output: anything else in it is a failed
-build naming what is wrong.
+builder's labels; the user's --label still wins, and sti's provenance labels (see
+provenance.is_provenance: io.openshift.s2i.build.*, OCI's, io.sti.*) are not theirs to set: what
+the source's own code writes cannot say where the image came from. The file is the build's
+output: anything else in it is a failed build naming what is wrong.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from sti.errors import BuildFailed, InvalidInput
-from sti.model import RESERVED_LABEL_PREFIX, validate_labels
+from sti.model import validate_labels
 
 from .docker_host import DockerHost, FileTooLarge, LogSink
 from .methods import build_on
+from .provenance import is_provenance
 
 METADATA_FILE = ".s2i/image_metadata.json"
 _MAX_BYTES = 1024 * 1024
@@ -39,7 +41,7 @@ def metadata_labels(
         labels: dict[str, str] = {}
         for entry in entries:
             labels.update(entry)
-        wanted = {k: v for k, v in labels.items() if not k.startswith(RESERVED_LABEL_PREFIX)}
+        wanted = {k: v for k, v in labels.items() if not is_provenance(k)}
         validate_labels(wanted)
     except (ValueError, InvalidInput) as error:
         reason = error.message if isinstance(error, InvalidInput) else str(error)
