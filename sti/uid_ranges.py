@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from .errors import InvalidInput
 
 _RANGE = re.compile(r"^(\d{1,10})?(-)?(\d{1,10})?$")
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?")
+_NUMERIC_USER = re.compile(r"([0-9]{1,10})(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?")
+MAX_UID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,24 @@ def uid_allowed(ranges: tuple[UidRange, ...], uid: int) -> bool:
     return any(uid in allowed for allowed in ranges)
 
 
+def is_plain_user(user: object) -> bool:
+    """A USER as images write it: a name or uid, optionally :group or :gid (no space, quote, $
+    or line break: it is written into Dockerfiles)."""
+    return isinstance(user, str) and _USER.fullmatch(user) is not None
+
+
+def numeric_uid(user: str) -> int | None:
+    """The uid of a USER that names it by number (uid or uid:group), else None: a name means
+    whatever the image's /etc/passwd says when the user is looked up."""
+    found = _NUMERIC_USER.fullmatch(user)
+    if not found or int(found.group(1)) > MAX_UID:
+        return None
+    return int(found.group(1))
+
+
 def check_user(user: str, origin: str) -> str:
     """A USER as an image or --assemble-user writes it: name or uid, optionally :group."""
-    if not isinstance(user, str) or not _USER.fullmatch(user):
+    if not is_plain_user(user):
         raise InvalidInput(
             f"{origin} {user!r} is not a user (a name or uid, optionally :group or :gid)"
         )

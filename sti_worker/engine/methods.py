@@ -12,11 +12,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sti.errors import BuildFailed, BuildStepFailed, InvalidBuildMethod
-from sti.model import BASE_REPOSITORY_PREFIX
+from sti.errors import (
+    BuildFailed,
+    BuildStepFailed,
+    CreateDockerfileFailed,
+    InvalidBuildMethod,
+    InvalidInput,
+)
+from sti.model import BASE_REPOSITORY_PREFIX, check_build_id, check_destination
 from sti.scripts_urls import read_capped
-from sti.source_scripts import SOURCE_SCRIPTS_DIR
+from sti.source_scripts import SOURCE_SCRIPTS_DIR, check_script_names
 from sti.tarstreams import TarPart, empty_directory, retargeted, small_file, stream_tar
+from sti.uid_ranges import is_plain_user
 
 from . import build_env
 from .docker_host import BUILD_ID_LABEL, DockerHost, LogSink, container_name
@@ -28,6 +35,8 @@ BUILD_ID_ARG = "STI_BUILD_ID"
 BASE_ARG = "STI_BASE"  # the images a BuildKit build starts from, named by build arguments
 PREVIOUS_ARG = "STI_PREVIOUS"
 _PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+_IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,41 @@ def base_reference(build_id: str, stage: str) -> str:
     return f"{BASE_REPOSITORY_PREFIX}{build_id}:{stage}"
 
 
+def exec_form(args: Sequence[str]) -> str:
+    """args as the exec form of RUN, CMD and ENTRYPOINT (in a Dockerfile or a commit's changes):
+    a JSON array, which the engine's parser decodes as JSON, so a quote, bracket, backslash, line
+    break or $ in a path (a scripts-url label says where the scripts are) stays inside its own
+    argument and adds no instruction; exec form expands no variables. A NUL is in no path."""
+    for arg in args:
+        if "\x00" in arg:
+            raise _unwritable("the command argument", arg)
+    return json.dumps(list(args))
+
+
+def user_line(user: str) -> str:
+    """A USER instruction; only a plain user or uid (optionally :group), as an image's USER or
+    a resolved uid:gid is, can be written (users checks an image's USER when it is inspected)."""
+    if not is_plain_user(user):
+        raise _unwritable("the user", user)
+    return f"USER {user}"
+
+
+def _plain_path(path: str) -> str:
+    """A path written as is into COPY, WORKDIR or a --mount flag (which expand $, and split at
+    spaces and commas): an absolute directory of plain names only, as destinations are."""
+    try:
+        return check_destination(path, "the path")
+    except InvalidInput:
+        raise _unwritable("the path", path) from None
+
+
+def _unwritable(what: str, value: str) -> CreateDockerfileFailed:
+    return CreateDockerfileFailed(
+        f"{what} {value[:200]!r} cannot be written into a Dockerfile as it is: "
+        "it would not stay one value"
+    )
+
+
 def _env_lines(spec: PrepareSpec) -> list[str]:
     """ENV values arrive byte-exact and can never add instructions: they travel as build
     arguments and are only referenced here, because a Dockerfile cannot carry every value
@@ -213,30 +257,37 @@ def _env_lines(spec: PrepareSpec) -> list[str]:
     an argument (STI_ENV_1) cannot change the value of another."""
     if not spec.env:
         return []
+    for name in spec.env:
+        if not _ENV_NAME.fullmatch(name):
+            raise _unwritable("the environment variable name", name)
     lines = [f"ARG {env_arg(index)}" for index in range(len(spec.env))]
     pairs = [f'{name}="${{{env_arg(index)}}}"' for index, name in enumerate(spec.env)]
     return [*lines, "ENV " + " ".join(pairs)]
 
 
 def chown_flag(spec: PrepareSpec) -> str:
-    return f"--chown={spec.owner[0]}:{spec.owner[1]} " if spec.owner else ""
+    return f"--chown={int(spec.owner[0])}:{int(spec.owner[1])} " if spec.owner else ""
 
 
 def legacy_dockerfile(spec: PrepareSpec) -> str:
     """For the legacy builder. The label comes first so that every intermediate image of a
     failed build can be found again."""
-    lines = [f"FROM {spec.base_image}", f"LABEL {BUILD_ID_LABEL}={spec.build_id}"]
+    if not _IMAGE_ID.fullmatch(spec.base_image):
+        raise _unwritable("the image", spec.base_image)
+    build_id = check_build_id(spec.build_id)
+    lines = [f"FROM {spec.base_image}", f"LABEL {BUILD_ID_LABEL}={build_id}"]
     lines += _env_lines(spec)
+    root = _plain_path(spec.input_root)
     for name in _INPUT_DIRS:
         if name in spec.input_dirs:
-            lines.append(f"COPY {chown_flag(spec)}{name} {spec.input_root}/{name}")
+            lines.append(f"COPY {chown_flag(spec)}{name} {root}/{name}")
     lines += script_copies(spec)
     if spec.run_as:
-        lines.append(f"USER {spec.run_as}")
-    lines.append(f'RUN ["{spec.scripts.prepare}"]')
+        lines.append(user_line(spec.run_as))
+    lines.append(f"RUN {exec_form([spec.scripts.prepare])}")
     if spec.run_as:
-        lines.append(f"USER {spec.user or '0'}")
-    lines.append(f'CMD ["{spec.scripts.run}"]')
+        lines.append(user_line(spec.user or "0"))
+    lines.append(f"CMD {exec_form([spec.scripts.run])}")
     return "\n".join(lines) + "\n"
 
 
@@ -252,18 +303,19 @@ def buildkit_dockerfile(spec: PrepareSpec) -> str:
     again unless it is the same bytes as before."""
     lines = [f"ARG {BASE_ARG}"]
     mount = ""
+    root = _plain_path(spec.input_root)
     if spec.saved_from:
         lines.insert(0, f"ARG {PREVIOUS_ARG}")
         lines += _save_stage(spec.saved_from, f"${{{PREVIOUS_ARG}}}")
         mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},source=/tmp/artifacts,"
-        mount += f"target={spec.input_root}/artifacts,rw "
+        mount += f"target={root}/artifacts,rw "
     elif "artifacts" in spec.input_dirs:
         lines += [f"FROM scratch AS {_ARTIFACTS_STAGE}", f"COPY {chown_flag(spec)}artifacts /"]
-        mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},target={spec.input_root}/artifacts,rw "
+        mount = f"--mount=type=bind,from={_ARTIFACTS_STAGE},target={root}/artifacts,rw "
     lines.append(f"FROM ${{{BASE_ARG}}}")
     for name in ("src", "build", "scripts"):
         if name in spec.input_dirs:
-            lines.append(f"COPY {chown_flag(spec)}{name} {spec.input_root}/{name}")
+            lines.append(f"COPY {chown_flag(spec)}{name} {root}/{name}")
     lines += script_copies(spec)
     lines.append(f"ARG {BUILD_ID_ARG}")
     lines += _env_lines(spec)
@@ -271,21 +323,22 @@ def buildkit_dockerfile(spec: PrepareSpec) -> str:
     if runner:
         # BuildKit looks a uid without a gid up in /etc/passwd, which builder images need not
         # have; the image keeps its USER as written
-        lines.append(f"USER {runner}")
+        lines.append(user_line(runner))
     if spec.build_env:
-        mount += build_env.buildkit_mount(spec.input_root)
-    lines.append(f"RUN {mount}{json.dumps(_prepare_command(spec))}")
+        mount += build_env.buildkit_mount(root)
+    lines.append(f"RUN {mount}{exec_form(_prepare_command(spec))}")
     if runner and (spec.user or spec.run_as):
-        lines.append(f"USER {spec.user or '0'}")
-    lines.append(f'CMD ["{spec.scripts.run}"]')
+        lines.append(user_line(spec.user or "0"))
+    lines.append(f"CMD {exec_form([spec.scripts.run])}")
     return "\n".join(lines) + "\n"
 
 
 def script_copies(spec: PrepareSpec) -> list[str]:
     """The source's own s2i scripts, where s2i puts them: <destination>/scripts."""
+    root = _plain_path(spec.input_root)
     return [
-        f"COPY {chown_flag(spec)}src/{SOURCE_SCRIPTS_DIR}/{name} {spec.input_root}/scripts/{name}"
-        for name in spec.source_scripts
+        f"COPY {chown_flag(spec)}src/{SOURCE_SCRIPTS_DIR}/{name} {root}/scripts/{name}"
+        for name in check_script_names(spec.source_scripts)
     ]
 
 
@@ -296,8 +349,8 @@ def _save_stage(saved: SavedArtifacts, reference: str) -> list[str]:
     lines = [f"FROM {reference} AS {_ARTIFACTS_STAGE}", "WORKDIR /tmp/artifacts"]
     lines.append(f"WORKDIR {workdir}")
     if saved.owner:
-        lines.append(f"USER {saved.owner[0]}:{saved.owner[1]}")
-    lines.append(f'RUN ["{saved.script}"]')
+        lines.append(user_line(f"{int(saved.owner[0])}:{int(saved.owner[1])}"))
+    lines.append(f"RUN {exec_form([saved.script])}")
     return lines
 
 
@@ -337,14 +390,21 @@ class ContainerMethod:
             if exit_code != 0:
                 oom = host.oom_killed(container)
                 raise prepare_failed(host, spec.scripts.prepare, exit_code, last_lines, oom)
-            changes = [f'CMD ["{spec.scripts.run}"]']
-            if spec.run_as:  # the container's user is the image's, as committed
-                changes.append(f"USER {spec.user or '0'}")
-            if spec.entrypoint:
-                changes.append(f"ENTRYPOINT {json.dumps(list(spec.entrypoint))}")
-            return host.commit(container, changes)
+            return host.commit(container, commit_changes(spec))
         finally:
             host.remove_container(container)
+
+
+def commit_changes(spec: PrepareSpec) -> list[str]:
+    """The config a prepare container is committed with: run as CMD, the image's USER back when
+    another ran prepare, its ENTRYPOINT. The engine parses the changes as Dockerfile lines joined
+    by line breaks, so they are written as a Dockerfile is."""
+    changes = [f"CMD {exec_form([spec.scripts.run])}"]
+    if spec.run_as:  # the container's user is the image's, as committed
+        changes.append(user_line(spec.user or "0"))
+    if spec.entrypoint:
+        changes.append(f"ENTRYPOINT {exec_form(spec.entrypoint)}")
+    return changes
 
 
 def put_inputs(
