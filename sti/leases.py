@@ -1,16 +1,23 @@
-"""Leases in Redis owned by a build id: the per-tag lock, the per-host build slots and the
-registry of running builds.
+"""Leases in Redis owned by an attempt of a build: the per-tag lock, the per-host build slots
+and the registry of running builds.
 
-A lease expires unless renewed, so a crashed worker never blocks a tag or a host for long.
+A lease expires unless renewed, so a crashed worker never blocks a tag or a host for long. A
+build whose worker was taken for dead runs again as a new attempt, which owns them from then on:
+an earlier attempt that wakes up (a worker frozen or cut off past its lease) can neither renew
+nor release them.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import keys
+from .errors import InternalError, InvalidInput
+from .model import build_tag_for, normalized_tag
 
 if TYPE_CHECKING:
     from .redis_wire import RedisClient
@@ -45,48 +52,181 @@ end
 return 0
 """
 
+# Whether an attempt owns its build's leases: the build's claim (KEYS[1]) names it (ARGV[1])
+# and a reaper took it for lost or not, as the caller says (ARGV[2]: "1" for a reaper freeing
+# what the attempt it took held). A claim that is gone (a Redis that lost its data) takes
+# nothing from the attempt that runs. Each script below begins with this check.
+_OWNS = """
+local current = redis.call('hget', KEYS[1], 'attempt') or ARGV[1]
+local taken = redis.call('hget', KEYS[1], 'taken') == ARGV[1]
+if current ~= ARGV[1] or taken ~= (ARGV[2] == '1') then
+  return 0
+end
+"""
+# KEYS: claim, the lock of each tag. ARGV: attempt, taken, owner, lease ms. All or none.
+_LOCK_TAGS = (
+    _OWNS
+    + """
+for i = 2, #KEYS do
+  local holder = redis.call('get', KEYS[i])
+  if holder and holder ~= ARGV[3] then
+    return 0
+  end
+end
+for i = 2, #KEYS do
+  redis.call('set', KEYS[i], ARGV[3], 'px', ARGV[4])
+end
+return 1
+"""
+)
+_RENEW_TAGS = (
+    _OWNS
+    + """
+local held = 1
+for i = 2, #KEYS do
+  if redis.call('get', KEYS[i]) == ARGV[3] then
+    redis.call('pexpire', KEYS[i], ARGV[4])
+  else
+    held = 0
+  end
+end
+return held
+"""
+)
+_RELEASE_TAGS = (
+    _OWNS
+    + """
+for i = 2, #KEYS do
+  if redis.call('get', KEYS[i]) == ARGV[3] then
+    redis.call('del', KEYS[i])
+  end
+end
+return 1
+"""
+)
+# KEYS: claim, a zset of leases. ARGV: attempt, taken, expiry ms, build id. Only a lease still
+# there: one a reaper took stays taken. Returns 1 while the attempt owns it.
+_RENEW_ENTRY = (
+    _OWNS
+    + """
+redis.call('zadd', KEYS[2], 'XX', ARGV[3], ARGV[4])
+return 1
+"""
+)
+# KEYS: claim, a zset of leases. ARGV: attempt, taken, build id; with ARGV[4], the claim's
+# field of that name goes too.
+_REMOVE_ENTRY = (
+    _OWNS
+    + """
+redis.call('zrem', KEYS[2], ARGV[3])
+if ARGV[4] then
+  redis.call('hdel', KEYS[1], ARGV[4])
+end
+return 1
+"""
+)
+# KEYS: running zset, claim. ARGV: build id, now ms. The lease of a running build, taken away
+# only if it ran out (one reaper ends a lost build); its claim says which attempt was taken.
+_TAKE_IF_EXPIRED = """
+local expiry = redis.call('zscore', KEYS[1], ARGV[1])
+if expiry and tonumber(expiry) < tonumber(ARGV[2]) then
+  redis.call('zrem', KEYS[1], ARGV[1])
+  if redis.call('exists', KEYS[2]) == 1 then
+    redis.call('hset', KEYS[2], 'taken', redis.call('hget', KEYS[2], 'attempt') or '1')
+  end
+  return 1
+end
+return 0
+"""
+MAX_ATTEMPTS = 2  # a build whose worker died runs once more, then ends WorkerLost
+_ATTEMPT_DIGITS = 3
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# the lease of a running build, taken away only if it ran out: one reaper ends a lost build
-_TAKE_IF_EXPIRED = """
-local expiry = redis.call('zscore', KEYS[1], ARGV[1])
-if expiry and tonumber(expiry) < tonumber(ARGV[2]) then
-  redis.call('zrem', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a build (1, or more for a build run again after its worker died): it owns
+    the build's leases while the build's claim names it and no reaper took it for lost.
+    taken: a reaper acting for the attempt it took, to free what that attempt held."""
+
+    build_id: str
+    number: int
+    taken: bool = False
+
+    def owner_keys(self) -> list[str]:
+        return [keys.build_claim(self.build_id)]
+
+    def owner_args(self) -> list[str | int]:
+        return [self.number, "1" if self.taken else "0"]
+
+
+def attempt_number(value: bytes | str | None) -> int:
+    """A claim's attempt as sti writes it (a missing one is the first); anything else is not
+    trusted: InternalError naming it."""
+    if value is None:
+        return 1
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    if not (text.isascii() and text.isdigit() and len(text) <= _ATTEMPT_DIGITS and int(text)):
+        raise InternalError(f"the build's claim in Redis has an attempt sti never writes: {text!r}")
+    return int(text)
+
+
+def tags_locked_for(tag: str) -> list[str]:
+    """What a build of tag locks, each as the engine files it (any spelling of one tag is one
+    lock): the tag and its -build tag, which an extended build of it tags."""
+    try:
+        return [normalized_tag(tag), normalized_tag(build_tag_for(tag))]
+    except InvalidInput:  # too long to have one: no extended build of it can run
+        return [normalized_tag(tag)]
 
 
 class TagLock:
-    """At most one build of an APP_IMAGE_TAG at a time, across every host."""
+    """At most one build of an APP_IMAGE_TAG (and its -build tag) at a time, across every
+    host, held by an attempt of the build."""
 
-    def __init__(self, client: RedisClient, tag: str, owner: str, lease_s: int) -> None:
+    def __init__(
+        self, client: RedisClient, tags: Sequence[str], attempt: Attempt, lease_s: int
+    ) -> None:
         self._client = client
-        self._key = keys.tag_lock(tag)
-        self._owner = owner
+        self._keys = [keys.tag_lock(tag) for tag in tags]
+        self._attempt = attempt
         self._lease_ms = lease_s * 1000
         # called by SHA1 (EVALSHA); the text goes to the server only the first time
-        self._renew_if_owner = client.register_script(_RENEW_IF_OWNER)
-        self._release_if_owner = client.register_script(_RELEASE_IF_OWNER)
+        self._lock = client.register_script(_LOCK_TAGS)
+        self._renew = client.register_script(_RENEW_TAGS)
+        self._release = client.register_script(_RELEASE_TAGS)
+
+    @classmethod
+    def of_build(cls, client: RedisClient, tag: str, attempt: Attempt, lease_s: int) -> TagLock:
+        return cls(client, tags_locked_for(tag), attempt, lease_s)
+
+    def _call(self, script: Callable[..., Any]) -> bool:
+        owner = self._attempt.owner_keys()
+        args = [*self._attempt.owner_args(), self._attempt.build_id, self._lease_ms]
+        return bool(script(keys=[*owner, *self._keys], args=args))
 
     def acquire(self) -> bool:
-        if self._client.set(self._key, self._owner, nx=True, px=self._lease_ms):
-            return True
-        return self.renew()
+        """Every lock, or none (a build that waits holds nothing another needs)."""
+        return self._call(self._lock)
 
     def renew(self) -> bool:
-        return bool(self._renew_if_owner(keys=[self._key], args=[self._owner, self._lease_ms]))
+        """True if the attempt still holds every lock."""
+        return self._call(self._renew)
 
     def release(self) -> None:
-        self._release_if_owner(keys=[self._key], args=[self._owner])
+        self._call(self._release)
 
     def holder(self) -> str | None:
-        value = self._client.get(self._key)
-        return value.decode() if isinstance(value, bytes) else value
+        """The build holding a lock this one wants, if another does."""
+        for key in self._keys:
+            value = self._client.get(key)
+            holder = value.decode() if isinstance(value, bytes) else value
+            if holder and holder != self._attempt.build_id:
+                return holder
+        return None
 
 
 class HostSlots:
@@ -97,6 +237,8 @@ class HostSlots:
         self.host_id = host_id
         self._lease_ms = lease_s * 1000
         self._claim_slot = client.register_script(_CLAIM_SLOT)
+        self._renew_entry = client.register_script(_RENEW_ENTRY)
+        self._remove_entry = client.register_script(_REMOVE_ENTRY)
 
     def claim(self, build_id: str) -> bool:
         slot_keys = [
@@ -106,13 +248,17 @@ class HostSlots:
         ]
         return bool(self._claim_slot(keys=slot_keys, args=[build_id, _now_ms(), self._lease_ms]))
 
-    def renew(self, build_id: str) -> None:
-        self._client.zadd(
-            keys.host_running(self.host_id), {build_id: _now_ms() + self._lease_ms}, xx=True
-        )
+    def renew(self, attempt: Attempt) -> bool:
+        """True while the attempt owns the build's slot."""
+        lease = [keys.host_running(self.host_id)]
+        expiry = _now_ms() + self._lease_ms
+        args = [*attempt.owner_args(), expiry, attempt.build_id]
+        return bool(self._renew_entry(keys=[*attempt.owner_keys(), *lease], args=args))
 
-    def release(self, build_id: str) -> None:
-        self._client.zrem(keys.host_running(self.host_id), build_id)
+    def release(self, attempt: Attempt) -> None:
+        lease = [keys.host_running(self.host_id)]
+        args = [*attempt.owner_args(), attempt.build_id]
+        self._remove_entry(keys=[*attempt.owner_keys(), *lease], args=args)
 
     def running(self) -> list[str]:
         found = self._client.zrangebyscore(keys.host_running(self.host_id), _now_ms(), "+inf")
@@ -185,12 +331,14 @@ class StepOnce:
 class RunningBuilds:
     """Every claimed build, on every host, with a lease its worker renews while the build runs
     (with the host slot and the tag lock). A lease that ran out means the worker died: a reaper
-    takes it, once, and ends the build."""
+    takes it, once, and ends the build or runs it again as a new attempt."""
 
     def __init__(self, client: RedisClient, lease_s: int) -> None:
         self._client = client
         self._lease_ms = lease_s * 1000
         self._take_if_expired = client.register_script(_TAKE_IF_EXPIRED)
+        self._renew_entry = client.register_script(_RENEW_ENTRY)
+        self._remove_entry = client.register_script(_REMOVE_ENTRY)
 
     def start(self, build_id: str, host_id: str, tag: str, keep_s: int, request: str) -> int:
         """Register a claimed build (request: its task keywords as JSON, to run it again);
@@ -204,37 +352,41 @@ class RunningBuilds:
         pipe.hget(claim, "attempt")
         pipe.expire(claim, keep_s)
         pipe.zadd(keys.RUNNING_BUILDS, {build_id: _now_ms() + self._lease_ms})
-        return int(pipe.execute()[3])
+        return attempt_number(pipe.execute()[3])
 
-    def renew(self, build_id: str) -> None:
-        """Only a lease still held: a build a reaper took stays taken."""
-        self._client.zadd(keys.RUNNING_BUILDS, {build_id: _now_ms() + self._lease_ms}, xx=True)
+    def renew(self, attempt: Attempt) -> bool:
+        """True while the attempt owns the build: the build's claim names it and no reaper
+        took its lease (a lease taken stays taken)."""
+        args = [*attempt.owner_args(), _now_ms() + self._lease_ms, attempt.build_id]
+        lease = [*attempt.owner_keys(), keys.RUNNING_BUILDS]
+        return bool(self._renew_entry(keys=lease, args=args))
 
-    def end(self, build_id: str) -> None:
+    def end(self, attempt: Attempt) -> None:
         """The build ended: its request (whose source URL may hold credentials) is forgotten."""
-        pipe = self._client.pipeline()
-        pipe.zrem(keys.RUNNING_BUILDS, build_id)
-        pipe.hdel(keys.build_claim(build_id), "request")
-        pipe.execute()
+        args = [*attempt.owner_args(), attempt.build_id, "request"]
+        self._remove_entry(keys=[*attempt.owner_keys(), keys.RUNNING_BUILDS], args=args)
 
     def expired(self) -> list[str]:
         found = self._client.zrangebyscore(keys.RUNNING_BUILDS, "-inf", _now_ms() - 1)
         return [_text(item) for item in found]
 
     def take_expired(self, build_id: str) -> bool:
-        """True for the one caller that takes this expired lease away."""
-        return bool(self._take_if_expired(keys=[keys.RUNNING_BUILDS], args=[build_id, _now_ms()]))
+        """True for the one caller that takes this expired lease away; the attempt that held it
+        owns nothing from then on."""
+        lease = [keys.RUNNING_BUILDS, keys.build_claim(build_id)]
+        return bool(self._take_if_expired(keys=lease, args=[build_id, _now_ms()]))
 
     def attempt_of(self, build_id: str) -> int:
-        """The build's current attempt: a step of an earlier one is stale."""
-        attempt = self._client.hget(keys.build_claim(build_id), "attempt")
-        return int(attempt) if attempt is not None else 1
+        """The build's current attempt: a step of an earlier one is stale. InternalError for
+        an attempt sti never writes."""
+        return attempt_number(self._client.hget(keys.build_claim(build_id), "attempt"))
 
     def rerun(self, build_id: str) -> int:
         """Make the build's next claim a new attempt (its last one's worker died); returns it."""
         return int(self._client.hincrby(keys.build_claim(build_id), "attempt", 1))
 
     def claim_of(self, build_id: str) -> dict[str, str]:
-        """The host, tag, request, attempt and every host of the build (empty once forgotten)."""
+        """The host, tag, request, attempt and every host of the build (empty once forgotten),
+        as Redis has them: nothing checked."""
         found = self._client.hgetall(keys.build_claim(build_id))
         return {_text(name): _text(value) for name, value in found.items()}

@@ -109,9 +109,52 @@ def validate_tag(tag: str, what: str = "APP_IMAGE_TAG") -> str:
     return tag
 
 
+DOCKER_HUB = "docker.io"
+_DEFAULT_TAG = "latest"
+
+
+def _docker_parts(ref: str) -> tuple[str, str, str]:
+    """(registry, path, tag) of a valid tag as Docker reads it (distribution/reference's
+    ParseNormalizedNamed, then its default tag): no registry or index.docker.io is docker.io,
+    a one-component path there is under library/, no tag is latest."""
+    name, tag = ref, _DEFAULT_TAG
+    if ":" in ref.rpartition("/")[2]:
+        name, _, tag = ref.rpartition(":")
+    registry = registry_of(name)
+    path = name.partition("/")[2] if registry else name
+    if registry in (None, "index.docker.io"):
+        registry = DOCKER_HUB
+    if registry == DOCKER_HUB and "/" not in path:
+        path = f"library/{path}"
+    return registry, path, tag
+
+
+def normalized_tag(tag: str) -> str:
+    """The one reference the engine files a tag under, whatever its spelling: acme/app,
+    acme/app:latest, docker.io/acme/app and index.docker.io/acme/app are all
+    docker.io/acme/app:latest, x and docker.io/library/x are docker.io/library/x:latest.
+    Everything keyed by a tag (its lock, above all) is keyed by this."""
+    registry, path, name_tag = _docker_parts(validate_tag(tag))
+    return f"{registry}/{path}:{name_tag}"
+
+
+def familiar_tag(tag: str) -> str:
+    """The shortest spelling of a tag (Docker's familiar name, without a default tag): acme/app
+    for docker.io/acme/app:latest, x for docker.io/library/x."""
+    registry, path, name_tag = _docker_parts(validate_tag(tag))
+    name = f"{registry}/{path}"
+    if registry == DOCKER_HUB:
+        path_in_library = path.removeprefix("library/")
+        name = path if "/" in path_in_library else path_in_library
+    return name if name_tag == _DEFAULT_TAG else f"{name}:{name_tag}"
+
+
 def build_tag_for(tag: str) -> str:
-    """The tag of an extended build's builder result: APP_IMAGE_TAG-build, as in the original."""
-    return validate_tag(f"{tag}-build", "builder tag (APP_IMAGE_TAG-build)")
+    """The tag of an extended build's builder result: APP_IMAGE_TAG-build, as in the original,
+    of the tag's familiar spelling, so that every spelling of one tag has the same one:
+    acme/app-build for acme/app, acme/app:latest and docker.io/acme/app; acme/app:v1-build for
+    acme/app:v1."""
+    return validate_tag(f"{familiar_tag(tag)}-build", "builder tag (APP_IMAGE_TAG-build)")
 
 
 def validate_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from sti.leases import HostSlots, RunningBuilds
 from sti.wire import ABORT_TASK, FINISH_TASK, STEP_TASK
 
 from .app import app, settings
-from .engine.pipeline import cleanup_build, leftover_build_ids
+from .engine.pipeline import build_id_of, cleanup_build, leftover_attempts
 from .logs import configure_logging
 from .reaper import Reaper
 from .resources import docker_host, redis_client
@@ -78,10 +78,11 @@ def _remove_what_crashed_builds_left(sender: Any, **_: Any) -> None:
     for raw in client.smembers(keys.HOSTS):
         host_id = raw.decode() if isinstance(raw, bytes) else raw
         live.update(HostSlots(client, host_id, settings.lease_s).running())
-    for build_id in sorted(leftover_build_ids(docker_host()) - live):
-        if client.exists(keys.log_stream(build_id)):
-            log.warning("removing what a crashed build left", build_id=build_id)
-            cleanup_build(docker_host(), build_id)
+    for name in sorted(leftover_attempts(docker_host())):
+        build_id = build_id_of(name)
+        if build_id not in live and client.exists(keys.log_stream(build_id)):
+            log.warning("removing what a crashed build left", build_id=build_id, attempt=name)
+            cleanup_build(docker_host(), name)
 
 
 @signals.worker_ready.connect
@@ -115,22 +116,23 @@ def _finish_revoked_build(request: Any, terminated: bool, expired: bool, **_: An
     """A revoked or expired step would leave its build unfinished: abort it on this host."""
     if request.task not in _STEP_TASKS:
         return
-    build = _sealed_request(request.args)
-    if build is None:
+    state = _sealed_state(request.args)
+    if state is None:
         return
+    build = state["request"]
     reason = "expired" if expired else "revoked"
     log.warning("build step " + reason, build_id=build.get("build_id"), step=request.task)
-    app.send_task(
-        ABORT_TASK,
-        kwargs={"build_id": build["build_id"], "tag": build["tag"]},
-        queue=settings.host_queue,
-    )
+    # the attempt's: a step of an earlier attempt aborts nothing of the one that runs now
+    abort = {"build_id": build["build_id"], "tag": build["tag"], "attempt": state["attempt"]}
+    app.send_task(ABORT_TASK, kwargs=abort, queue=settings.host_queue)
 
 
-def _sealed_request(args: Any) -> dict[str, Any] | None:
-    """The request in a step's sealed state; None for a state this host did not write."""
+def _sealed_state(args: Any) -> dict[str, Any] | None:
+    """A step's sealed state (its request and attempt); None for a state this host did not
+    write."""
     try:
-        return dict(unseal(args[0] if args else None)["request"])
+        state = dict(unseal(args[0] if args else None))
+        return {"request": dict(state["request"]), "attempt": state.get("attempt", 1)}
     except (ForgedState, KeyError, TypeError, ValueError):
         return None
 

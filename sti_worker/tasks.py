@@ -23,7 +23,15 @@ from sti.cancel_flags import cancel_requested, request_cancel
 from sti.celery_protocol import keywords_repr
 from sti.errors import InternalError, InvalidInput, StiError, WorkerLost
 from sti.failures import error_for_failure
-from sti.leases import HostSlots, RunningBuilds, StepOnce, TagLock
+from sti.leases import (
+    MAX_ATTEMPTS,
+    Attempt,
+    HostSlots,
+    RunningBuilds,
+    StepOnce,
+    TagLock,
+    attempt_number,
+)
 from sti.model import (
     BuildRequest,
     Result,
@@ -54,6 +62,7 @@ from .engine.docker_host import DockerHost
 from .engine.pipeline import (
     BuildState,
     Workbench,
+    attempt_name,
     cleanup,
     cleanup_build,
     result_of,
@@ -74,11 +83,10 @@ _log = structlog.stdlib.get_logger(__name__)
 _CLAIM_RETRY_S = 1.0
 _STEP_BUSY_RETRY_S = 5.0
 _TRIM_EVERY_S = 60
-MAX_ATTEMPTS = 2  # a build whose worker died runs once more, then ends WorkerLost
 
 
-def _tag_lock(tag: str, build_id: str) -> TagLock:
-    return TagLock(redis_client(), tag, build_id, settings.lease_s)
+def _tag_lock(tag: str, attempt: Attempt) -> TagLock:
+    return TagLock.of_build(redis_client(), tag, attempt, settings.lease_s)
 
 
 def _host_slots(host_id: str | None = None) -> HostSlots:
@@ -173,8 +181,8 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
         )
     buildlog.write(f"Build {build_id} claimed by host {settings.host_id}")
     mark_phase(build_id, "claimed")
-    if attempt > 1:  # what an earlier attempt left on this host is stale
-        cleanup_build(_reachable_docker(buildlog.write), build_id)
+    if attempt > 1:  # what earlier attempts left on this host is stale
+        _clean_up_attempts(_reachable_docker(buildlog.write), build_id, range(1, attempt))
     state = seal(BuildState(request=request, host=settings.host_id, attempt=attempt).to_json())
     stages = stages_for(request)
     signatures = []
@@ -194,11 +202,12 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> int:
     """Take a build slot on this host and the tag's lock, or neither; returns the build's
-    attempt (0: not claimed)."""
+    attempt (0: not claimed). A claim of an attempt sti never writes ends the build."""
+    attempt = Attempt(request.build_id, _running_builds().attempt_of(request.build_id))
     slots = _host_slots()
     if not slots.claim(request.build_id):
         return 0
-    lock = _tag_lock(request.tag, request.build_id)
+    lock = _tag_lock(request.tag, attempt)
     if lock.acquire():
         return _running_builds().start(
             request.build_id,
@@ -207,7 +216,7 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> int
             settings.result_expires_s,
             json.dumps(_kept_for_a_rerun(request)),
         )
-    slots.release(request.build_id)
+    slots.release(attempt)
     holder = lock.holder()
     if task.request.retries == 0 or task.request.retries % 30 == 0:
         say(f"Waiting for build {holder} of {request.tag} to finish")
@@ -255,12 +264,31 @@ def run_build_steps(
 
 def _ignore_if_stale(build: BuildState) -> None:
     """A step or finish of an attempt whose worker was taken for dead (a copy delivered late,
-    or a worker cut off longer than its lease) ends its chain, with no effect: the build runs
-    again as a later attempt, which owns the build id's leases, work and result now."""
-    current = _running_builds().attempt_of(build.request.build_id)
-    if build.attempt != current:
-        _log.warning("a step of an earlier attempt ends", attempt=build.attempt, current=current)
+    or a worker cut off longer than its lease) removes what it made and ends its chain, with
+    no other effect: the build runs again as a later attempt (or ended), which owns the build
+    id's leases and result now, and whose work it cannot touch (see attempt_name)."""
+    if not _owns_build(build):
+        cleanup(_reachable_docker(_log.warning), build)
         raise Ignore()
+
+
+def _attempt(build: BuildState) -> Attempt:
+    return Attempt(build.request.build_id, build.attempt)
+
+
+def _owns_build(build: BuildState) -> bool:
+    """Whether this attempt still owns its build, which keeps it so for a lease: a reaper
+    takes the build only from an attempt that stops renewing."""
+    if _running_builds().renew(_attempt(build)):
+        return True
+    claim = _running_builds().claim_of(build.request.build_id)
+    _log.warning(
+        "an earlier attempt of the build ends with no effect",
+        attempt=build.attempt,
+        current=claim.get("attempt"),
+        taken=claim.get("taken"),
+    )
+    return False
 
 
 def _once(task: Task, work: Callable[[StepOnce], dict[str, Any]]) -> dict[str, Any]:
@@ -295,13 +323,13 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
     except StiError as error:  # the engine is unreachable: the build ends with that error
         return build.fail(error, buildlog.write)
     functions = dict(steps_for(request))
-    bench = Workbench(docker, sources(), buildlog.write)
+    bench = Workbench(docker, sources(), buildlog.write, still_current=lambda: _owns_build(build))
     after = build
     with StepWatcher(
         redis_client(),
         request.build_id,
-        renew=lambda: (_renew_leases(request), once.renew()),
-        abort=lambda: docker.abort(request.build_id),
+        renew=lambda: (_renew_leases(build), once.renew()),
+        abort=lambda: docker.abort(build.attempt_name),
         renew_every_s=max(settings.lease_s / 4, 1),
     ) as watcher:
         for step in steps:
@@ -319,7 +347,7 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
                 after = BuildState.from_json({**before.to_json(), "steps": steps_run})
                 after = after.fail(watcher.cancelled, buildlog.write)
                 break
-    _renew_leases(request)
+    _renew_leases(build)
     # the first stage fetched the source (or the build failed): its credentials go no further
     return after.without_credentials()
 
@@ -352,10 +380,14 @@ def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
 def _finish(build: BuildState) -> dict[str, Any]:
     request = build.request
     buildlog = build_log(request.build_id)
+    owned = _owns_build(build)  # asked first: the build stays this attempt's for a lease
     try:
-        cleanup(_reachable_docker(buildlog.write), build)
+        cleanup(_reachable_docker(buildlog.write), build)  # what this attempt made, only
     finally:
-        _release_leases(request.build_id, request.tag)
+        if owned:
+            _release_leases(_attempt(build), request.tag)
+    if not owned:
+        raise Ignore()
     result = result_of(build)
     # stored before the log ends, so a client that sees the end reads the result at once
     app.backend.store_result(request.build_id, result.to_json(), "SUCCESS")
@@ -383,19 +415,25 @@ def _clean_up_elsewhere(build_id: str, skip: str | None = None) -> None:
 def abort_build(
     self: Task, *failed_task: str, build_id: str, tag: str, attempt: int | None = None
 ) -> dict[str, Any]:
-    """The chain broke (hard time limit, revoked step): clean up and record a final result,
-    unless the chain was an earlier attempt's (the build runs again)."""
+    """The chain broke (hard time limit, revoked step): clean up what the chain's attempt made
+    and record a final result, unless a later attempt owns the build now (it runs again)."""
     check_build_id(build_id)
     validate_tag(tag)
-    if attempt is not None and attempt != _running_builds().attempt_of(build_id):
-        raise Ignore()
-    error = _failure_of(failed_task[0] if failed_task else None)
+    # a chain queued before attempts were given is the current attempt's
+    number = _running_builds().attempt_of(build_id) if attempt is None else attempt
+    name = attempt_name(build_id, number)
     buildlog = build_log(build_id)
     docker = _reachable_docker(buildlog.write)
+    owned = _running_builds().renew(Attempt(build_id, number))
     try:
-        cleanup_build(docker, build_id)
+        cleanup_build(docker, name)
     finally:
-        _release_leases(build_id, tag)
+        if owned:
+            _release_leases(Attempt(build_id, number), tag)
+    if not owned:
+        _log.warning("an earlier attempt's chain broke: the build is another's now", attempt=name)
+        raise Ignore()
+    error = _failure_of(failed_task[0] if failed_task else None)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)
     app.backend.store_result(build_id, result.to_json(), "SUCCESS")
     buildlog.write(_outcome_line(result))
@@ -428,16 +466,23 @@ def _count_delivery(task: Task) -> int:
     return count
 
 
-def _renew_leases(request: BuildRequest) -> None:
-    _host_slots().renew(request.build_id)
-    _tag_lock(request.tag, request.build_id).renew()
-    _running_builds().renew(request.build_id)
+def _renew_leases(build: BuildState) -> None:
+    """Renew what the attempt owns (see sti.leases): nothing, once another attempt owns it."""
+    attempt = _attempt(build)
+    _host_slots().renew(attempt)
+    _tag_lock(build.request.tag, attempt).renew()
+    _running_builds().renew(attempt)
 
 
-def _release_leases(build_id: str, tag: str, host_id: str | None = None) -> None:
-    _running_builds().end(build_id)
-    _host_slots(host_id).release(build_id)
-    _tag_lock(tag, build_id).release()
+def _release_leases(attempt: Attempt, tag: str, host_id: str | None = None) -> None:
+    _running_builds().end(attempt)
+    _host_slots(host_id).release(attempt)
+    _tag_lock(tag, attempt).release()
+
+
+def _clean_up_attempts(docker: DockerHost | None, build_id: str, numbers: range) -> None:
+    for number in numbers:
+        cleanup_build(docker, attempt_name(build_id, number))
 
 
 def end_lost_build(build_id: str) -> None:
@@ -456,14 +501,19 @@ def end_lost_build(build_id: str) -> None:
         f"the worker running build {build_id} on host {host_id} stopped before the build "
         "ended (its lease ran out)"
     )
-    keywords = _rerunnable(claim)
+    try:
+        taken = Attempt(build_id, attempt_number(claim.get("attempt")), taken=True)
+    except InternalError as error:  # not trusted: what it holds is left to run out
+        _end_lost_build_with(error, build_id, host_id, tag)
+        return
+    keywords = _rerunnable(claim, taken.number)
     if keywords is None and _had_build_only_values(claim):
         lost += (
             "; it is not run again, as its --build-env values were kept only by that worker: "
             "submit it again"
         )
     if tag:
-        _release_leases(build_id, tag, host_id)
+        _free_leases_of(taken, tag, host_id)
     buildlog = build_log(build_id)
     if keywords is not None:
         attempt = builds.rerun(build_id)
@@ -477,21 +527,37 @@ def end_lost_build(build_id: str) -> None:
             kwargsrepr=keywords_repr(keywords),
         )
         return
-    error = WorkerLost(lost)
+    _end_lost_build_with(WorkerLost(lost), build_id, host_id, tag)
+
+
+def _free_leases_of(taken: Attempt, tag: str, host_id: str | None) -> None:
+    """What the attempt a reaper took held; a tag its claim names wrongly holds nothing."""
+    try:
+        _release_leases(taken, tag, host_id)
+    except InvalidInput as error:
+        _log.warning("the claim of a lost build names no tag", error=error.message)
+
+
+def _end_lost_build_with(
+    error: StiError, build_id: str, host_id: str | None, tag: str | None
+) -> None:
+    """The final result of a lost build: a copy of one of its steps delivered later finds it
+    cancelled, and its hosts remove what it left."""
     request_cancel(redis_client(), build_id, error.code, error.message, settings.result_expires_s)
     _clean_up_elsewhere(build_id)
     result = Result.from_error("build", build_id, error, host=host_id, tag=tag)
     app.backend.store_result(build_id, result.to_json(), "SUCCESS")
+    buildlog = build_log(build_id)
     buildlog.write(error.message)
     buildlog.write(_outcome_line(result))
     buildlog.end()
 
 
-def _rerunnable(claim: dict[str, str]) -> dict[str, Any] | None:
+def _rerunnable(claim: dict[str, str], attempt: int) -> dict[str, Any] | None:
     """The task keywords to build again with, if the build ran once and its source can be
     fetched on any host: an upload the store still has, a URL (a path, or a file:// URL, is
     one worker's own disk)."""
-    if int(claim.get("attempt", 1)) >= MAX_ATTEMPTS or "request" not in claim:
+    if attempt >= MAX_ATTEMPTS or "request" not in claim:
         return None
     try:
         keywords = json.loads(claim["request"])
@@ -520,10 +586,11 @@ def _had_build_only_values(claim: dict[str, str]) -> bool:
 
 @app.task(name=CLEANUP_TASK)
 def cleanup_lost_build(*, build_id: str) -> None:
-    """Remove what a build whose worker died left on this host (containers, tags, work dir)."""
+    """Remove what a build whose worker died left on this host (containers, tags, work dir),
+    of every attempt."""
     check_build_id(build_id)
     docker = _reachable_docker(lambda line: _log.warning(line, build_id=build_id))
-    cleanup_build(docker, build_id)
+    _clean_up_attempts(docker, build_id, range(1, MAX_ATTEMPTS + 1))
 
 
 def _outcome_line(result: Result) -> str:

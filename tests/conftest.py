@@ -23,7 +23,10 @@ from tests.dockertools import TRACKER, write_source
 from tests.images import build_all
 from tests.services import RedisServer, Worker
 
-_WORKDIR = re.compile(r"^sti-(?:[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})$")
+# a build's work dir: sti-<build id>, with .<attempt> for a build run again
+_WORKDIR = re.compile(
+    r"^sti-(?:[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})(?:\.[0-9]+)?$"
+)
 
 #: Fixtures that reach a Docker engine (directly, or through a worker or daemon they start).
 DOCKER_FIXTURES = frozenset(

@@ -71,7 +71,8 @@ def _wait_until_gone(api: docker.APIClient, build_id: str, timeout_s: float = 30
     deadline = time.monotonic() + timeout_s
     while True:
         left = [c["Names"][0] for c in api.containers(all=True) if build_id in c["Names"][0]]
-        left += [f"work dir {workdir_for(build_id)}"] if workdir_for(build_id).exists() else []
+        workdirs = workdir_for(build_id).parent.glob(f"{workdir_for(build_id).name}*")
+        left += [f"work dir {workdir}" for workdir in workdirs]  # of every attempt
         left += [t for i in api.images() for t in i.get("RepoTags") or () if build_id in t]
         if not left or time.monotonic() > deadline:
             return left

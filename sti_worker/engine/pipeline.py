@@ -20,7 +20,9 @@ from typing import Any
 from sti.env_files import SOURCE_ENVIRONMENT, source_environment
 from sti.errors import (
     BuildFailed,
+    InternalError,
     InvalidImage,
+    InvalidInput,
     NoSuchBaseImage,
     NoSuchRuntimeImage,
     StiError,
@@ -107,12 +109,33 @@ WORKDIR_PREFIX = "sti-"
 # context costs about 30 ms per compressed MiB, so smaller sources are sent each time
 SOURCE_IMAGE_MIN_BYTES = 8 * 1024 * 1024
 _ABORTED_BUILD_GRACE_S = 15
-_BUILD_CONTAINER = re.compile(rf"^{CONTAINER_NAME_PREFIX}{BUILD_ID_PATTERN}-[a-z]+(?:-[a-z]+)*$")
-_BUILD_WORKDIR = re.compile(rf"^{WORKDIR_PREFIX}{BUILD_ID_PATTERN}$")
+# what names an attempt's containers, images and work dir: its build id, then .<attempt> for a
+# build run again (see attempt_name); group 1 is the name, group 2 the build id
+_ATTEMPT_NAME = rf"({BUILD_ID_PATTERN}(?:\.[2-9]|\.[1-9][0-9]+)?)"
+_BUILD_CONTAINER = re.compile(rf"^{CONTAINER_NAME_PREFIX}{_ATTEMPT_NAME}-[a-z]+(?:-[a-z]+)*$")
+_BUILD_WORKDIR = re.compile(rf"^{WORKDIR_PREFIX}{_ATTEMPT_NAME}$")
 
 
-def workdir_for(build_id: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"{WORKDIR_PREFIX}{check_build_id(build_id)}"
+def attempt_name(build_id: str, attempt: int = 1) -> str:
+    """What names an attempt's containers, images and work dir: the build id for the first,
+    <build id>.<n> for attempt n of a build run again, so that an earlier attempt still running
+    (its worker frozen past its lease) and the new one never touch each other's."""
+    check_build_id(build_id)
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 < attempt < 1000:
+        raise InvalidInput(f"attempt {attempt!r} is not a number from 1 to 999")
+    return build_id if attempt == 1 else f"{build_id}.{attempt}"
+
+
+def build_id_of(name: str) -> str:
+    """The build id of an attempt's name."""
+    return name.partition(".")[0]
+
+
+def workdir_for(name: str) -> Path:
+    """The work dir of an attempt (its name, or the build id for the first)."""
+    if not isinstance(name, str) or not re.fullmatch(_ATTEMPT_NAME, name):
+        raise InvalidInput(f"{name!r} names no attempt of a build")
+    return Path(tempfile.gettempdir()) / f"{WORKDIR_PREFIX}{name}"
 
 
 @dataclass(frozen=True)
@@ -192,6 +215,11 @@ class BuildState:
     def failed(self) -> bool:
         return self.error is not None
 
+    @property
+    def attempt_name(self) -> str:
+        """What names this attempt's containers, images and work dir (see attempt_name)."""
+        return attempt_name(self.request.build_id, self.attempt)
+
     def fail(self, error: StiError, sink: LogSink) -> BuildState:
         """The state after a step could not finish: later steps are skipped, cleanup still runs."""
         sink(f"Build failed: {error.message}")
@@ -256,6 +284,9 @@ class Workbench:
     docker: DockerHost
     sources: Sources
     sink: LogSink
+    # asked right before tagging: False when this attempt of the build was taken for lost and
+    # the build runs again as a later one, which tags instead
+    still_current: Callable[[], bool] = lambda: True
 
 
 StepFunction = Callable[[Workbench, BuildState], BuildState]
@@ -266,7 +297,7 @@ StepFunction = Callable[[Workbench, BuildState], BuildState]
 
 def fetch_source_step(bench: Workbench, state: BuildState) -> BuildState:
     request = state.request
-    workdir = workdir_for(request.build_id)
+    workdir = workdir_for(state.attempt_name)
     remove_tree(workdir)  # left by an earlier delivery of this step
     workdir.mkdir(mode=0o700)
     fetched = bench.sources.fetch(
@@ -325,7 +356,7 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
         request.build_image,
         required,
         "Base",
-        request.build_id,
+        state.attempt_name,
         bench.sink,
         request.pull_policy,
         request.scripts_url,
@@ -338,22 +369,29 @@ def check_images_step(bench: Workbench, state: BuildState) -> BuildState:
     )
     state = replace(state, builder=builder)
     if request.runtime_image:
-        runtime = _runtime_base(bench, request, request.runtime_image, DEPLOY_SCRIPTS)
+        runtime = _runtime_base(
+            bench, request, request.runtime_image, DEPLOY_SCRIPTS, state.attempt_name
+        )
         state = replace(state, runtime=runtime)
     if request.s2i_runtime_image:
-        state = replace(state, runtime=_s2i_runtime_image(bench, request, builder))
+        runtime = _s2i_runtime_image(bench, request, builder, state.attempt_name)
+        state = replace(state, runtime=runtime)
     return state
 
 
 def _runtime_base(
-    bench: Workbench, request: BuildRequest, name: str, required: Sequence[str]
+    bench: Workbench,
+    request: BuildRequest,
+    name: str,
+    required: Sequence[str],
+    attempt_name: str,
 ) -> BaseImage:
     return _base_image(
         bench.docker,
         name,
         required,
         "Runtime",
-        request.build_id,
+        attempt_name,
         bench.sink,
         request.runtime_pull_policy,
         allowed_uids=request.allowed_uids,
@@ -361,12 +399,14 @@ def _runtime_base(
     )
 
 
-def _s2i_runtime_image(bench: Workbench, request: BuildRequest, builder: BaseImage) -> BaseImage:
+def _s2i_runtime_image(
+    bench: Workbench, request: BuildRequest, builder: BaseImage, attempt_name: str
+) -> BaseImage:
     """A --runtime-image needs run and assemble-runtime, and artifacts to copy."""
     name = request.s2i_runtime_image or ""
-    runtime = _runtime_base(bench, request, name, (RUN_ROLE,))
+    runtime = _runtime_base(bench, request, name, (RUN_ROLE,), attempt_name)
     if not _brings_assemble_runtime(builder):
-        check_assemble_runtime(bench.docker, runtime.id, name, runtime.scripts, request.build_id)
+        check_assemble_runtime(bench.docker, runtime.id, name, runtime.scripts, attempt_name)
     _runtime_artifacts(bench, request, bench.docker.image_config(runtime.id), builder)
     return runtime
 
@@ -411,7 +451,7 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     scripts = inspect_scripts(
         bench.docker,
         previous_id,
-        build_id=request.build_id,
+        build_id=state.attempt_name,
         role="previous",
         config=config,
         check_artifacts_dir=buildkit,
@@ -428,7 +468,12 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         return state.say(bench.sink, f"Incremental build: reusing artifacts saved from {previous}")
     bench.sink(f"Saving artifacts from {previous}")
     output = layout.save_artifacts(
-        bench.docker, previous_id, save, request.build_id, workdir_for(request.build_id), bench.sink
+        bench.docker,
+        previous_id,
+        save,
+        state.attempt_name,
+        workdir_for(state.attempt_name),
+        bench.sink,
     )
     if output.exit_code != 0:
         state = state.say(
@@ -473,7 +518,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         inputs.append(empty_directory("build"))
         input_dirs.append("build")
     if builder.fetched:
-        inputs.append(fetched_scripts_part(workdir_for(request.build_id), builder.fetched))
+        inputs.append(fetched_scripts_part(workdir_for(state.attempt_name), builder.fetched))
         input_dirs.append("scripts")
     spec = PrepareSpec(
         base_image=builder.id,
@@ -481,7 +526,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         input_dirs=input_dirs,
         env=request.env,
         build_env=request.build_env,
-        build_id=request.build_id,
+        build_id=state.attempt_name,
         scripts=builder.scripts,
         stage="builder" if request.extended else "build",
         entrypoint=builder.entrypoint,
@@ -498,7 +543,7 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         image, state = _prepared(bench, spec, state)
     if request.extended or request.s2i_runtime_image:
         return replace(state, stage_image=image)
-    image = _with_image_metadata(bench, image, request, [(image, builder)])
+    image = _with_image_metadata(bench, image, state, [(image, builder)])
     return replace(state, image_id=image)
 
 
@@ -525,7 +570,7 @@ def _prepared(bench: Workbench, spec: PrepareSpec, state: BuildState) -> tuple[s
 def _with_image_metadata(
     bench: Workbench,
     image: str,
-    request: BuildRequest,
+    state: BuildState,
     written: Sequence[tuple[str | None, BaseImage | None]],
 ) -> str:
     """The image with the labels assemble asked for (see image_metadata) in each image an s2i
@@ -535,14 +580,13 @@ def _with_image_metadata(
     for made, base in written:
         if made and base:
             found = layout_of(base.scripts).requested_labels(
-                bench.docker, made, base.destination, request.build_id, bench.sink
+                bench.docker, made, base.destination, state.attempt_name, bench.sink
             )
             wanted.update(found)
     if not wanted:
         return image
-    labelled = relabelled(
-        bench.docker, image, {**wanted, **request.labels}, request.build_id, bench.sink
-    )
+    labels = {**wanted, **state.request.labels}
+    labelled = relabelled(bench.docker, image, labels, state.attempt_name, bench.sink)
     bench.docker.remove_image(image)  # the legacy builder's parent stays, as its layers do
     return labelled
 
@@ -589,8 +633,8 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
     extract = bench.docker.create_container(
         state.stage_image,
         ["/bin/true"],  # never started: it only holds /tmp/build for the copy
-        name=container_name(request.build_id, "extract"),
-        build_id=request.build_id,
+        name=container_name(state.attempt_name, "extract"),
+        build_id=state.attempt_name,
     )
     try:
         spec = PrepareSpec(
@@ -601,7 +645,7 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
             input_dirs=["src"],
             env=request.env,
             build_env=request.build_env,
-            build_id=request.build_id,
+            build_id=state.attempt_name,
             scripts=runtime.scripts,
             stage="runtime",
             entrypoint=runtime.entrypoint,
@@ -617,7 +661,7 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
     finally:
         bench.docker.remove_container(extract)
     made = [(state.stage_image, state.builder), (image, runtime)]
-    return replace(state, image_id=_with_image_metadata(bench, image, request, made))
+    return replace(state, image_id=_with_image_metadata(bench, image, state, made))
 
 
 def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState:
@@ -638,8 +682,8 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
     extract = bench.docker.create_container(
         made,
         ["/bin/true"],  # never started: it only holds the artifacts for the copy
-        name=container_name(request.build_id, "extract"),
-        build_id=request.build_id,
+        name=container_name(state.attempt_name, "extract"),
+        build_id=state.attempt_name,
     )
     try:
         spec = PrepareSpec(
@@ -648,7 +692,7 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
             input_dirs=[],
             env=request.env,
             build_env=request.build_env,
-            build_id=request.build_id,
+            build_id=state.attempt_name,
             scripts=replace(runtime.scripts, prepare=script),
             stage="runtime",
             entrypoint=runtime.entrypoint,
@@ -664,7 +708,7 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
     finally:
         bench.docker.remove_container(extract)
     try:
-        image = _with_image_metadata(bench, image, request, [(made, builder)])
+        image = _with_image_metadata(bench, image, state, [(made, builder)])
     finally:
         bench.docker.remove_image(made)
     return replace(state, image_id=image, stage_image=None)
@@ -692,6 +736,11 @@ def tag_step(bench: Workbench, state: BuildState) -> BuildState:
     if request.extended and state.stage_image:
         wanted.insert(0, (build_tag_for(request.tag), state.stage_image))
     previous = {tag: bench.docker.image_id(tag) for tag, _ in wanted}
+    if not bench.still_current():  # asked last: it keeps the build this attempt's for a lease
+        raise InternalError(
+            f"attempt {state.attempt} of the build was taken for lost (its lease ran out) and "
+            "the build runs again: this one tags nothing"
+        )
     done: list[str] = []
     try:
         for tag, image in wanted:
@@ -803,25 +852,26 @@ def cleanup(docker: DockerHost | None, state: BuildState) -> None:
     untagged = () if state.tagged else (state.image_id, state.stage_image)
     made = [image for image in untagged if image]
     images = [*made, *state.replaced_images]
-    cleanup_build(docker, state.request.build_id, images, settled=not state.failed)
+    cleanup_build(docker, state.attempt_name, images, settled=not state.failed)
 
 
 def cleanup_build(
     docker: DockerHost | None,
-    build_id: str,
+    name: str,
     images: Sequence[str] = (),
     *,
     settled: bool = False,
 ) -> None:
-    """Cleanup knowing only the build id: what it made is found by container name and label.
+    """Cleanup knowing only an attempt's name (attempt_name; the build id for the first): what
+    it made is found by container name and label, and nothing of another attempt is touched.
     settled: every step ended well, so no docker build of this one can still be finishing."""
-    remove_tree(workdir_for(build_id))
+    remove_tree(workdir_for(name))
     if docker is None:
         return
     with ThreadPoolExecutor(max_workers=3) as pool:  # three lookups at once: ~12 ms, not ~25
-        named = pool.submit(docker.containers_named, container_name(build_id, ""))
-        pinned = pool.submit(docker.references_in, base_reference(build_id, "")[:-1])
-        labelled = pool.submit(docker.untagged_images_of, build_id)
+        named = pool.submit(docker.containers_named, container_name(name, ""))
+        pinned = pool.submit(docker.references_in, base_reference(name, "")[:-1])
+        labelled = pool.submit(docker.untagged_images_of, name)
     containers, left = named.result(), labelled.result()
     for container in containers:
         docker.remove_container(container)
@@ -830,14 +880,14 @@ def cleanup_build(
     for image in images:
         docker.remove_image(image)
     if containers or not settled:
-        left = docker.untagged_images_of(build_id)
+        left = docker.untagged_images_of(name)
     # an aborted docker build may still be removing its step container, which holds the last
     # layer it made: give it a moment rather than leave that layer behind
     deadline = time.monotonic() + _ABORTED_BUILD_GRACE_S
     while left and time.monotonic() < deadline:
         if not all([docker.remove_image(image) for image in left]):
             time.sleep(0.5)
-        left = docker.untagged_images_of(build_id)
+        left = docker.untagged_images_of(name)
 
 
 def trim_build_cache(docker: DockerHost | None, sink: LogSink) -> None:
@@ -849,8 +899,9 @@ def trim_build_cache(docker: DockerHost | None, sink: LogSink) -> None:
         sink(problem)
 
 
-def leftover_build_ids(docker: DockerHost) -> set[str]:
-    """Build ids that still have containers on this engine or a work dir on this machine."""
+def leftover_attempts(docker: DockerHost) -> set[str]:
+    """Attempts (their names, see attempt_name) that still have containers on this engine or a
+    work dir on this machine."""
     found = {
         match.group(1)
         for name in docker.container_names(CONTAINER_NAME_PREFIX)

@@ -4,21 +4,47 @@ build, garbage in a cancel flag or a claim. Against the session's redis-server."
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import pytest
 import redis
 
 from sti import keys
 from sti.blobstore import CHUNK_BYTES, BlobStore, new_upload_name
-from sti.errors import InvalidInput, SourceFetchFailed
+from sti.cancel_flags import CODES, cancel_requested, request_cancel
+from sti.errors import Cancelled, InternalError, InvalidInput, SourceFetchFailed
+from sti.leases import Attempt, HostSlots, RunningBuilds, TagLock, tags_locked_for
+from sti.model import BuildRequest, build_tag_for, normalized_tag
+from sti_submit.client import StiClient
 from sti_submit.upload import upload_source
+from sti_worker.engine.docker_host import container_name
+from sti_worker.engine.methods import base_reference
+from sti_worker.engine.pipeline import (
+    BuildState,
+    Workbench,
+    attempt_name,
+    build_id_of,
+    cleanup,
+    cleanup_build,
+    leftover_attempts,
+    tag_step,
+    workdir_for,
+)
+from sti_worker.engine.sources import Sources
+from tests.queue_helpers import make_source
+from tests.services import RedisServer, Worker
+from tests.unit.fake_docker import FakeDocker
 
 EXPIRES_S = 600
 MAX_BYTES = 4 * CHUNK_BYTES
@@ -161,3 +187,513 @@ def test_an_upload_followed_to_its_end_trusts_no_forged_count(
     redis_client.hset(keys.blob_meta(name), mapping=forged)
     with pytest.raises(SourceFetchFailed, match="cannot hold 5 bytes"):
         list(store.read(name))
+
+
+# one build per tag, whatever its spelling
+
+
+def _app() -> str:
+    return f"acme/app-{uuid.uuid4().hex[:12]}"
+
+
+def _lock(client: redis.Redis, tag: str, build_id: str, attempt: int = 1) -> TagLock:
+    return TagLock.of_build(client, tag, Attempt(build_id, attempt), 60)
+
+
+def _forget_locks(client: redis.Redis, *tags: str) -> None:
+    client.delete(*(keys.tag_lock(locked) for tag in tags for locked in tags_locked_for(tag)))
+
+
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        ["{app}", "{app}:latest", "docker.io/{app}", "index.docker.io/{app}:latest"],
+        ["{x}", "{x}:latest", "library/{x}", "docker.io/library/{x}", "index.docker.io/{x}"],
+        ["localhost:5000/{app}", "localhost:5000/{app}:latest"],
+    ],
+)
+def test_every_spelling_of_a_tag_is_one_lock(
+    redis_client: redis.Redis, spellings: list[str]
+) -> None:
+    names = {"app": _app(), "x": f"x{uuid.uuid4().hex[:12]}"}
+    tags = [spelling.format(**names) for spelling in spellings]
+    try:
+        first = _lock(redis_client, tags[0], "build-first")
+        assert first.acquire()
+        for number, tag in enumerate(tags):
+            other = _lock(redis_client, tag, f"build-{number}")
+            assert not other.acquire(), f"{tag} was locked apart from {tags[0]}"
+            assert other.holder() == "build-first"
+        assert {normalized_tag(tag) for tag in tags} == {normalized_tag(tags[0])}
+        assert {build_tag_for(tag) for tag in tags} == {build_tag_for(tags[0])}
+    finally:
+        _forget_locks(redis_client, *tags)
+
+
+def test_a_tag_and_the_build_tag_an_extended_build_of_another_tags_are_one_lock(
+    redis_client: redis.Redis,
+) -> None:
+    app = _app()
+    builder_result = f"docker.io/{app}-build:latest"  # what -R of acme/app tags, spelt long
+    try:
+        assert _lock(redis_client, f"{app}:latest", "build-extended").acquire()
+        assert not _lock(redis_client, builder_result, "build-plain").acquire()
+    finally:
+        _forget_locks(redis_client, app, builder_result)
+
+
+@pytest.mark.parametrize(
+    ("tag", "other"),
+    [
+        ("{app}", "{app}:v1"),  # another tag of the repository
+        ("{app}", "registry-1.docker.io/{app}"),  # a name Docker files apart from docker.io's
+        ("{app}", "Docker.io/{app}"),  # a registry host in capitals is another name to Docker
+        ("{app}", "localhost/{app}"),
+    ],
+)
+def test_other_tags_are_other_locks(redis_client: redis.Redis, tag: str, other: str) -> None:
+    app = _app()
+    tag, other = tag.format(app=app), other.format(app=app)
+    try:
+        assert _lock(redis_client, tag, "build-1").acquire()
+        assert _lock(redis_client, other, "build-2").acquire()
+    finally:
+        _forget_locks(redis_client, tag, other)
+
+
+@pytest.mark.parametrize(
+    ("tag", "build_tag"),
+    [
+        ("acme/app", "acme/app-build"),
+        ("acme/app:latest", "acme/app-build"),
+        ("docker.io/acme/app", "acme/app-build"),
+        ("docker.io/library/app", "app-build"),
+        ("acme/app:v1", "acme/app:v1-build"),
+        ("docker.io/acme/app:v1", "acme/app:v1-build"),
+        ("localhost:5000/acme/app:latest", "localhost:5000/acme/app-build"),
+        ("registry-1.docker.io/acme/app", "registry-1.docker.io/acme/app-build"),
+        ("docker.io/library/a/b", "library/a/b-build"),
+    ],
+)
+def test_the_build_tag_is_that_of_the_familiar_spelling(tag: str, build_tag: str) -> None:
+    assert build_tag_for(tag) == build_tag
+
+
+# a stale attempt: a worker frozen (or cut off) past its lease, whose build runs again
+
+
+class _Claim:
+    """What sti.build takes for one attempt of a build on a host (see tasks._claim), and what
+    that attempt's worker does with it later."""
+
+    def __init__(self, client: redis.Redis, build_id: str, tag: str, host_id: str) -> None:
+        self.registry = RunningBuilds(client, 60)
+        self.slots = HostSlots(client, host_id, 60)
+        self.attempt = Attempt(build_id, self.registry.attempt_of(build_id))
+        self.tag = tag
+        self.lock = TagLock.of_build(client, tag, self.attempt, 60)
+        self.slots.register_node(f"node-{uuid.uuid4().hex}", 4)
+        assert self.slots.claim(build_id) and self.lock.acquire()
+        started = self.registry.start(build_id, host_id, tag, 600, '{"source": "x"}')
+        assert started == self.attempt.number
+
+    def renew(self) -> list[bool]:
+        attempt = self.attempt
+        return [self.slots.renew(attempt), self.lock.renew(), self.registry.renew(attempt)]
+
+    def release(self) -> None:
+        self.registry.end(self.attempt)
+        self.slots.release(self.attempt)
+        self.lock.release()
+
+    def holding(self) -> list[bool]:
+        """Whether the slot, the tag's lock and the running lease are there, the build's."""
+        build_id = self.attempt.build_id
+        client = self.lock._client
+        locked = client.get(keys.tag_lock(normalized_tag(self.tag)))
+        return [
+            build_id in self.slots.running(),
+            locked == build_id.encode(),
+            client.zscore(keys.RUNNING_BUILDS, build_id) is not None,
+        ]
+
+
+def _reap(client: redis.Redis, claim: _Claim, tag: str) -> int:
+    """What a reaper does with a build whose lease ran out (tasks.end_lost_build): take it,
+    free what its attempt held, run it again as the next attempt."""
+    build_id = claim.attempt.build_id
+    client.zadd(keys.RUNNING_BUILDS, {build_id: 1})  # as if it ran out long ago
+    assert claim.registry.take_expired(build_id)
+    taken = Attempt(build_id, claim.attempt.number, taken=True)
+    claim.registry.end(taken)
+    claim.slots.release(taken)
+    TagLock.of_build(client, tag, taken, 60).release()
+    return claim.registry.rerun(build_id)
+
+
+@pytest.fixture
+def build(redis_client: redis.Redis) -> Iterator[tuple[str, str, str]]:
+    """A build id, a tag and a host of their own; what the test left in Redis goes after."""
+    build_id, tag, host_id = uuid.uuid4().hex, _app(), f"host-{uuid.uuid4().hex[:8]}"
+    yield build_id, tag, host_id
+    redis_client.zrem(keys.RUNNING_BUILDS, build_id)
+    redis_client.delete(
+        keys.build_claim(build_id),
+        keys.host_running(host_id),
+        keys.host_nodes(host_id),
+        keys.host_slots(host_id),
+    )
+    _forget_locks(redis_client, tag)
+
+
+def test_a_stale_attempt_neither_renews_nor_releases_what_the_new_attempt_holds(
+    redis_client: redis.Redis, build: tuple[str, str, str]
+) -> None:
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    assert first.renew() == [True, True, True]
+    assert _reap(redis_client, first, tag) == 2
+    second = _Claim(redis_client, build_id, tag, host_id)  # on the same host: the worst case
+    assert second.attempt.number == 2
+    # the frozen worker wakes up and finishes: it owns nothing, and releases nothing
+    assert first.renew() == [False, False, False]
+    first.release()
+    assert second.holding() == [True, True, True]
+    assert second.renew() == [True, True, True]
+    assert not _lock(redis_client, f"docker.io/{tag}:latest", uuid.uuid4().hex).acquire()
+    second.release()
+    assert second.holding() == [False, False, False]
+
+
+def test_an_attempt_taken_for_lost_owns_nothing_before_the_build_runs_again(
+    redis_client: redis.Redis, build: tuple[str, str, str]
+) -> None:
+    """Between the reaper's take and the next attempt's claim (or after a build ended
+    WorkerLost), the attempt that was taken cannot renew its way back."""
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    redis_client.zadd(keys.RUNNING_BUILDS, {build_id: 1})
+    assert first.registry.take_expired(build_id)
+    assert first.renew()[2] is False
+    assert redis_client.zscore(keys.RUNNING_BUILDS, build_id) is None
+
+
+def test_a_running_attempt_whose_claim_redis_lost_keeps_its_build(
+    redis_client: redis.Redis, build: tuple[str, str, str]
+) -> None:
+    """A Redis restarted without its data: nothing says another attempt owns the build."""
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    redis_client.delete(keys.build_claim(build_id))
+    assert first.renew() == [True, True, True]
+    first.release()
+    assert first.holding() == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", "", "0", "-1", "1.0", " 1", "\u0661", "1000", "9" * 40, "2\nforged"]
+)
+def test_a_claim_attempt_sti_never_writes_is_not_trusted(
+    redis_client: redis.Redis, build: tuple[str, str, str], value: str
+) -> None:
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    redis_client.hset(keys.build_claim(build_id), "attempt", value)
+    with pytest.raises(InternalError) as raised:
+        first.registry.attempt_of(build_id)
+    assert repr(value) in raised.value.message and "\n" not in raised.value.message
+    # no attempt owns the build now: what it holds runs out, then a reaper ends it
+    assert first.renew() == [False, False, False]
+    first.release()
+    assert first.holding() == [True, True, True]
+    redis_client.zadd(keys.RUNNING_BUILDS, {build_id: 1})
+    assert first.registry.take_expired(build_id)
+
+
+@pytest.fixture
+def own_tmpdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Work dirs (TMPDIR/sti-<attempt name>) go in this test's own directory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def two_attempts(own_tmpdir: Path) -> tuple[str, FakeDocker]:
+    """A build id, and an engine with what its attempts 1 and 2 made on one host."""
+    build_id = uuid.uuid4().hex
+    fake = FakeDocker()
+    for number in (1, 2):
+        name = attempt_name(build_id, number)
+        fake.add_container(container_name(name, "build-prepare"))
+        fake.references[base_reference(name, "build")] = "sha256:builder"
+        fake.add_image(f"sha256:layer-{number}", name)
+        workdir_for(name).mkdir()
+    return build_id, fake
+
+
+def test_a_stale_attempts_cleanup_touches_nothing_of_the_new_attempt(
+    two_attempts: tuple[str, FakeDocker],
+) -> None:
+    build_id, fake = two_attempts
+    second = attempt_name(build_id, 2)
+    request = BuildRequest("https://git.example/app.git", "acme/builder", _app(), build_id=build_id)
+    stale = BuildState(request, "host-a", attempt=1, image_id="sha256:layer-1")
+
+    cleanup(fake.as_host(), stale)
+
+    assert sorted(fake.containers) == [container_name(second, "build-prepare")]
+    assert sorted(fake.references) == [base_reference(second, "build")]
+    assert sorted(fake.labels) == ["sha256:layer-2"]
+    assert not workdir_for(build_id).exists() and workdir_for(second).exists()
+    # what stops a build (a cancel) finds containers by the same name
+    assert not container_name(second, "x").startswith(container_name(build_id, ""))
+
+
+def test_the_new_attempt_and_sti_cleanup_remove_every_earlier_attempt(
+    two_attempts: tuple[str, FakeDocker], own_tmpdir: Path
+) -> None:
+    build_id, fake = two_attempts
+    for number in (1, 2):
+        cleanup_build(fake.as_host(), attempt_name(build_id, number))
+    assert fake.containers == {} and fake.references == {} and fake.labels == {}
+    assert list(own_tmpdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["..", "x", "0" * 32 + ".1", "0" * 32 + ".02", "0" * 32 + "/2"])
+def test_an_attempt_name_is_a_build_id_and_a_later_attempt_number(name: str) -> None:
+    with pytest.raises(InvalidInput):
+        workdir_for(name)
+
+
+def test_a_stale_attempt_tags_nothing_and_asks_right_before_tagging() -> None:
+    fake = FakeDocker()
+    tag = _app()
+    fake.add_image("sha256:old", "an-earlier-build", tag)
+    request = BuildRequest("https://git.example/app.git", "acme/builder", tag)
+    state = BuildState(request, "host-a", image_id="sha256:new")
+    asked_after: list[int] = []
+
+    def still_current(answer: bool) -> Callable[[], bool]:
+        return lambda: asked_after.append(len(fake.calls)) or answer
+
+    stale = Workbench(fake.as_host(), Sources(), lambda line: None, still_current(False))
+    with pytest.raises(InternalError, match="taken for lost"):
+        tag_step(stale, state)
+    assert fake.references[tag] == "sha256:old"
+    assert [call for call, _ in fake.calls if call == "tag"] == []
+
+    fake.calls.clear()
+    current = Workbench(fake.as_host(), Sources(), lambda line: None, still_current(True))
+    assert tag_step(current, state).tagged
+    assert fake.calls[asked_after[-1]][0] == "tag"  # nothing between the question and the tag
+
+
+# a cancel flag sti never wrote
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"garbage",
+        b"",
+        b"null",
+        b"[]",
+        b"5",
+        b'"Cancelled"',
+        b'{"code": "Cancelled"}',
+        b'{"code": "BuildFailed", "message": "the build ran and failed"}',
+        b'{"code": "StiError", "message": "x"}',
+        b'{"code": 5, "message": "x"}',
+        b'{"code": "Cancelled", "message": "x\\nBuild abc succeeded"}',
+        b'{"code": "Cancelled", "message": ""}',
+        b'{"code": "Cancelled", "message": 7}',
+        b'{"code": "Cancelled", "message": "' + b"x" * 2000 + b'"}',
+        b"\xff\xfe{",
+    ],
+)
+def test_a_cancel_flag_sti_never_writes_cancels_saying_what_it_held(
+    redis_client: redis.Redis, raw: bytes
+) -> None:
+    build_id = uuid.uuid4().hex
+    redis_client.set(keys.cancel_flag(build_id), raw, ex=60)
+    error = cancel_requested(redis_client, build_id)
+    assert type(error) is Cancelled
+    assert error.message.startswith("the build was cancelled by a cancel flag sti never writes")
+    assert repr(raw[:100]) in error.message and "\n" not in error.message
+
+
+@pytest.mark.parametrize("code", sorted(CODES))
+def test_a_cancel_flag_sti_writes_ends_the_build_with_its_error(
+    redis_client: redis.Redis, code: str
+) -> None:
+    build_id = uuid.uuid4().hex
+    request_cancel(redis_client, build_id, code, "stop\nBuild x succeeded\x1b[2K", 60)
+    error = cancel_requested(redis_client, build_id)
+    assert error is not None and error.code == code
+    assert error.message == "stop Build x succeeded [2K"  # one line, whatever it was given
+
+
+def test_a_cancel_with_a_code_sti_does_not_end_builds_with_is_refused(
+    redis_client: redis.Redis,
+) -> None:
+    build_id = uuid.uuid4().hex
+    with pytest.raises(InvalidInput, match="'BuildFailed'"):
+        request_cancel(redis_client, build_id, "BuildFailed", "x", 60)
+    assert cancel_requested(redis_client, build_id) is None
+
+
+class _ContainerNames:
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def container_names(self, prefix: str) -> list[str]:
+        return [name for name in self.names if name.startswith(prefix)]
+
+
+def test_what_a_crashed_attempt_left_is_found_by_its_name(own_tmpdir: Path) -> None:
+    """The worker's start-up sweep (hooks) removes the leftovers of every attempt whose build
+    no live lease owns."""
+    first, other = uuid.uuid4().hex, uuid.uuid4().hex
+    second = attempt_name(first, 2)
+    workdir_for(second).mkdir()
+    (own_tmpdir / f"sti-{first}.1").mkdir()  # no attempt's name: never touched
+    engine = _ContainerNames(container_name(first, "extract"), container_name(other, "source"))
+    found = leftover_attempts(engine)  # type: ignore[arg-type]
+    assert found == {first, second, other}
+    assert {build_id_of(name) for name in found} == {first, other}
+
+
+# real workers: an operator's worker that freezes, garbage written into a running build's state
+
+LEASE_S = 3
+
+
+def _queue_url(server: RedisServer, db: int) -> Iterator[str]:
+    """A database of its own: no other test's worker takes these builds, no other reaper sees
+    them."""
+    url = server.url(db)
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture
+def frozen_queue(redis_server: RedisServer) -> Iterator[str]:
+    yield from _queue_url(redis_server, 11)
+
+
+@pytest.fixture
+def short_lease_queue(redis_server: RedisServer) -> Iterator[str]:
+    yield from _queue_url(redis_server, 10)
+
+
+def _worker(url: str, host: str, log_dir: Path) -> Worker:
+    return Worker(url, host, log_dir, STI_LEASE_SECONDS=str(LEASE_S))
+
+
+def _slow(tmp_path: Path, images: dict[str, str], tag: str, sleep_s: int) -> BuildRequest:
+    source = make_source(tmp_path / uuid.uuid4().hex)
+    slow = images["sti-fake-slow"]
+    # -m run: prepare is a container named for the attempt, which a stale cleanup once removed
+    return BuildRequest(str(source), slow, tag, method="run", env={"SLEEP": str(sleep_s)})
+
+
+def _until(lines: Iterator[str], text: str) -> str:
+    for line in lines:
+        if text in line:
+            return line
+    raise AssertionError(f"the build's log ended without {text!r}")
+
+
+def _left_of(api: docker.APIClient, build_id: str) -> list[str]:
+    left = [c["Names"][0] for c in api.containers(all=True) if build_id in c["Names"][0]]
+    return left + [str(path) for path in Path(tempfile.gettempdir()).glob(f"sti-{build_id}*")]
+
+
+def test_a_frozen_worker_that_wakes_up_after_its_build_ran_again_disturbs_nothing(
+    frozen_queue: str, api: docker.APIClient, images: dict[str, str], app_tag: str, tmp_path: Path
+) -> None:
+    """The worker stops (SIGSTOP: as a long line once froze it) in prepare, longer than its
+    lease; the build runs again on another host; the frozen worker goes on while attempt 2 is
+    in its prepare. It used to tag its own image, remove attempt 2's prepare container, free
+    its tag lock and store its own result."""
+    client = StiClient(frozen_queue)
+    frozen = _worker(frozen_queue, "frozen-host", tmp_path)
+    other = None
+    try:
+        build_id = client.submit_build(_slow(tmp_path, images, app_tag, sleep_s=8))
+        lines = iter(client.follow(build_id, deadline=time.monotonic() + 120))
+        _until(lines, "prepare: started")
+        os.killpg(frozen.process.pid, signal.SIGSTOP)
+        try:
+            other = _worker(frozen_queue, "other-host", tmp_path)
+            _until(lines, "building it again from the start (attempt 2)")
+            _until(lines, "prepare: started")
+        finally:
+            os.killpg(frozen.process.pid, signal.SIGCONT)
+        result = client.wait(build_id, timeout=120)
+        assert result.success, result.messages
+        assert result.host == "other-host"
+        assert api.inspect_image(app_tag)["Id"] == result.image_id
+        log = list(client.follow(build_id, follow=False))
+        assert sum(" succeeded: " in line for line in log) == 1, log
+        assert not any(line.startswith("Tagged image") and "frozen" in line for line in log)
+        locks = [keys.tag_lock(tag) for tag in tags_locked_for(app_tag)]
+        assert client.redis.exists(*locks) == 0  # attempt 2 let its locks go, nobody else
+        deadline = time.monotonic() + 30  # the frozen attempt's own cleanup, as it ends
+        while _left_of(api, build_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _left_of(api, build_id) == []
+    finally:
+        client.close()
+        for worker in (frozen, other):
+            if worker is not None:
+                worker.stop()
+
+
+def test_a_garbage_attempt_in_a_running_builds_claim_ends_it_in_one_line(
+    short_lease_queue: str,
+    api: docker.APIClient,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """Its worker no longer owns the build (nothing it renews is renewed), the reaper ends it
+    with an error naming the value, and the worker serves the next build."""
+    client = StiClient(short_lease_queue)
+    worker = _worker(short_lease_queue, "state-host", tmp_path)
+    try:
+        build_id = client.submit_build(_slow(tmp_path, images, app_tag, sleep_s=60))
+        _until(iter(client.follow(build_id, deadline=time.monotonic() + 60)), "prepare: started")
+        client.redis.hset(keys.build_claim(build_id), "attempt", "abc")
+        result = client.wait(build_id, timeout=45)
+        assert result.error is not None and result.error["code"] == "InternalError", result
+        assert "attempt sti never writes: 'abc'" in result.error["message"]
+        assert "\n" not in result.error["message"]
+        after = BuildRequest(str(make_source(tmp_path / "next")), images["sti-fake"], app_tag)
+        assert client.wait(client.submit_build(after), timeout=60).success
+        assert worker.process.poll() is None
+    finally:
+        client.close()
+        worker.stop()
+
+
+def test_a_garbage_cancel_flag_cancels_the_build_naming_what_it_held(
+    worker: Worker, client: StiClient, images: dict[str, str], app_tag: str, tmp_path: Path
+) -> None:
+    build_id = client.submit_build(_slow(tmp_path, images, app_tag, sleep_s=60))
+    _until(iter(client.follow(build_id, deadline=time.monotonic() + 60)), "prepare: started")
+    client.redis.set(keys.cancel_flag(build_id), b"{not json", ex=600)
+    result = client.wait(build_id, timeout=45)
+    assert result.error is not None and result.error["code"] == "Cancelled", result
+    assert result.error["message"].endswith("never writes: b'{not json'")
+
+
+def test_a_garbage_attempt_in_the_claim_of_a_build_not_yet_claimed_ends_it_in_one_line(
+    worker: Worker, client: StiClient, images: dict[str, str], app_tag: str, tmp_path: Path
+) -> None:
+    request = BuildRequest(str(make_source(tmp_path)), images["sti-fake"], app_tag)
+    client.redis.hset(keys.build_claim(request.build_id), "attempt", "1e3")
+    client.redis.expire(keys.build_claim(request.build_id), 600)
+    result = client.wait(client.submit_build(request), timeout=60)
+    assert result.error is not None and result.error["code"] == "InternalError", result
+    assert result.error["message"].endswith("attempt sti never writes: '1e3'")

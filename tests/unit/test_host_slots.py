@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from sti import keys
-from sti.leases import HostSlots
+from sti.leases import Attempt, HostSlots
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_releasing_a_build_frees_its_slot(host: HostSlots) -> None:
     host.register_node("node-a", 1)
     assert host.claim("build-0")
     assert not host.claim("build-1")
-    host.release("build-0")
+    host.release(Attempt("build-0", 1))
     assert host.running() == []
     assert host.claim("build-1")
     assert host.running() == ["build-1"]
@@ -106,8 +106,8 @@ def test_renew_extends_a_running_build_and_adds_no_unknown_one(
     assert host.claim("build-0")
     running = keys.host_running(host.host_id)
     redis_client.zadd(running, {"build-0": now_ms() + 5_000})
-    host.renew("build-0")
-    host.renew("build-unknown")
+    assert host.renew(Attempt("build-0", 1))
+    host.renew(Attempt("build-unknown", 1))
     expires = redis_client.zscore(running, "build-0")
     assert expires is not None and expires > now_ms() + 50_000
     assert host.running() == ["build-0"]

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from sti import keys
-from sti.leases import RunningBuilds
+from sti.leases import Attempt, RunningBuilds
 from sti_worker.reaper import Reaper
 from tests.services import RedisServer
 
@@ -48,8 +48,9 @@ def test_a_running_build_is_not_expired_and_says_where_it_was_claimed(
         "attempt": "1",
         "hosts": "host-a",
     }
-    registry.end(build_id)
+    registry.end(Attempt(build_id, 1))
     assert registry_client.zscore(keys.RUNNING_BUILDS, build_id) is None
+    assert "request" not in registry.claim_of(build_id)
 
 
 def test_a_build_run_again_is_a_new_attempt_that_remembers_every_host(
@@ -75,7 +76,9 @@ def test_an_expired_lease_is_taken_once_and_renewing_does_not_bring_it_back(
     assert registry.expired() == [build_id]
     assert registry.take_expired(build_id)
     assert not registry.take_expired(build_id)
-    registry.renew(build_id)  # the worker was only slow: its lease stays taken
+    assert registry.claim_of(build_id)["taken"] == "1"
+    # the worker was only slow: its lease stays taken, and it knows it owns the build no more
+    assert not registry.renew(Attempt(build_id, 1))
     assert registry.expired() == []
     assert registry_client.zscore(keys.RUNNING_BUILDS, build_id) is None
 
@@ -85,7 +88,7 @@ def test_renewing_keeps_a_live_build_from_the_reaper(registry_client: redis.Redi
     registry = RunningBuilds(registry_client, 1)
     for _ in range(3):
         time.sleep(0.4)
-        registry.renew(build_id)
+        assert registry.renew(Attempt(build_id, 1))
     assert registry.expired() == []
     assert not registry.take_expired(build_id)
 
