@@ -1,6 +1,7 @@
 """Who runs assemble (s2i): --assemble-user, else the image's io.openshift.s2i.assemble-user
 label, else its USER; as numbers, names looked up in the image's /etc/passwd and /etc/group;
-and --allowed-uids, which refuses an image that would run assemble as a uid outside it.
+and --allowed-uids, which refuses an image that would run assemble, or one of its ONBUILD
+triggers, as a uid outside it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from sti.errors import InvalidImage
-from sti.uid_ranges import check_user, parse_uid_ranges, uid_allowed
+from sti.uid_ranges import (
+    UidRange,
+    check_user,
+    is_plain_user,
+    numeric_uid,
+    parse_uid_ranges,
+    uid_allowed,
+)
 
 from .docker_host import DockerHost, FileTooLarge
 
 ASSEMBLE_USER_LABEL = "io.openshift.s2i.assemble-user"
 _MAX_ACCOUNTS_BYTES = 1024 * 1024
+# trigger instructions that run nothing and leave the user as it is (any other, RUN or one
+# the engine may read otherwise, is taken for a command)
+_INERT_TRIGGERS = frozenset(
+    {"add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "healthcheck", "label"}
+    | {"maintainer", "shell", "stopsignal", "volume", "workdir"}
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,7 @@ def assemble_user(
 ) -> AssembleUser:
     """Who runs assemble in image name, checked against allowed_uids when given."""
     label = (config.get("Labels") or {}).get(ASSEMBLE_USER_LABEL)
-    image_user = str(config.get("User") or "")
+    image_user = image_user_of(config, name)
     if given:
         written = given
     elif label:
@@ -52,7 +66,24 @@ def assemble_user(
     )
     if allowed_uids:
         _check_allowed(name, written, ids, allowed_uids)
+        if config.get("OnBuild"):
+            user_ids = host.image_fact(
+                image_id, ("user", image_user), lambda: _ids(host, image_id, image_user, build_id)
+            )
+            check_onbuild_triggers(name, config, image_user, user_ids, allowed_uids)
     return AssembleUser(written, ids, own)
+
+
+def image_user_of(config: Mapping[str, Any], name: str) -> str:
+    """The image's USER as written ("" for root); one that is no plain user is refused here, as
+    sti writes it into Dockerfiles and commits (and no engine would find such a user)."""
+    user = config.get("User") or ""
+    if user and not is_plain_user(user):
+        raise InvalidImage(
+            f"{name} has the USER {str(user)[:200]!r}, which is not a user "
+            "(a name or uid, optionally :group or :gid)"
+        )
+    return str(user)
 
 
 def _check_allowed(name: str, user: str, ids: tuple[int, int] | None, allowed: str) -> None:
@@ -66,6 +97,61 @@ def _check_allowed(name: str, user: str, ids: tuple[int, int] | None, allowed: s
         raise InvalidImage(
             f"{name} would run assemble as {shown} (uid {ids[0]}), outside --allowed-uids {allowed}"
         )
+
+
+def check_onbuild_triggers(
+    name: str,
+    config: Mapping[str, Any],
+    image_user: str,
+    image_ids: tuple[int, int] | None,
+    allowed: str,
+) -> None:
+    """An image's ONBUILD triggers, which a docker build FROM it runs before anything else
+    (sti's -m build on an engine builder does; a container of it does not), held to
+    allowed as s2i holds them: every USER trigger names an allowed uid by number (a name means
+    what the image's /etc/passwd says by then, which an earlier trigger may have changed), and
+    every RUN runs as an allowed uid: the last USER trigger's, else the image's USER. A trigger
+    of more than one line is refused: the legacy builder runs each of its lines."""
+    ranges = parse_uid_ranges(allowed)
+    runs_as = image_user or "root (no USER)"
+    uid = image_ids[0] if image_ids else None
+    for trigger in config.get("OnBuild") or []:
+        keyword, argument = _trigger_instruction(name, trigger)
+        if keyword == "user":
+            uid, runs_as = numeric_uid(argument), argument
+            if uid is None or not uid_allowed(ranges, uid):
+                raise InvalidImage(
+                    f"{name} has the trigger ONBUILD {trigger!r}, which a docker build FROM it "
+                    f"runs: {_not_allowed(argument, uid, allowed)}"
+                )
+        elif keyword not in _INERT_TRIGGERS and not _allows(ranges, uid):
+            raise InvalidImage(
+                f"{name} has the trigger ONBUILD {trigger!r}, which a docker build FROM it runs "
+                f"as {_not_allowed(runs_as, uid, allowed)}"
+            )
+
+
+def _trigger_instruction(name: str, trigger: object) -> tuple[str, str]:
+    """A trigger's instruction keyword (lower case) and argument, split as the engine's
+    parser splits them: leading white space (and a byte order mark) dropped, the keyword up to
+    the first white space."""
+    if not isinstance(trigger, str) or "\n" in trigger or "\r" in trigger:
+        raise InvalidImage(
+            f"{name} has an ONBUILD trigger of more than one line ({str(trigger)[:200]!r}), "
+            "which --allowed-uids cannot check"
+        )
+    parts = trigger.lstrip("\ufeff").strip().split(None, 1)
+    return (parts[0].lower() if parts else "", parts[1].strip() if len(parts) > 1 else "")
+
+
+def _allows(ranges: tuple[UidRange, ...], uid: int | None) -> bool:
+    return uid is not None and uid_allowed(ranges, uid)
+
+
+def _not_allowed(user: str, uid: int | None, allowed: str) -> str:
+    if uid is None:
+        return f"{user!r}, not a uid that --allowed-uids {allowed} can check"
+    return f"{user} (uid {uid}), outside --allowed-uids {allowed}"
 
 
 def _ids(host: DockerHost, image_id: str, user: str, build_id: str) -> tuple[int, int] | None:

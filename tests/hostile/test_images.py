@@ -1,0 +1,459 @@
+"""Builder images, labels and generated Dockerfiles, tried as the author of a hostile builder
+image (or of the source whose assemble writes image_metadata.json) would: a scripts-url label
+or USER that spells Dockerfile lines, ONBUILD triggers that run as root under --allowed-uids,
+labels that claim another provenance. Pure checks first, then the few real builds where the
+behaviour only shows in the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from sti.errors import CreateDockerfileFailed, InvalidImage
+from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.methods import (
+    PrepareSpec,
+    SavedArtifacts,
+    buildkit_dockerfile,
+    commit_changes,
+    legacy_dockerfile,
+)
+from sti_worker.engine.protocol import s2i_scripts_at
+from sti_worker.engine.users import check_onbuild_triggers, image_user_of
+from tests.dockertools import (
+    TRACKER,
+    image_config,
+    image_has,
+    image_id_or_none,
+    run_and_read,
+    temporary_image,
+)
+from tests.engine_helpers import build
+from tests.images import PREPARE, RUN, SAVE_ARTIFACTS
+
+BUILD_ID = "a" * 32
+# what a directory name in a builder image (and so its scripts-url label) can spell
+INJECTIONS = [
+    'x"]\nRUN ["/bin/touch", "/injected',
+    'x"]\rRUN ["/bin/touch", "/injected',
+    'x"]\r\nUSER 0\nCMD ["',
+    'x\\"]\nONBUILD RUN touch /injected\n#',
+    "x\\\nRUN touch /injected",
+    'x]\nLABEL injected=yes\nCMD ["',
+    '$HOME"]\nENV PATH=/evil\nCMD ["${HOME}',
+    "x\u2028RUN touch /injected",
+]
+
+
+def _spec(directory: str = "/opt/s2i", **fields: Any) -> PrepareSpec:
+    values: dict[str, Any] = {
+        "base_image": "sha256:" + "1" * 64,
+        "inputs": [],
+        "input_dirs": ["src", "artifacts"],
+        "env": {"MODE": "dev"},
+        "build_id": BUILD_ID,
+        "scripts": s2i_scripts_at(directory),
+        "owner": (1001, 0),
+        "user": "1001",
+        "run_as": "1234:50",
+        "entrypoint": ("/bin/entry", "--flag"),
+    }
+    return PrepareSpec(**(values | fields))
+
+
+def _writers(spec: PrepareSpec) -> dict[str, str]:
+    saved = replace(spec, saved_from=_saved(spec))
+    return {
+        "legacy": legacy_dockerfile(spec),
+        "buildkit": buildkit_dockerfile(spec),
+        "buildkit, saving artifacts in a stage": buildkit_dockerfile(saved),
+        "commit changes": "\n".join(commit_changes(spec)),
+    }
+
+
+def _saved(spec: PrepareSpec) -> SavedArtifacts:
+    return SavedArtifacts("sha256:" + "2" * 64, spec.scripts.save_artifacts, (1001, 0))
+
+
+@pytest.mark.parametrize("injection", INJECTIONS)
+def test_a_scripts_directory_stays_one_argument_in_every_dockerfile_and_commit(
+    injection: str,
+) -> None:
+    """The text differs from a plain directory's only inside the JSON strings, which decode
+    back to the path byte for byte: no line is added, none changed."""
+    plain = _writers(_spec("/opt/PLAIN"))
+    hostile = _writers(_spec(f"/opt/{injection}"))
+    escaped = json.dumps(f"/opt/{injection}")[1:-1]
+    for writer, text in hostile.items():
+        assert "\r" not in text and "\u2028" not in text, writer
+        assert text.replace(escaped, "/opt/PLAIN") == plain[writer], writer
+        for line in text.splitlines():
+            if line.startswith(("RUN ", "CMD ")):
+                argv = json.loads(line[line.index("[") :])
+                assert argv[0].startswith(f"/opt/{injection}/"), writer
+
+
+def test_a_nul_in_a_script_path_is_refused() -> None:
+    for writer in (legacy_dockerfile, buildkit_dockerfile, commit_changes):
+        with pytest.raises(CreateDockerfileFailed, match="cannot be written"):
+            writer(_spec("/opt/s2i\x00x"))
+
+
+@pytest.mark.parametrize(
+    "user",
+    ["0\nRUN touch /injected", "1001\r", "app user", "$UID", '"0"', "a\\", "0\x00", "root:\n0"],
+)
+def test_an_images_user_that_is_no_plain_user_is_refused_where_written_and_when_inspected(
+    user: str,
+) -> None:
+    for writer in (legacy_dockerfile, buildkit_dockerfile, commit_changes):
+        with pytest.raises(CreateDockerfileFailed, match="the user"):
+            writer(_spec(user=user))
+    with pytest.raises(InvalidImage, match="is not a user"):
+        image_user_of({"User": user}, "evil:1")
+
+
+@pytest.mark.parametrize(
+    "root", ["/tmp/a b", "/tmp/$HOME", "/tmp/a,rw", "/tmp/x\nRUN y", "tmp", "/tmp/../etc", "/"]
+)
+def test_an_input_directory_that_is_not_plain_is_refused(root: str) -> None:
+    for writer in (legacy_dockerfile, buildkit_dockerfile):
+        with pytest.raises(CreateDockerfileFailed, match="the path"):
+            writer(_spec(input_root=root))
+
+
+@pytest.mark.parametrize("name", ["A\nRUN x", "A B", "A=B", "$A", "A\r"])
+def test_an_environment_name_that_is_not_plain_is_refused(name: str) -> None:
+    for writer in (legacy_dockerfile, buildkit_dockerfile):
+        with pytest.raises(CreateDockerfileFailed, match="environment variable name"):
+            writer(_spec(env={name: "x"}))
+
+
+# ONBUILD triggers under --allowed-uids, as s2i holds them (and every RUN checked)
+
+ROOT: tuple[str, tuple[int, int] | None] = ("", (0, 0))
+APP = ("1001", (1001, 0))
+UNRESOLVED = ("app", None)
+
+
+@pytest.mark.parametrize(
+    ("image", "triggers"),
+    [
+        (APP, ["USER root", "RUN touch /x"]),
+        (APP, ["USER 0"]),
+        (APP, ["user 0"]),
+        (APP, ["  USER\t0  "]),
+        (APP, ["\ufeffUSER 0"]),
+        (APP, ["USER 0:1001"]),
+        (APP, ["USER 00"]),
+        (APP, ["USER 4294967295"]),
+        (APP, ["USER 99999999999"]),
+        (APP, ["ENV U=0", "USER $U", "RUN x"]),
+        (APP, ['USER "1001"']),
+        (APP, ["USER 1001 0"]),
+        (APP, ["USER 1001", "USER 0", "RUN x"]),
+        (APP, ["USER 1001\nRUN x"]),
+        (APP, ["LABEL a=b \\\nUSER 1001", "RUN x"]),
+        (APP, ["RUN x\r"]),
+        (ROOT, ["RUN x"]),
+        (ROOT, ["run x"]),
+        (ROOT, ["Run\tx"]),
+        (ROOT, ['RUN ["/bin/sh", "-c", "x"]']),
+        (ROOT, ["RUN --mount=type=tmpfs,target=/t x"]),
+        (ROOT, ["  \u00a0RUN x"]),
+        (ROOT, ["# escape=`"]),
+        (ROOT, [""]),
+        (ROOT, ["COPY . /tmp/src", "RUN x"]),
+        (UNRESOLVED, ["RUN x"]),
+    ],
+)
+def test_onbuild_triggers_that_would_run_or_switch_to_a_refused_user_are_refused(
+    image: tuple[str, tuple[int, int] | None], triggers: list[str]
+) -> None:
+    user, ids = image
+    with pytest.raises(InvalidImage, match="ONBUILD"):
+        check_onbuild_triggers("evil:1", {"OnBuild": triggers}, user, ids, "1-")
+
+
+@pytest.mark.parametrize(
+    ("image", "triggers"),
+    [
+        (APP, ["RUN touch /x"]),
+        (ROOT, ["USER 1001", "RUN touch /x"]),  # s2i's sti-fake-onbuild-numericuser
+        (ROOT, ["COPY . /tmp/src", "LABEL a=b", "ENV A=b", "WORKDIR /tmp/src"]),
+        (APP, ["USER 1001:0", "run touch /x", "USER 2000", "RUN y"]),
+        (UNRESOLVED, ["USER 1001", "RUN x"]),
+    ],
+)
+def test_onbuild_triggers_that_run_as_allowed_uids_are_accepted(
+    image: tuple[str, tuple[int, int] | None], triggers: list[str]
+) -> None:
+    user, ids = image
+    check_onbuild_triggers("fine:1", {"OnBuild": triggers}, user, ids, "1-")
+
+
+# real builds
+
+S2I_LABEL = "io.openshift.s2i.scripts-url"
+ASSEMBLE = """\
+#!/bin/sh
+set -e
+mkdir -p /opt/app
+echo "$(id -u)" > /opt/app/assembled-as
+"""
+
+
+@contextlib.contextmanager
+def _with_labels(api: docker.APIClient, tag: str, labels: dict[str, str]) -> Iterator[str]:
+    """A copy of tag with labels the Dockerfile LABEL instruction cannot spell (line breaks),
+    tagged: removing an image built on it would take an untagged parent along."""
+    container = api.create_container(tag, ["/bin/true"], name=f"test-{uuid.uuid4().hex[:12]}")
+    try:
+        config = dict(api.inspect_image(tag)["Config"])
+        config["Labels"] = {**(config.get("Labels") or {}), **labels}
+        copy = f"{tag}-labelled"
+        api.commit(container["Id"], repository=copy, conf=config)
+    finally:
+        api.remove_container(container, force=True)
+    try:
+        yield copy
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_image(copy, force=True)
+
+
+@pytest.fixture(scope="module")
+def injecting_builder(api: docker.APIClient) -> Iterator[str]:
+    """An s2i builder whose scripts are in a directory named to end the RUN and CMD lines sti
+    writes and add a LABEL; /opt/x, which the head of those lines names, is a script too."""
+    directory = 'x"]\nLABEL injected=yes\nCMD ["'
+    make = (
+        r"""RUN d="$(printf '/opt/x"]\nLABEL injected=yes\nCMD ["')" && mkdir -p "$d" """
+        r"""&& cp /usr/libexec/s2i/assemble /usr/libexec/s2i/run "$d"/"""
+    )
+    files = {
+        "/usr/libexec/s2i/assemble": ASSEMBLE,
+        "/usr/libexec/s2i/run": "#!/bin/sh\n",
+        "/opt/x": "#!/bin/sh\necho x ran instead of assemble\n",
+    }
+    with (
+        temporary_image(api, files, [make, 'CMD ["/bin/sh"]'], name="injecting") as tag,
+        _with_labels(api, tag, {S2I_LABEL: f"image:///opt/{directory}"}) as labelled,
+    ):
+        yield labelled
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("engine", ["buildkit", "container"])
+def test_a_scripts_url_label_spelling_dockerfile_lines_adds_none(
+    request: pytest.FixtureRequest,
+    api: docker.APIClient,
+    injecting_builder: str,
+    app_tag: str,
+    tmp_path: Path,
+    engine: str,
+) -> None:
+    host: DockerHost = request.getfixturevalue(
+        "buildkit_host" if engine == "buildkit" else "docker_host"
+    )
+    (tmp_path / "app.txt").write_text("hello\n")
+    result, _ = build(host, str(tmp_path), injecting_builder, app_tag)
+    assert result.success, result.messages
+    config = image_config(api, app_tag)
+    assert "injected" not in (config.get("Labels") or {})
+    assert config["Cmd"] == ['/opt/x"]\nLABEL injected=yes\nCMD ["/run']
+    assert run_and_read(api, app_tag, "/opt/app")["assembled-as"] == b"0\n"
+
+
+ONBUILD_LINES = ["LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i"]
+
+
+def _onbuild_builder(api: docker.APIClient, lines: list[str]) -> Iterator[str]:
+    files = {
+        "/usr/libexec/s2i/assemble": ASSEMBLE,
+        "/usr/libexec/s2i/run": "#!/bin/sh\n",
+        # USER root resolves on BuildKit too
+        "/etc/passwd": "root:x:0:0:root:/:/bin/sh\n",
+        "/etc/group": "root:x:0:\n",
+    }
+    all_lines = [*ONBUILD_LINES, "RUN mkdir -p /opt/app && chmod 777 /opt/app", *lines]
+    with temporary_image(api, files, [*all_lines, 'CMD ["/bin/sh"]'], name="onbuild") as tag:
+        yield tag
+
+
+@pytest.fixture(scope="module")
+def root_trigger(api: docker.APIClient) -> Iterator[str]:
+    """USER 1001, whose trigger switches to root and runs a command (s2i's onbuild-rootuser)."""
+    yield from _onbuild_builder(
+        api, ["USER 1001", "ONBUILD USER root", "ONBUILD RUN id -u > /onbuild-ran-as"]
+    )
+
+
+@pytest.fixture(scope="module")
+def rootless_trigger(api: docker.APIClient) -> Iterator[str]:
+    """No USER (root), assemble runs as 1001 by its label; the trigger runs as root without
+    naming a user at all."""
+    yield from _onbuild_builder(
+        api,
+        [
+            "LABEL io.openshift.s2i.assemble-user=1001",
+            "ONBUILD run\tid -u > /onbuild-ran-as",
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def numeric_trigger(api: docker.APIClient) -> Iterator[str]:
+    """s2i's onbuild-numericuser: the trigger switches to an allowed uid, then runs (with a
+    group: BuildKit looks a bare uid up in /etc/passwd, which this image has not)."""
+    yield from _onbuild_builder(
+        api, ["USER 1001", "ONBUILD USER 1001:0", "ONBUILD RUN id -u > /tmp/onbuild-ran-as"]
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("image", ["root_trigger", "rootless_trigger"])
+@pytest.mark.parametrize("engine", ["buildkit", "container"])
+def test_allowed_uids_refuse_a_builder_whose_triggers_run_as_root(
+    request: pytest.FixtureRequest, app_tag: str, source: str, image: str, engine: str
+) -> None:
+    """On every path, as s2i: the same request gets the same answer on any build host."""
+    host: DockerHost = request.getfixturevalue(
+        "buildkit_host" if engine == "buildkit" else "docker_host"
+    )
+    builder = request.getfixturevalue(image)
+    result, _ = build(host, source, builder, app_tag, allowed_uids="1-")
+    assert not result.success and result.error
+    assert result.error["code"] == "InvalidImage"
+    assert "ONBUILD" in result.error["message"] and "--allowed-uids 1-" in result.error["message"]
+
+
+@pytest.mark.docker
+def test_allowed_uids_refuse_a_runtime_image_whose_triggers_run_as_root(
+    api: docker.APIClient,
+    buildkit_host: DockerHost,
+    root_trigger: str,
+    app_tag: str,
+    source: str,
+) -> None:
+    """-R: the deploy is a docker build FROM the runtime image, which runs its triggers."""
+    files = {
+        "/usr/bin/prepare": "#!/bin/sh\nmkdir -p /tmp/build && cp -R /tmp/src/. /tmp/build/\n",
+        "/usr/bin/run": RUN,
+        "/usr/bin/save-artifacts": SAVE_ARTIFACTS,
+    }
+    with temporary_image(api, files, ["USER 1001", 'CMD ["/bin/sh"]'], name="rootless") as builder:
+        result, _ = build(
+            buildkit_host, source, builder, app_tag, runtime_image=root_trigger, allowed_uids="1-"
+        )
+    TRACKER.built(image_id_or_none(api, f"{app_tag}-build"))
+    assert not result.success and result.error
+    assert result.error["code"] == "InvalidImage" and root_trigger in result.error["message"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(("engine", "runs"), [("buildkit", True), ("container", False)])
+def test_triggers_as_an_allowed_uid_build_and_run_only_in_a_docker_build(
+    request: pytest.FixtureRequest,
+    api: docker.APIClient,
+    numeric_trigger: str,
+    app_tag: str,
+    source: str,
+    engine: str,
+    runs: bool,
+) -> None:
+    """A docker build FROM the builder runs its triggers (here as the allowed 1001); a
+    container of it does not. The output image carries no trigger either way."""
+    host: DockerHost = request.getfixturevalue(
+        "buildkit_host" if engine == "buildkit" else "docker_host"
+    )
+    result, _ = build(host, source, numeric_trigger, app_tag, allowed_uids="1-")
+    assert result.success, result.messages
+    assert image_has(api, app_tag, "/tmp/onbuild-ran-as") is runs
+    if runs:
+        assert run_and_read(api, app_tag, "/tmp")["onbuild-ran-as"] == b"1001\n"
+    assert not image_config(api, app_tag).get("OnBuild")
+
+
+ARTIFACTS_PREPARE = """\
+#!/bin/sh
+set -e
+mkdir -p /sti-fake/artifacts
+cp -R /tmp/artifacts/. /sti-fake/artifacts/ 2>/dev/null || true
+"""
+
+
+@pytest.mark.docker
+def test_an_earlier_image_with_triggers_has_its_artifacts_saved_without_running_them(
+    api: docker.APIClient, buildkit_host: DockerHost, app_tag: str, source: str
+) -> None:
+    """The tag being rebuilt names an image with a trigger (pulled from a registry anyone with
+    push rights fills, or tagged by hand): BuildKit would run it in the stage FROM that image
+    that saves the artifacts. It is saved in a container instead, where no trigger runs."""
+    files = {"/usr/bin/prepare": ARTIFACTS_PREPARE, "/usr/bin/run": RUN}
+    saving = {"/usr/bin/prepare": PREPARE, "/usr/bin/run": RUN}
+    saving["/usr/bin/save-artifacts"] = SAVE_ARTIFACTS
+    trigger = "ONBUILD RUN mkdir -p /tmp/artifacts && touch /tmp/artifacts/trigger-ran"
+    with (
+        temporary_image(api, files, name="artifacts-builder") as builder,
+        temporary_image(api, saving, [trigger, 'CMD ["/bin/sh"]'], name="previous") as earlier,
+    ):
+        api.tag(earlier, app_tag)
+        result, lines = build(buildkit_host, source, builder, app_tag)
+        assert result.success and result.incremental, result.messages
+    saved = run_and_read(api, app_tag, "/sti-fake/artifacts")
+    assert "save-artifacts-invoked" in saved and "trigger-ran" not in saved
+    assert not any("in a stage of the build" in line for line in lines)
+
+
+METADATA_ASSEMBLE = """\
+#!/bin/sh
+set -e
+mkdir -p /tmp/.s2i
+cp /tmp/src/metadata.json /tmp/.s2i/image_metadata.json
+"""
+
+FORGED = {
+    "io.openshift.s2i.build.commit.id": "0" * 40,  # sti wrote none: a directory has no commit
+    "io.openshift.s2i.build.source-location": "https://example.org/trusted.git",
+    "io.openshift.s2i.build.image": "registry.example.org/blessed:1",
+    "io.openshift.s2i.build.commit.author": "Someone Trusted <t@example.org>",
+    "org.opencontainers.image.revision": "1" * 40,
+    "org.opencontainers.image.base.digest": "sha256:" + "2" * 64,
+    "org.opencontainers.image.created": "2000-01-01T00:00:00Z",
+    "io.sti.build-id": "f" * 32,
+}
+
+
+@pytest.mark.docker
+def test_image_metadata_cannot_claim_another_provenance(
+    api: docker.APIClient, docker_host: DockerHost, app_tag: str, tmp_path: Path
+) -> None:
+    files = {"/usr/libexec/s2i/assemble": METADATA_ASSEMBLE, "/usr/libexec/s2i/run": "#!/bin/sh\n"}
+    asked = {**FORGED, "extra": "kept", "io.k8s.display-name": "From assemble"}
+    (tmp_path / "metadata.json").write_text(json.dumps({"labels": [asked]}))
+    lines_of_image = [f"LABEL {S2I_LABEL}=image:///usr/libexec/s2i", 'CMD ["/bin/sh"]']
+    with temporary_image(api, files, lines_of_image, name="metadata") as builder:
+        result, lines = build(docker_host, str(tmp_path), builder, app_tag)
+        builder_id = api.inspect_image(builder)["Id"]
+    assert result.success, result.messages
+    labels = image_config(api, app_tag)["Labels"]
+    assert labels["extra"] == "kept" and labels["io.k8s.display-name"] == "From assemble"
+    assert "io.openshift.s2i.build.commit.id" not in labels
+    assert "io.openshift.s2i.build.commit.author" not in labels
+    assert labels["io.openshift.s2i.build.source-location"] == str(tmp_path)
+    assert labels["io.openshift.s2i.build.image"] == builder
+    assert labels["org.opencontainers.image.base.digest"] == builder_id
+    assert labels["org.opencontainers.image.created"] != FORGED["org.opencontainers.image.created"]
+    assert "org.opencontainers.image.revision" not in labels
+    assert labels["io.sti.build-id"] == result.build_id
+    for name in FORGED:
+        assert any(f"label {name} is sti's own, left as it is" in line for line in lines), name
