@@ -43,7 +43,7 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # RFC 3986 userinfo (credentials may be percent-encoded)
 _USERINFO = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:%-]+")
 # an ssh login name: ssh hands it to ProxyCommand and friends as %r, so nothing a shell reads
-_SSH_USER = re.compile(r"[A-Za-z0-9._~][A-Za-z0-9._~-]*")
+_SSH_USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._~-]*")
 _HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
 _PORT = re.compile(r"[0-9]{1,5}")
 # a path git has decoded: no escape left to mean something else, no "[" for git to unwrap
@@ -54,7 +54,7 @@ _DECODED_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/-]+")
 class Remote:
     """Where a URL leads: the transport, the host (a lower-case name, or an address as
     ipaddress writes it, brackets off), the port if given, the userinfo as written, and the rest
-    (path, and for an archive its query and fragment) as written."""
+    (the path, and over http(s) a query and fragment) as written."""
 
     transport: str
     host: str
