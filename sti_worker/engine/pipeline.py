@@ -461,7 +461,9 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     if not scripts.has(SAVE_ROLE):
         return state.say(bench.sink, f"Previous image {previous} has no {save}: clean build")
     layout = layout_of(scripts.scripts)
-    if buildkit and layout.saves_in_build_stage(scripts.artifacts_dir_empty):
+    # a stage FROM the earlier image would run its ONBUILD triggers (sti's images have none)
+    in_stage = buildkit and not config.get("OnBuild")
+    if in_stage and layout.saves_in_build_stage(scripts.artifacts_dir_empty):
         saved = SavedArtifacts(previous_id, save, _owner(config), config.get("WorkingDir") or "/")
         state = replace(state, saved_from=saved, incremental=True)
         bench.sink(f"Saving artifacts from {previous} in a stage of the build")
