@@ -64,7 +64,7 @@ def _spec(directory: str = "/opt/s2i", **fields: Any) -> PrepareSpec:
         "owner": (1001, 0),
         "user": "1001",
         "run_as": "1234:50",
-        "entrypoint": ("/bin/entry", "--flag"),
+        "entrypoint": (f"{directory}/entry", "--flag"),  # an image's ENTRYPOINT, kept
     }
     return PrepareSpec(**(values | fields))
 
@@ -99,6 +99,13 @@ def test_a_scripts_directory_stays_one_argument_in_every_dockerfile_and_commit(
             if line.startswith(("RUN ", "CMD ")):
                 argv = json.loads(line[line.index("[") :])
                 assert argv[0].startswith(f"/opt/{injection}/"), writer
+
+
+@pytest.mark.parametrize("workdir", ["/tmp\nRUN touch /injected", "/$HOME", "/a b", "rel"])
+def test_an_earlier_images_working_dir_that_is_not_plain_is_not_written(workdir: str) -> None:
+    saved = SavedArtifacts("sha256:" + "2" * 64, "/usr/bin/save-artifacts", workdir=workdir)
+    text = buildkit_dockerfile(_spec(saved_from=saved))
+    assert "WORKDIR /\n" in text and "injected" not in text and "$HOME" not in text
 
 
 def test_a_nul_in_a_script_path_is_refused() -> None:
