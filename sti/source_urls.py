@@ -150,9 +150,9 @@ def parse_git_url(url: str) -> Remote:
     what = "git URL"
     _check_characters(url, what)
     if scheme_of(url) is None:
-        if is_scp_like(url):
+        if is_scp_like(url) and "://" not in url:  # git takes any "://" for a scheme's end
             return _parse_scp_like(url)
-        raise InvalidInput(f"{what} {_shown(url)} is not a URL")
+        raise InvalidInput(f"{what} {_shown(url)} is not a URL or [user@]host:path")
     # over http(s) a query is the server's business (curl reads it alike); git and ssh would
     # take one for part of the host or path
     remote = parse_url(url, what, query=remote_is_web(url))

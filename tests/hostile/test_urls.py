@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import random
 import socket
 import subprocess
 import threading
@@ -85,6 +86,8 @@ AMBIGUOUS = [
     "[127.0.0.2:22]:org/repo",
     "a@b@127.0.0.1:x",
     "h:-upload-pack",
+    "s@sh://git@127.0.0.2/x",  # git finds "://" anywhere: not scp-like to git
+    "git:://u@127.0.0.2/x",
     "ssh://-oProxyCommand=touch%20x/r",
     "ssh://u@-oProxyCommand=x/r",
     "ssh://127.0.0.1:22%2f/x",
@@ -141,7 +144,27 @@ def _corpus() -> list[str]:
                         if not (scheme == "git" and user):
                             urls.append(f"{scheme}://{user}{host}{port}{path}")
     urls += ["git@github.com:org/repo.git", "github.com:r", "a.b@h-1.example:~/x", "h.:/abs"]
-    return urls + AMBIGUOUS
+    return urls + AMBIGUOUS + _noisy(600)
+
+
+def _noisy(count: int) -> list[str]:
+    """Well-formed URLs with one delimiter or escape slipped in somewhere (seeded)."""
+    chance = random.Random(25)
+    noise = ["%2f", "%40", "%5b", "%5d", "@", "#", "?", "[", "]", ":", "%3a", "/", "%2540", "~"]
+    found = []
+    for _ in range(count):
+        parts = [
+            chance.choice(["ssh://", "git://", "git+ssh://", ""]),
+            chance.choice(["", "git@", "u.v@"]),
+            chance.choice(["h.example", "127.0.0.1", "[::1]", "H.Example.", "0x7f.1"]),
+            chance.choice(["", ":22", ":2222"]),
+            chance.choice(["/o/r.git", "/~u/r", "o/r", ":o/r"]),
+        ]
+        at = chance.randrange(len(parts))
+        cut = chance.randint(0, len(parts[at]))
+        parts[at] = parts[at][:cut] + chance.choice(noise) + parts[at][cut:]
+        found.append("".join(parts))
+    return found
 
 
 def test_git_reads_every_git_url_sti_takes_as_sti_reads_it(tmp_path: Path) -> None:
@@ -168,7 +191,7 @@ def test_git_reads_every_git_url_sti_takes_as_sti_reads_it(tmp_path: Path) -> No
             assert _same_host(host, remote.host), (given, read)
             assert port == (str(remote.port) if remote.port else None), (given, read)
             assert read["path"] == path, (given, read)
-    assert taken > 300
+    assert taken > 400
 
 
 def _host_and_port(text: str) -> tuple[str, str | None]:
