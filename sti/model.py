@@ -284,7 +284,9 @@ def _check_types(request: object, expected: Mapping[str, tuple[type, ...]]) -> N
             raise InvalidInput(f"{name} must be a list of strings, not {_shown(value)}")
         if type(value) not in allowed:
             wanted = " or ".join(_TYPE_NAMES[kind] for kind in allowed)
-            raise InvalidInput(f"{name} must be {wanted}, not {_shown(value)}")
+            # a build-only value is said in no message (results and logs are kept a week)
+            shown = type(value).__name__ if name == "build_env" else _shown(value)
+            raise InvalidInput(f"{name} must be {wanted}, not {shown}")
 
 
 def _shown(value: object) -> str:

@@ -24,7 +24,8 @@ from celery import Celery
 
 from sti import keys
 from sti.celery_protocol import HIDDEN, keywords_repr, task_message
-from sti.model import BuildRequest
+from sti.errors import InvalidInput
+from sti.model import BuildRequest, from_task_arguments
 from sti.wire import BUILD_TASK, SHARED_QUEUE
 from sti_submit.client import StiClient
 from tests.dockertools import temporary_image
@@ -290,6 +291,15 @@ def test_build_only_values_of_any_shape_are_hidden(build_env: object) -> None:
     shown = keywords_repr({"build_env": build_env, "tag": "acme/app"})
     assert "s3cr3t" not in shown and "123" not in shown
     assert HIDDEN in shown and "acme/app" in shown
+
+
+@pytest.mark.parametrize("build_env", ["TOKEN=s3cr3t", ["TOKEN=s3cr3t"], ("s3cr3t",)])
+def test_a_malformed_build_env_is_refused_without_its_value(build_env: object) -> None:
+    """The refusal is the build's result and a line of its log, both kept for a week."""
+    kwargs = {"source": "https://h/x.git", "build_image": "b", "tag": "t", "build_env": build_env}
+    with pytest.raises(InvalidInput, match="build_env must be an object") as refused:
+        from_task_arguments(BuildRequest, (), kwargs, uuid.uuid4().hex)
+    assert "s3cr3t" not in str(refused.value)
 
 
 def test_keywords_of_no_mapping_are_shown_with_credentials_masked() -> None:
