@@ -3,6 +3,8 @@ one result (a usage script's output), cut with a note saying where."""
 
 from __future__ import annotations
 
+from .redaction import redact
+
 LINE_MAX_BYTES = 16 * 1024  # STI_LOG_LINE_MAX_BYTES
 LOG_MAX_BYTES = 16 * 1024**2  # STI_LOG_MAX_BYTES
 USAGE_MAX_BYTES = 64 * 1024  # STI_USAGE_MAX_BYTES
@@ -15,15 +17,18 @@ def utf8_size(text: str) -> int:
 
 
 def cut_line(line: str, max_bytes: int, *, cut: bool = False) -> str:
-    """line, or its first max_bytes bytes (whole characters) and a note that it was cut (also
-    when cut says that its reader already left some of it out)."""
+    """line, or its start and a note saying it was cut, max_bytes in all (also when cut says
+    that its reader already left some of it out). A URL's userinfo whose "@" the cut took is
+    masked whole; a cut line is cut no more."""
     if not cut and len(line) * _UTF8_MAX <= max_bytes:
         return line  # the common case: far below the cap, whatever its characters
     encoded = line.encode("utf-8", "surrogatepass")
     if not cut and len(encoded) <= max_bytes:
         return line
-    kept = encoded[:max_bytes].decode("utf-8", "ignore")  # a character split at the cut goes
-    return f"{kept}… [line cut at {max_bytes} bytes]"
+    note = f"… [line cut at {max_bytes} bytes]"
+    room = max(max_bytes - utf8_size(note), 0)
+    kept = encoded[:room].decode("utf-8", "ignore")  # a character split by the cut goes
+    return redact(kept, cut=True) + note
 
 
 class BoundedLines:

@@ -18,11 +18,12 @@ _SEPARATOR = "://"
 _AUTHORITY_END = re.compile(r"[\s/\"'<>`]")
 
 
-def redact(text: str) -> str:
+def redact(text: str, *, cut: bool = False) -> str:
     """text with the userinfo of every URL in it masked: everything between "://" and the last
     "@" before the authority ends (git, ssh and curl take the host after the last "@", "?" and
-    "#" included)."""
-    if "@" not in text or _SEPARATOR not in text:
+    "#" included). cut: text was cut at its end, so an authority reaching it is masked whole
+    (its "@" may have been cut off)."""
+    if _SEPARATOR not in text or ("@" not in text and not cut):
         return text
     kept: list[str] = []
     done = 0  # text[:done] is in kept
@@ -31,7 +32,7 @@ def redact(text: str) -> str:
         userinfo = start + len(_SEPARATOR)
         ended = _AUTHORITY_END.search(text, userinfo)
         end = ended.start() if ended else len(text)
-        at = text.rfind("@", userinfo, end)
+        at = end if cut and ended is None else text.rfind("@", userinfo, end)
         if at != -1:
             kept += (text[done:userinfo], MASK)
             done = at

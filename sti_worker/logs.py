@@ -12,8 +12,12 @@ import sys
 
 import structlog
 
+from sti.lines import cut_line
 from sti.redaction import redact
 
+# a worker log line's text field (an event, an error message, a traceback) is cut past this:
+# they can carry a build's output
+_FIELD_MAX_BYTES = 64 * 1024
 _SHARED_PROCESSORS: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -25,9 +29,11 @@ _SHARED_PROCESSORS: list[structlog.types.Processor] = [
 def _redact_credentials(
     logger: object, method: str, event: structlog.types.EventDict
 ) -> structlog.types.EventDict:
-    """Every text of a log line (the event, the fields, a traceback) without URL credentials."""
+    """Every text of a log line (the event, the fields, a traceback) held to _FIELD_MAX_BYTES
+    and without URL credentials."""
     return {
-        name: redact(value) if isinstance(value, str) else value for name, value in event.items()
+        name: redact(cut_line(value, _FIELD_MAX_BYTES)) if isinstance(value, str) else value
+        for name, value in event.items()
     }
 
 

@@ -56,6 +56,7 @@ def docker_host() -> DockerHost:
                 build_cache_keep_bytes=settings.build_cache_keep_bytes,
                 sandbox=Sandbox.from_settings(settings),
                 source_images_keep=settings.source_images_keep,
+                line_max_bytes=settings.log_line_max_bytes,
             ),
         )
     return _docker[1]
@@ -75,6 +76,8 @@ def build_log(build_id: str) -> BuildLog:
         build_id,
         max_lines=settings.log_max_lines,
         expires_s=settings.result_expires_s,
+        max_bytes=settings.log_max_bytes,
+        max_line_bytes=settings.log_line_max_bytes,
     )
 
 

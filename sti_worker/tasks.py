@@ -152,7 +152,12 @@ def usage(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     build = build_log(request.build_id)
     try:
         return run_usage(
-            docker, request, build.write, settings.host_id, sources=sources()
+            docker,
+            request,
+            build.write,
+            settings.host_id,
+            sources=sources(),
+            max_output_bytes=settings.usage_max_bytes,
         ).to_json()
     finally:
         build.end()

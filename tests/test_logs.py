@@ -62,3 +62,15 @@ def test_a_structlog_error_carries_its_traceback_as_text(
     [line] = _lines(json_logging)
     assert line["build_id"] == "b"
     assert "ValueError: the step broke" in str(line["exception"])
+
+
+def test_a_huge_field_is_cut_and_masked(json_logging: io.StringIO) -> None:
+    """A worker's own log line can carry a build's output (an error message, a traceback):
+    each text is held to 64 KiB before it is masked."""
+    url = "https://ci:" + "s" * 1_000_000 + "@git.example/app.git"
+    structlog.stdlib.get_logger("sti").error(f"fetching {url} failed", source=url)
+    [line] = _lines(json_logging)
+    for text in (str(line["event"]), str(line["source"])):
+        assert len(text.encode()) <= 64 * 1024
+        assert text.endswith("… [line cut at 65536 bytes]")
+        assert "https://***" in text and "ssss" not in text

@@ -6,6 +6,7 @@ Docker errors are turned into sti errors here, with messages that name what was 
 from __future__ import annotations
 
 import base64
+import codecs
 import io
 import json
 import posixpath
@@ -39,6 +40,7 @@ from sti.errors import (
     TagImageFailed,
 )
 from sti.failures import error_for_failure, is_time_limit
+from sti.lines import LINE_MAX_BYTES, cut_line
 from sti.tarstreams import IterReader
 
 from .buildkit_trace import TraceDecodeError, decode_trace
@@ -85,30 +87,67 @@ class PathStat:
 
 
 class OutputTail:
-    """Forwards output lines to a sink and keeps the last few for error messages."""
+    """Forwards output lines to a sink and keeps the last few for error messages.
+
+    A line is held to max_line_bytes, cut with a note: the start of a line whose newline has not
+    come yet waits in pieces, and what comes past the cap before its newline is dropped, so a
+    line without end costs neither memory nor a copy per chunk."""
 
     def __init__(
-        self, sink: LogSink, keep: int = _TAIL_LINES, lines: list[str] | None = None
+        self,
+        sink: LogSink,
+        keep: int = _TAIL_LINES,
+        lines: list[str] | None = None,
+        max_line_bytes: int = LINE_MAX_BYTES,
     ) -> None:
         """lines: a list to keep them in, shared by the outputs of one step (stdout, stderr)."""
         self._sink = sink
         self._keep = keep
         self.lines: list[str] = [] if lines is None else lines
-        self._partial = ""
+        self._max_line_bytes = max_line_bytes
+        self._held: list[str] = []
+        self._held_chars = 0  # at most max_line_bytes: a character is at least a byte
+        self._dropped = False  # the held line went on past the cap
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def feed_bytes(self, data: bytes) -> None:
+        """Output as bytes: a character split between two chunks is decoded whole."""
+        self.feed(self._decoder.decode(data))
 
     def feed(self, text: str) -> None:
-        text = self._partial + text
-        *complete, self._partial = text.split("\n")
+        first, newline, rest = text.partition("\n")
+        self._hold(first)
+        if not newline:
+            return
+        *complete, last = rest.split("\n")
+        self._emit_held()
         for line in complete:
             self._emit(line.rstrip("\r"))
+        self._hold(last)
 
     def close(self) -> None:
-        if self._partial:
-            self._emit(self._partial)
-            self._partial = ""
+        self._hold(self._decoder.decode(b"", final=True))
+        if self._held or self._dropped:
+            self._emit_held()
 
-    def _emit(self, line: str) -> None:
-        line = _TERMINAL_ESCAPES.sub("", line)
+    def _hold(self, piece: str) -> None:
+        room = self._max_line_bytes - self._held_chars
+        if len(piece) > room:
+            piece, self._dropped = piece[:room], True
+        if piece:
+            self._held.append(piece)
+            self._held_chars += len(piece)
+
+    def _emit_held(self) -> None:
+        line, dropped = "".join(self._held), self._dropped
+        self._held.clear()
+        self._held_chars, self._dropped = 0, False
+        self._emit(line.rstrip("\r"), dropped)
+
+    def _emit(self, line: str, dropped: bool = False) -> None:
+        if len(line) > self._max_line_bytes:
+            line, dropped = line[: self._max_line_bytes], True
+        line = cut_line(_TERMINAL_ESCAPES.sub("", line), self._max_line_bytes, cut=dropped)
         self._sink(line)
         self.lines.append(line)
         del self.lines[: -self._keep]
@@ -141,6 +180,7 @@ class DockerHost:
         sandbox: Sandbox | None = None,
         source_images_keep: int = 0,
         fact_cache: FactCache | None = None,
+        line_max_bytes: int = LINE_MAX_BYTES,
     ) -> None:
         """registry_auth ({"username", "password"}) comes from the worker's configuration only;
         without it, docker-py uses the Docker config file of the user running the worker.
@@ -148,7 +188,8 @@ class DockerHost:
         after each BuildKit build, the engine's build cache is pruned down to this size; sandbox:
         the limits of build code (Sandbox() unless given); source_images_keep: how many source
         images (see source_images) this engine keeps, 0 for none (STI_SOURCE_IMAGES_KEEP);
-        fact_cache: where image facts last between processes (--local), None for memory only."""
+        fact_cache: where image facts last between processes (--local), None for memory only;
+        line_max_bytes: where a line of build output is cut (STI_LOG_LINE_MAX_BYTES)."""
         if builder not in BUILDERS:
             raise InvalidInput(f"STI_BUILDER={builder!r} is unknown; use one of: {BUILDERS}")
         self.sandbox = sandbox or Sandbox()
@@ -163,6 +204,7 @@ class DockerHost:
         self._builder = builder
         self._build_cache_keep = build_cache_keep_bytes
         self.source_images_keep = source_images_keep
+        self.line_max_bytes = line_max_bytes
         self._buildkit: bool | None = None
         self._registry_auth = dict(registry_auth) if registry_auth else None
         self._streams: set[CancellableStream] = set()
@@ -447,7 +489,7 @@ class DockerHost:
     ) -> str:
         if self.builder == "buildkit":
             params = {"version": "2", "pull": False}
-            read: Callable[[Iterator[dict[str, Any]], LogSink], str] = _read_buildkit_build
+            read: Callable[[Iterator[dict[str, Any]], LogSink, int], str] = _read_buildkit_build
         else:
             params = {"rm": True, "forcerm": True, "nocache": True, "pull": False}
             read = _read_legacy_build
@@ -468,7 +510,7 @@ class DockerHost:
             self.api._raise_for_status(response)
             events = CancellableStream(self.api._stream_helper(response, decode=True), response)
             with self._tracked(events):
-                return read(events, sink)
+                return read(events, sink, self.line_max_bytes)
         except docker.errors.APIError as error:
             raise BuildFailed(f"docker build failed: {_reason(error)}") from error
 
@@ -659,12 +701,12 @@ class DockerHost:
 
     def run_to_completion(self, container_id: str, sink: LogSink) -> tuple[int, list[str]]:
         """Start the container, forward its output line by line, return (exit code, last lines)."""
-        tail = OutputTail(sink)
+        tail = OutputTail(sink, max_line_bytes=self.line_max_bytes)
         self.api.start(container_id)
         output = self.api.logs(container_id, stream=True, follow=True)
         with self._tracked(output):
             for chunk in output:
-                tail.feed(chunk.decode("utf-8", errors="replace"))
+                tail.feed_bytes(chunk)
         tail.close()
         status = self.api.wait(container_id)
         return int(status.get("StatusCode", -1)), tail.lines
@@ -734,9 +776,9 @@ def _connect(url: str | None, timeout: int) -> tuple[docker.APIClient, str | Non
     )
 
 
-def _read_legacy_build(events: Iterator[dict[str, Any]], sink: LogSink) -> str:
+def _read_legacy_build(events: Iterator[dict[str, Any]], sink: LogSink, max_line_bytes: int) -> str:
     """The legacy builder's events: output as "stream" text, the image id as aux ID."""
-    tail = OutputTail(sink)
+    tail = OutputTail(sink, max_line_bytes=max_line_bytes)
     image_id: str | None = None
     for event in events:
         if "stream" in event:
@@ -765,8 +807,9 @@ class _BuildKitProgress:
     """Turns BuildKit's trace into log lines: each step's name once, then its output line by
     line; keeps the last lines of every step for the error message of the one that fails."""
 
-    def __init__(self, sink: LogSink) -> None:
+    def __init__(self, sink: LogSink, max_line_bytes: int) -> None:
         self._sink = sink
+        self._max_line_bytes = max_line_bytes
         self._names: dict[str, str] = {}
         self._cached: set[str] = set()
         self._outputs: dict[tuple[str, int], OutputTail] = {}
@@ -793,8 +836,10 @@ class _BuildKitProgress:
             key = (log.vertex, log.stream)
             if key not in self._outputs:
                 recent = self._recent.setdefault(log.vertex, [])
-                self._outputs[key] = OutputTail(self._sink, lines=recent)
-            self._outputs[key].feed(log.data.decode("utf-8", errors="replace"))
+                self._outputs[key] = OutputTail(
+                    self._sink, lines=recent, max_line_bytes=self._max_line_bytes
+                )
+            self._outputs[key].feed_bytes(log.data)
 
     def close(self) -> None:
         for output in self._outputs.values():
@@ -815,10 +860,12 @@ class _BuildKitProgress:
         return BuildFailed(f"docker build failed: {message}", details=details)
 
 
-def _read_buildkit_build(events: Iterator[dict[str, Any]], sink: LogSink) -> str:
+def _read_buildkit_build(
+    events: Iterator[dict[str, Any]], sink: LogSink, max_line_bytes: int
+) -> str:
     """BuildKit's events: progress as base64 protobuf in aux (id moby.buildkit.trace), the
     image id as aux ID (id moby.image.id), a failure as error/errorDetail."""
-    progress = _BuildKitProgress(sink)
+    progress = _BuildKitProgress(sink, max_line_bytes)
     image_id: str | None = None
     for event in events:
         aux = event.get("aux")

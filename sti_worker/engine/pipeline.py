@@ -28,6 +28,7 @@ from sti.errors import (
     StiError,
 )
 from sti.ignore import ignore_matcher
+from sti.lines import USAGE_MAX_BYTES, BoundedLines
 from sti.model import (
     BUILD_ID_PATTERN,
     BuildRequest,
@@ -978,10 +979,12 @@ def run_usage(
     sink: LogSink,
     host: str,
     sources: Sources | None = None,
+    max_output_bytes: int = USAGE_MAX_BYTES,
 ) -> Result:
     """Run the image's usage script (in a container under the build limits) and return what it
-    printed as the messages; a usage script that fails is a failed result with its output. A
-    fetched --scripts-url with a usage script brings its own (sources: where it may come from)."""
+    printed as the messages, at most max_output_bytes of it (STI_USAGE_MAX_BYTES); a usage
+    script that fails is a failed result with its output. A fetched --scripts-url with a usage
+    script brings its own (sources: where it may come from)."""
 
     def usage() -> tuple[list[str], StiError | None]:
         image_id = docker.ensure_image(request.build_image, sink)
@@ -1006,10 +1009,10 @@ def run_usage(
             docker.put_archive(container, brought, stream_tar([part]))
         elif not docker.stat(container, script).executable:
             raise InvalidImage(f"image {request.build_image} has no usage script {script}")
-        output: list[str] = []
+        output = BoundedLines(max_output_bytes, "STI_USAGE_MAX_BYTES")
         exit_code, _ = docker.run_to_completion(container, output.append)
         failed = BuildFailed(f"{script} exited with code {exit_code}") if exit_code else None
-        return output, failed
+        return output.lines, failed
 
     try:
         return _checked_run(docker, "usage", request.build_id, host, usage)

@@ -3,13 +3,26 @@ build logs, usage results and save-artifacts' streams are cut at their caps with
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tracemalloc
+import uuid
+from collections.abc import Iterator
 
+import docker
 import pytest
+import redis
 
+from sti import keys
 from sti.lines import cut_line
+from sti.model import UsageRequest
 from sti.redaction import redact
+from sti.settings import Settings
+from sti_worker.buildlog import BuildLog
+from sti_worker.engine.docker_host import DockerHost, OutputTail
+from sti_worker.engine.pipeline import run_usage
+from tests.dockertools import temporary_image
 
 MB = 1_000_000
 # shapes that make a backtracking pattern retry from every position: long runs of what a part of
@@ -47,16 +60,214 @@ def test_masking_keeps_what_it_did_on_long_lines() -> None:
     assert redact("a." * 100_000 + "@") == "a." * 100_000 + "@"
 
 
+NOTE = "… [line cut at 64 bytes]"  # 26 bytes: 38 of 64 are left for the line
+
+
 @pytest.mark.parametrize(
     ("line", "kept"),
     [
-        ("x" * 15, "x" * 15),
-        ("x" * 16, "x" * 16),
-        ("x" * 17, "x" * 16 + "… [line cut at 16 bytes]"),
-        ("é" * 9, "é" * 8 + "… [line cut at 16 bytes]"),  # 2 bytes each: 18
-        ("€" * 6, "€" * 5 + "… [line cut at 16 bytes]"),  # a character is never split
-        ("\udcff" * 5, "\udcff" * 5),  # lone surrogates (undecodable output) count too
+        ("x" * 63, "x" * 63),
+        ("x" * 64, "x" * 64),
+        ("x" * 65, "x" * 38 + NOTE),
+        ("é" * 33, "é" * 19 + NOTE),  # 2 bytes each: 66
+        ("€" * 22, "€" * 12 + NOTE),  # 3 bytes each, 66: a character is never split
+        ("\udcff" * 21, "\udcff" * 21),  # lone surrogates count as 3 bytes too
     ],
 )
 def test_a_line_is_cut_at_its_byte_cap_with_a_note(line: str, kept: str) -> None:
-    assert cut_line(line, 16) == kept
+    assert cut_line(line, 64) == kept
+    assert len(cut_line(line, 64).encode("utf-8", "surrogatepass")) <= 64
+    assert cut_line(cut_line(line, 64), 64) == cut_line(line, 64)  # a cut line is cut no more
+
+
+# one line without end, from a build
+
+
+def test_a_line_without_end_is_held_to_the_cap_in_memory() -> None:
+    """The tail used to copy the growing partial line on every chunk (quadratic, unbounded);
+    now it keeps the cap's worth and drops the rest until the newline."""
+    lines: list[str] = []
+    tail = OutputTail(lines.append, max_line_bytes=16 * 1024)
+    chunk = b"y" * 64 * 1024
+    tracemalloc.start()
+    try:
+        for _ in range(128):  # 8 MiB of one line
+            tail.feed_bytes(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024
+    tail.feed_bytes(b"\nnext line\n")
+    assert lines == [cut_line("y" * 16 * 1024, 16 * 1024, cut=True), "next line"]
+    assert lines[0].endswith("… [line cut at 16384 bytes]")
+    assert len(lines[0].encode()) == 16 * 1024
+
+
+def test_a_long_line_inside_one_chunk_is_cut_and_the_rest_kept() -> None:
+    lines: list[str] = []
+    tail = OutputTail(lines.append, max_line_bytes=1024)
+    tail.feed("short\n" + "z" * 100_000 + "\nlast")
+    tail.close()
+    assert lines[0] == "short" and lines[2] == "last"
+    assert lines[1] == "z" * (1024 - len("… [line cut at 1024 bytes]".encode())) + (
+        "… [line cut at 1024 bytes]"
+    )
+
+
+def test_a_character_split_between_chunks_is_read_whole() -> None:
+    lines: list[str] = []
+    tail = OutputTail(lines.append)
+    encoded = "naïve café\n".encode()
+    for byte in encoded:
+        tail.feed_bytes(bytes([byte]))
+    tail.close()
+    assert lines == ["naïve café"]
+
+
+def test_a_cut_never_shows_a_credential_whose_at_sign_it_took() -> None:
+    line = "cloning https://user:" + "t" * 20_000 + "@git.example/app.git"
+    lines: list[str] = []
+    tail = OutputTail(lines.append, max_line_bytes=1024)
+    tail.feed(line + "\n")
+    assert "tttt" not in lines[0] and lines[0].startswith("cloning https://***")
+    assert "tttt" not in cut_line(line, 1024)
+    assert "tttt" not in redact(cut_line(line, 1024))
+
+
+# the build log in Redis
+
+
+@pytest.fixture
+def redis_client(broker_url: str) -> Iterator[redis.Redis]:
+    """The session's Redis (shared: each test uses a build id of its own)."""
+    client = redis.Redis.from_url(broker_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def _stored(client: redis.Redis, build_id: str) -> list[str]:
+    entries = client.xrange(keys.log_stream(build_id))
+    return [fields[keys.LINE_FIELD] for _, fields in entries if keys.LINE_FIELD in fields]
+
+
+def _log(client: redis.Redis, build_id: str, **caps: int) -> BuildLog:
+    return BuildLog(client, build_id, max_lines=20_000, expires_s=60, **caps)
+
+
+def test_a_huge_line_reaches_redis_cut_and_masked(redis_client: redis.Redis) -> None:
+    build_id = uuid.uuid4().hex
+    line = "fetching https://ci:" + "s" * 1_000_000 + "@git.example/app.git"
+    _log(redis_client, build_id, max_line_bytes=16 * 1024).write(line)
+    [stored] = _stored(redis_client, build_id)
+    assert len(stored.encode()) <= 16 * 1024
+    assert stored.startswith("fetching https://***")
+    assert stored.endswith("… [line cut at 16384 bytes]")
+    assert "ssss" not in stored
+
+
+def test_a_build_log_stops_at_its_cap_and_says_so_once(redis_client: redis.Redis) -> None:
+    """Lines were capped by count alone: 20,000 lines of a megabyte each fit. Now the log's
+    bytes are counted across the build's tasks (each writes through a BuildLog of its own), the
+    build goes on, and the log's last line says where it was cut."""
+    build_id = uuid.uuid4().hex
+    line = "x" * 1000
+    first = _log(redis_client, build_id, max_bytes=50_000)
+    for _ in range(30):
+        first.write(line)
+    second = _log(redis_client, build_id, max_bytes=50_000)  # the build's next step
+    for _ in range(30):
+        second.write(line)
+    second.end()
+    stored = _stored(redis_client, build_id)
+    assert stored[:-1] == [line] * 50
+    assert stored[-1] == (
+        "[the log was cut at 50000 bytes (STI_LOG_MAX_BYTES): the build goes on, its later "
+        "lines are not kept]"
+    )
+    assert sum(len(text) for text in stored[:-1]) <= 50_000
+    ended = redis_client.xrange(keys.log_stream(build_id))[-1][1]
+    assert ended == {keys.END_FIELD: "1"}  # followers still learn that the log is complete
+    another = _log(redis_client, build_id, max_bytes=50_000)
+    another.write("a line of a later task")
+    assert len(_stored(redis_client, build_id)) == 51
+
+
+def test_a_count_that_is_not_one_is_replaced(redis_client: redis.Redis) -> None:
+    build_id = uuid.uuid4().hex
+    redis_client.set(f"{keys.log_stream(build_id)}:bytes", "lots")
+    _log(redis_client, build_id).write("hello")
+    assert _stored(redis_client, build_id) == ["hello"]
+    assert redis_client.get(f"{keys.log_stream(build_id)}:bytes") == "5"
+
+
+# settings
+
+
+@pytest.fixture
+def no_sti_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("STI_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.usefixtures("no_sti_environment")
+def test_the_output_caps_default_and_read_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings.from_env()
+    assert (settings.log_line_max_bytes, settings.log_max_bytes, settings.usage_max_bytes) == (
+        16 * 1024,
+        16 * 1024**2,
+        64 * 1024,
+    )
+    monkeypatch.setenv("STI_LOG_LINE_MAX_BYTES", "4K")
+    monkeypatch.setenv("STI_LOG_MAX_BYTES", "1G")
+    monkeypatch.setenv("STI_USAGE_MAX_BYTES", "1MiB")
+    settings = Settings.from_env()
+    assert (settings.log_line_max_bytes, settings.log_max_bytes, settings.usage_max_bytes) == (
+        4096,
+        1024**3,
+        1024**2,
+    )
+
+
+@pytest.mark.usefixtures("no_sti_environment")
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("STI_LOG_LINE_MAX_BYTES", "0", "less than the least it may be, 256"),
+        ("STI_LOG_LINE_MAX_BYTES", "-1", "is not a size"),
+        ("STI_LOG_LINE_MAX_BYTES", "16 KiB", "is not a size"),
+        ("STI_LOG_MAX_BYTES", "1K", "less than the least it may be, 65536"),
+        ("STI_LOG_MAX_BYTES", "lots", "is not a size"),
+        ("STI_USAGE_MAX_BYTES", "100", "less than the least it may be, 1024"),
+    ],
+)
+def test_an_output_cap_that_is_no_size_or_too_small_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name}={value!r}.*{says}"):
+        Settings.from_env()
+
+
+# a usage script's output
+
+
+def test_a_usage_result_is_cut_at_its_cap(api: docker.APIClient, docker_host: DockerHost) -> None:
+    """sti.usage returned all a usage script printed (into the result backend, in Redis)."""
+    usage = "#!/bin/sh\nyes 'usage: build me' | head -n 100000\nhead -c 1000000 /dev/zero\n"
+    files = {
+        "/usr/libexec/s2i/assemble": "#!/bin/sh\n",
+        "/usr/libexec/s2i/run": "#!/bin/sh\n",
+        "/usr/libexec/s2i/usage": usage,
+    }
+    lines = ["LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i", 'CMD ["/bin/sh"]']
+    with temporary_image(api, files, lines, name="chatty-usage") as image:
+        result = run_usage(
+            docker_host, UsageRequest(image), lambda line: None, "test", max_output_bytes=65536
+        )
+    assert result.success, result.messages[-3:]
+    assert result.messages[0] == "usage: build me"
+    assert result.messages[-1] == (
+        "[output cut at 65536 bytes (STI_USAGE_MAX_BYTES); the rest is left out]"
+    )
+    assert sum(len(line) + 1 for line in result.messages[:-1]) <= 65536
