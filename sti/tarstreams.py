@@ -336,26 +336,6 @@ def small_file(name: str, data: bytes, mode: int = 0o644) -> TarPart:
     return add
 
 
-def prefixed(open_chunks: Callable[[], Iterable[bytes]], to_prefix: str) -> TarPart:
-    """A part copying every member of another tar stream under to_prefix (an s2i
-    save-artifacts writes its tar with names relative to the artifacts directory)."""
-
-    def add(tar: tarfile.TarFile) -> None:
-        tar.addfile(_dir_info(to_prefix))
-        with tarfile.open(fileobj=IterReader(open_chunks()), mode="r|*") as source:
-            for member in source:
-                name = _checked_name(member.name)
-                if not name:
-                    continue
-                member.name = f"{to_prefix}/{name}"
-                if member.islnk():
-                    member.linkname = f"{to_prefix}/{_checked_name(member.linkname)}"
-                content = source.extractfile(member) if member.isreg() else None
-                tar.addfile(member, content)
-
-    return add
-
-
 def retargeted(
     open_chunks: Callable[[], Iterable[bytes]],
     from_prefix: str,

@@ -78,6 +78,10 @@ class FileTooLarge(ValueError):
     """A file of an image is larger than its reader takes."""
 
 
+class OutputTooLarge(ValueError):
+    """A container wrote more than its reader takes."""
+
+
 @dataclass(frozen=True)
 class PathStat:
     path: str
@@ -685,6 +689,16 @@ class DockerHost:
             return True
         if found.is_file:
             return False
+        with self.archive(container_id, path) as chunks:
+            with tarfile.open(fileobj=IterReader(chunks), mode="r|") as tar:
+                directory_itself, first_entry = tar.next(), tar.next()
+            return directory_itself is not None and first_entry is None
+
+    @contextmanager
+    def archive(self, container_id: str, path: str) -> Iterator[Iterator[bytes]]:
+        """The tar of path in the container, as it is read; the request is closed on leaving,
+        read to its end or not: the engine removes no container while it still sends one of
+        its archives (a cleanup after a reader's error waited for it, until its timeout)."""
         response = self.api._get(
             self.api._url("/containers/{0}/archive", container_id),
             params={"path": path},
@@ -692,10 +706,7 @@ class DockerHost:
         )
         try:
             self.api._raise_for_status(response)
-            chunks = response.iter_content(chunk_size=64 * 1024)
-            with tarfile.open(fileobj=IterReader(chunks), mode="r|") as tar:
-                directory_itself, first_entry = tar.next(), tar.next()
-            return directory_itself is not None and first_entry is None
+            yield response.iter_content(chunk_size=64 * 1024)
         finally:
             response.close()
 
@@ -712,22 +723,30 @@ class DockerHost:
         return int(status.get("StatusCode", -1)), tail.lines
 
     def run_capturing_stdout(
-        self, container_id: str, out: Path, sink: LogSink
+        self, container_id: str, out: Path, sink: LogSink, max_bytes: int
     ) -> tuple[int, list[str]]:
         """Start the container, write its stdout to out (a tar, for s2i's save-artifacts) and
-        forward its stderr line by line; return (exit code, last stderr lines)."""
-        tail = OutputTail(sink)
+        forward its stderr line by line as it comes; return (exit code, last stderr lines).
+        Past max_bytes of stdout, raise OutputTooLarge (the container runs on: remove it)."""
+        tail = OutputTail(sink, max_line_bytes=self.line_max_bytes)
         # attached before the start, straight from the container's stdout: the logs endpoint
         # goes through the log driver, which is no place for binary data
-        output = self.api.attach(container_id, stdout=True, stderr=False, stream=True, logs=True)
+        output = self.api.attach(
+            container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+        )
         self.api.start(container_id)
-        with out.open("wb") as file:
-            for chunk in output:
-                file.write(chunk)
-        status = self.api.wait(container_id)
-        errors = self.api.logs(container_id, stdout=False, stderr=True)
-        tail.feed(errors.decode("utf-8", errors="replace"))
+        written = 0
+        with self._tracked(output), out.open("wb") as file:
+            for stdout, stderr in output:
+                if stderr:
+                    tail.feed_bytes(stderr)
+                if stdout:
+                    written += len(stdout)
+                    if written > max_bytes:
+                        raise OutputTooLarge(f"its output is larger than {max_bytes} bytes")
+                    file.write(stdout)
         tail.close()
+        status = self.api.wait(container_id)
         return int(status.get("StatusCode", -1)), tail.lines
 
     def oom_killed(self, container_id: str) -> bool:

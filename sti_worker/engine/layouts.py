@@ -10,25 +10,34 @@
   to its stdout; a source's .s2i/bin and a --scripts-url bring scripts of their own; assemble
   may ask for labels in <destination>/.s2i/image_metadata.json.
 
+Artifacts that leave the engine go into the next build through the checks of an uploaded source
+(artifacts_in_container, artifacts_in_tar): save-artifacts is the submitter's code.
+
 Where an image's scripts are is protocol.inspect_scripts; Scripts.layout names the strategy.
 """
 
 from __future__ import annotations
 
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
-from sti.errors import InvalidInput
+from sti.errors import InvalidInput, SaveArtifactsFailed
 from sti.model import check_destination
+from sti.tarstreams import IterReader, TarPart
 
-from .docker_host import DockerHost, LogSink, container_name
+from .archives import ExtractLimits, retar_tar_stream
+from .docker_host import DockerHost, LogSink, OutputTooLarge, container_name
 from .image_metadata import metadata_labels
 from .protocol import ARTIFACTS_DIR, Scripts
 
 DESTINATION_LABEL = "io.openshift.s2i.destination"
 DEFAULT_DESTINATION = "/tmp"
+ARTIFACTS_INPUT = "artifacts"  # the artifacts' directory among prepare's inputs
+# how a compressed stream begins, for tar kinds (tarfile's "r|*" took these too)
+_COMPRESSED = ((b"\x1f\x8b", "tar.gz"), (b"BZh", "tar.bz2"), (b"\xfd7zXZ\x00", "tar.xz"))
 
 
 @dataclass(frozen=True)
@@ -55,9 +64,17 @@ class Layout(Protocol):
         ...
 
     def save_artifacts(
-        self, host: DockerHost, image: str, script: str, build_id: str, workdir: Path, sink: LogSink
+        self,
+        host: DockerHost,
+        image: str,
+        script: str,
+        build_id: str,
+        workdir: Path,
+        sink: LogSink,
+        limits: ExtractLimits,
     ) -> SavedOutput:
-        """Run save-artifacts in a container of image and keep what it saved."""
+        """Run save-artifacts in a container of image and keep what it saved (held to the
+        limits of a source)."""
         ...
 
     def requested_labels(
@@ -84,8 +101,17 @@ class OriginalLayout:
         return artifacts_dir_empty
 
     def save_artifacts(
-        self, host: DockerHost, image: str, script: str, build_id: str, workdir: Path, sink: LogSink
+        self,
+        host: DockerHost,
+        image: str,
+        script: str,
+        build_id: str,
+        workdir: Path,
+        sink: LogSink,
+        limits: ExtractLimits,
     ) -> SavedOutput:
+        """The artifacts stay in the container, checked as they go into the build
+        (artifacts_in_container)."""
         container = _save_container(host, image, script, build_id)
         try:
             exit_code, last_lines = host.run_to_completion(container, sink)
@@ -119,12 +145,30 @@ class S2iLayout:
         return False  # its artifacts come on stdout, which a build stage cannot keep
 
     def save_artifacts(
-        self, host: DockerHost, image: str, script: str, build_id: str, workdir: Path, sink: LogSink
+        self,
+        host: DockerHost,
+        image: str,
+        script: str,
+        build_id: str,
+        workdir: Path,
+        sink: LogSink,
+        limits: ExtractLimits,
     ) -> SavedOutput:
+        """The stream save-artifacts writes goes to a file of the work dir, at most
+        STI_SOURCE_MAX_BYTES of it, and is checked as it goes into the build
+        (artifacts_in_tar)."""
         container = _save_container(host, image, script, build_id)
         tar = workdir / "artifacts.tar"
         try:
-            exit_code, last_lines = host.run_capturing_stdout(container, tar, sink)
+            exit_code, last_lines = host.run_capturing_stdout(
+                container, tar, sink, limits.max_total_bytes
+            )
+        except OutputTooLarge as error:
+            tar.unlink(missing_ok=True)
+            raise SaveArtifactsFailed(
+                f"{script} wrote more than {limits.max_total_bytes} bytes of artifacts to its "
+                "stdout, the limit of a source (STI_SOURCE_MAX_BYTES)"
+            ) from error
         finally:
             host.remove_container(container)
         return SavedOutput(exit_code, last_lines, tar=str(tar) if exit_code == 0 else None)
@@ -144,6 +188,54 @@ def _save_container(host: DockerHost, image: str, script: str, build_id: str) ->
         build_id=build_id,
         empty_volumes_at=[ARTIFACTS_DIR],
     )
+
+
+def artifacts_in_container(host: DockerHost, container: str, limits: ExtractLimits) -> TarPart:
+    """The artifacts save-artifacts left in the stopped container's ARTIFACTS_DIR, as prepare's
+    artifacts input."""
+
+    def add(tar: tarfile.TarFile) -> None:
+        with host.archive(container, ARTIFACTS_DIR) as archive:
+            _add_checked(tar, IterReader(archive), "tar", "artifacts", limits)
+
+    return add
+
+
+def artifacts_in_tar(path: Path, limits: ExtractLimits) -> TarPart:
+    """The artifacts an s2i save-artifacts wrote (a tar, plain or compressed), as prepare's
+    artifacts input."""
+
+    def add(tar: tarfile.TarFile) -> None:
+        with path.open("rb") as file:
+            start = file.peek(8)
+            kind = next((kind for magic, kind in _COMPRESSED if start.startswith(magic)), "tar")
+            _add_checked(tar, file, kind, "", limits)
+
+    return add
+
+
+def _add_checked(
+    tar: tarfile.TarFile, stream: BinaryIO | IterReader, kind: str, root: str, limits: ExtractLimits
+) -> None:
+    """A tar stream's members below root, under ARTIFACTS_INPUT, through the checks of an
+    uploaded source (names, links, entries written through links, STI_SOURCE_MAX_FILES entries,
+    STI_SOURCE_MAX_BYTES of content): the previous image's save-artifacts is the submitter's
+    code, its output as untrusted as a source."""
+    try:
+        retar_tar_stream(
+            stream,
+            kind,
+            limits,
+            tar,
+            root=root,
+            prefix=ARTIFACTS_INPUT,
+            links_anywhere=True,
+            keep_git_metadata=True,  # not a source: what the builder saved for the next build
+        )
+    except InvalidInput as error:
+        raise SaveArtifactsFailed(
+            f"the artifacts saved from the previous image were refused: {error.message}"
+        ) from error
 
 
 ORIGINAL_LAYOUT = OriginalLayout()

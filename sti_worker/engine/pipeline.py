@@ -46,8 +46,6 @@ from sti.source_scripts import source_scripts
 from sti.tarstreams import (
     TarPart,
     empty_directory,
-    file_chunks,
-    prefixed,
     retargeted,
     stream_tar,
 )
@@ -62,7 +60,7 @@ from .docker_host import (
     translate_error,
 )
 from .image_metadata import relabelled
-from .layouts import S2I_LAYOUT, layout_of
+from .layouts import S2I_LAYOUT, artifacts_in_container, artifacts_in_tar, layout_of
 from .methods import (
     ArtifactsNotSaved,
     ContainerMethod,
@@ -72,7 +70,6 @@ from .methods import (
     method_named,
 )
 from .protocol import (
-    ARTIFACTS_DIR,
     BUILD_DIR,
     DEPLOY_SCRIPTS,
     INCREMENTAL_SCRIPTS,
@@ -477,6 +474,7 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         state.attempt_name,
         workdir_for(state.attempt_name),
         bench.sink,
+        bench.sources.policy.limits,
     )
     if output.exit_code != 0:
         state = state.say(
@@ -505,17 +503,12 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
     )
     inputs = [bench.sources.part(fetched)]
     input_dirs = ["src"]
+    limits = bench.sources.policy.limits
     if state.artifacts_container:
-        container = state.artifacts_container
-        inputs.append(
-            retargeted(
-                lambda: bench.docker.get_archive(container, ARTIFACTS_DIR), "artifacts", "artifacts"
-            )
-        )
+        inputs.append(artifacts_in_container(bench.docker, state.artifacts_container, limits))
         input_dirs.append("artifacts")
     elif state.artifacts_tar:
-        saved = Path(state.artifacts_tar)
-        inputs.append(prefixed(lambda: file_chunks(saved), "artifacts"))
+        inputs.append(artifacts_in_tar(Path(state.artifacts_tar), limits))
         input_dirs.append("artifacts")
     if request.extended:
         inputs.append(empty_directory("build"))

@@ -3,26 +3,37 @@ build logs, usage results and save-artifacts' streams are cut at their caps with
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import tracemalloc
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 import redis
 
 from sti import keys
+from sti.errors import SaveArtifactsFailed
 from sti.lines import cut_line
-from sti.model import UsageRequest
+from sti.model import BuildRequest, Result, UsageRequest
 from sti.redaction import redact
 from sti.settings import Settings
+from sti.tarstreams import stream_tar
 from sti_worker.buildlog import BuildLog
+from sti_worker.engine.archives import ExtractLimits
 from sti_worker.engine.docker_host import DockerHost, OutputTail
-from sti_worker.engine.pipeline import run_usage
-from tests.dockertools import temporary_image
+from sti_worker.engine.layouts import artifacts_in_tar
+from sti_worker.engine.pipeline import run_build, run_usage
+from sti_worker.engine.sources import SourcePolicy, Sources
+from tests.dockertools import TRACKER, temporary_image, write_source
+from tests.images import PREPARE, RUN
 
 MB = 1_000_000
 # shapes that make a backtracking pattern retry from every position: long runs of what a part of
@@ -271,3 +282,126 @@ def test_a_usage_result_is_cut_at_its_cap(api: docker.APIClient, docker_host: Do
         "[output cut at 65536 bytes (STI_USAGE_MAX_BYTES); the rest is left out]"
     )
     assert sum(len(line) + 1 for line in result.messages[:-1]) <= 65536
+
+
+# the artifacts a previous image's save-artifacts hands on
+
+
+def _tar(members: list[tuple[str, bytes | str | None]], compress: str = "") -> bytes:
+    """A tar of (name, content): bytes a file, str a symbolic link's target, None a directory."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=f"w:{compress}") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+def _handed_on(saved: bytes, tmp_path: Path, limits: ExtractLimits) -> dict[str, bytes | None]:
+    """What prepare's inputs get from save-artifacts' stream (file name -> content)."""
+    path = tmp_path / "artifacts.tar"
+    path.write_bytes(saved)
+    stream = b"".join(stream_tar([artifacts_in_tar(path, limits)]))
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        return {
+            member.name: tar.extractfile(member).read() if member.isreg() else None  # type: ignore[union-attr]
+            for member in tar
+        }
+
+
+@pytest.mark.parametrize("compress", ["", "gz", "bz2", "xz"])
+def test_saved_artifacts_go_on_under_artifacts(tmp_path: Path, compress: str) -> None:
+    saved = _tar([("./", None), ("./cache/", None), ("./cache/a.txt", b"a")], compress)
+    handed = _handed_on(saved, tmp_path, ExtractLimits())
+    assert handed == {"artifacts": None, "artifacts/cache": None, "artifacts/cache/a.txt": b"a"}
+
+
+@pytest.mark.parametrize(
+    ("members", "refused"),
+    [
+        ([("../outside", b"x")], "points outside"),
+        ([("/etc/cron.d/x", b"x")], "absolute"),
+        ([("lib", "/etc"), ("lib/passwd", b"x")], "would write through a link"),
+        ([("a", b"1"), ("a", b"2")], "appears twice"),
+        ([(f"f{index}", b"") for index in range(11)], "more than 10 files"),
+        ([("big", b"x" * 2000)], "over 1024 bytes (STI_SOURCE_MAX_BYTES)"),
+    ],
+)
+def test_saved_artifacts_are_checked_as_a_source_is(
+    tmp_path: Path, members: list[tuple[str, bytes | str | None]], refused: str
+) -> None:
+    """Before, the stream went on with only its names checked: any count, any size, entries
+    written through links."""
+    limits = ExtractLimits(max_total_bytes=1024, max_files=10)
+    with pytest.raises(SaveArtifactsFailed, match=re.escape(refused)) as failed:
+        _handed_on(_tar(members), tmp_path, limits)
+    assert failed.value.message.startswith("the artifacts saved from the previous image were")
+
+
+def _build_with_limits(
+    docker_host: DockerHost,
+    source: str,
+    image: str,
+    tag: str,
+    limits: ExtractLimits,
+    **options: Any,
+) -> tuple[Result, list[str]]:
+    lines: list[str] = []
+    sources = Sources(SourcePolicy(allow_file_urls=True, allow_local_paths=True, limits=limits))
+    request = BuildRequest(source=source, build_image=image, tag=tag, **options)
+    result = run_build(docker_host, request, lines.append, host="test", sources=sources)
+    TRACKER.built(result.image_id)
+    return result, lines
+
+
+def test_an_endless_s2i_save_artifacts_fails_at_the_source_cap(
+    docker_host: DockerHost, images: dict[str, str], app_tag: str, tmp_path: Path
+) -> None:
+    """`cat /dev/zero` as the source's .s2i/bin/save-artifacts: the next build wrote its
+    stdout to the worker's disk until $TMPDIR was full (and read its stderr whole into memory
+    after). Its stdout now stops at STI_SOURCE_MAX_BYTES, and the build fails saying so; its
+    stderr comes line by line, each held to the line cap."""
+    source = Path(write_source(tmp_path / "src"))
+    script = source / ".s2i" / "bin" / "save-artifacts"
+    script.parent.mkdir(parents=True)
+    noise = "head -c 5000000 /dev/zero | tr '\\0' e >&2; echo >&2"
+    script.write_text(f"#!/bin/sh\n{noise}\nexec cat /dev/zero\n")
+    script.chmod(0o755)
+    limits = ExtractLimits(max_total_bytes=1024 * 1024)
+    first, _ = _build_with_limits(docker_host, str(source), images["s2i-fake"], app_tag, limits)
+    assert first.success, first.messages
+    second, lines = _build_with_limits(
+        docker_host, str(source), images["s2i-fake"], app_tag, limits
+    )
+    assert second.error_code == "SaveArtifactsFailed", second.messages
+    [noise_line] = [line for line in lines if line.startswith("eee")]
+    assert noise_line == cut_line("e" * 5_000_000, 16 * 1024)
+    assert second.error and second.error["message"] == (
+        "/tmp/scripts/save-artifacts wrote more than 1048576 bytes of artifacts to its stdout, "
+        "the limit of a source (STI_SOURCE_MAX_BYTES)"
+    )
+
+
+def test_original_save_artifacts_are_held_to_the_source_cap(
+    api: docker.APIClient, docker_host: DockerHost, app_tag: str, source: str
+) -> None:
+    """An original-layout image's /tmp/artifacts, taken out of its stopped container, goes
+    through the checks of a source on its way into the next build."""
+    save = "#!/bin/sh\nmkdir -p /tmp/artifacts\nhead -c 2097152 /dev/zero > /tmp/artifacts/big\n"
+    files = {"/usr/bin/prepare": PREPARE, "/usr/bin/run": RUN, "/usr/bin/save-artifacts": save}
+    limits = ExtractLimits(max_total_bytes=1024 * 1024)
+    with temporary_image(api, files, name="big-artifacts") as image:
+        first, _ = _build_with_limits(docker_host, source, image, app_tag, limits, method="run")
+        assert first.success, first.messages
+        second, _ = _build_with_limits(docker_host, source, image, app_tag, limits, method="run")
+    assert second.error_code == "SaveArtifactsFailed", second.messages
+    assert "the artifacts saved from the previous image were refused" in str(second.error)
+    assert "over 1048576 bytes (STI_SOURCE_MAX_BYTES)" in str(second.error)
