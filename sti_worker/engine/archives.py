@@ -734,8 +734,11 @@ class _CheckedTarInfo(tarfile.TarInfo):
         raise _sparse(next_member.name)
 
     def _apply_pax_info(self, pax_headers: dict[str, str], encoding: str, errors: str) -> None:
-        _check_pax_numbers(pax_headers, pax_headers.get("path", self.name))
-        super()._apply_pax_info(pax_headers, encoding, errors)  # type: ignore[misc]
+        if pax_headers:  # for every member, most with none
+            _check_pax_numbers(pax_headers, pax_headers.get("path", self.name))
+            super()._apply_pax_info(pax_headers, encoding, errors)  # type: ignore[misc]
+        else:
+            self.pax_headers = {}
 
 
 class _CheckedTarFile(tarfile.TarFile):
