@@ -6,14 +6,22 @@ worker dies, one message prefetched per process, and a visibility timeout above 
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 from kombu import Queue
 
+from sti.environment import InvalidSetting
+from sti.errors import ExitCode
 from sti.redis_tls import celery_tls_settings
 from sti.settings import Settings
 from sti.wire import BUILD_TASK, JSON_ONLY, SHARED_QUEUE, VALIDATE_TASK
 
-settings = Settings.from_env()
+try:
+    settings = Settings.from_env()
+except InvalidSetting as error:  # one line, not Celery's traceback of a module it cannot load
+    print(f"sti-worker: {error.message}", file=sys.stderr)
+    raise SystemExit(ExitCode.BAD_INPUT) from None
 
 app = Celery("sti", broker=settings.broker_url, backend=settings.result_backend)
 app.conf.update(

@@ -1,7 +1,9 @@
 """sti-worker: run a Celery worker for this Docker host, with a graceful SIGTERM.
 
-On SIGTERM the worker stops claiming new builds, lets the builds it runs finish (their steps
-come on the host queue) for up to --grace seconds, then shuts Celery down warm, then cold.
+The settings are checked first: one outside its range stops sti-worker with exit code 2 and a
+line naming it. On SIGTERM the worker stops claiming new builds, lets the builds it runs finish
+(their steps come on the host queue) for up to --grace seconds, then shuts Celery down warm,
+then cold.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from types import FrameType
 
 import click
 
-from sti.environment import DEFAULT_BROKER_URL
-from sti.environment import host_id as default_host_id
+from sti.environment import DEFAULT_BROKER_URL, InvalidSetting
+from sti.errors import ExitCode
+from sti.redaction import redact
 from sti.wire import SHARED_QUEUE, host_queue
 
 _COLD_AFTER_S = 30
@@ -26,7 +29,9 @@ _COLD_AFTER_S = 30
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--concurrency", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--host-id", envvar="STI_HOST_ID", default=default_host_id, show_default="host name")
+@click.option(
+    "--host-id", envvar="STI_HOST_ID", default=socket.gethostname, show_default="host name"
+)
 @click.option("--docker-url", envvar="DOCKER_HOST", default=None, help="Docker engine URL.")
 @click.option("--broker", envvar="STI_BROKER_URL", default=DEFAULT_BROKER_URL)
 @click.option("--loglevel", default="INFO", show_default=True)
@@ -53,6 +58,7 @@ def main(
     os.environ.update(STI_HOST_ID=host_id, STI_BROKER_URL=broker)
     if docker_url:
         os.environ["DOCKER_HOST"] = docker_url
+    _check_settings()
     env = dict(os.environ)
     node = node_name or f"sti-{host_id}-{os.getpid()}@{socket.gethostname()}"
     command = [
@@ -90,6 +96,30 @@ def main(
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     sys.exit(child.wait())
+
+
+def _check_settings() -> None:
+    """Every setting in its range, before Celery starts (which would print a traceback)."""
+    from sti.settings import Settings
+
+    try:
+        _check_docker_url(Settings.from_env().docker_url)
+    except InvalidSetting as error:
+        click.echo(f"sti-worker: {error.message}", err=True)
+        sys.exit(ExitCode.BAD_INPUT)
+
+
+def _check_docker_url(url: str | None) -> None:
+    """DOCKER_HOST as docker-py reads it (unix:///path, tcp://host:port, ssh://host, ...)."""
+    from docker.errors import DockerException
+    from docker.utils import parse_host
+
+    try:
+        parse_host(url)
+    except (DockerException, ValueError) as error:
+        raise InvalidSetting(
+            f"DOCKER_HOST={redact(url or '')!r} (--docker-url) is not a Docker engine URL: {error}"
+        ) from error
 
 
 def _drain_then_stop(child: subprocess.Popen[bytes], node: str, host_id: str, grace: int) -> None:
