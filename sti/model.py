@@ -138,23 +138,12 @@ def normalized_tag(tag: str) -> str:
     return f"{registry}/{path}:{name_tag}"
 
 
-def familiar_tag(tag: str) -> str:
-    """The shortest spelling of a tag (Docker's familiar name, without a default tag): acme/app
-    for docker.io/acme/app:latest, x for docker.io/library/x."""
-    registry, path, name_tag = _docker_parts(validate_tag(tag))
-    name = f"{registry}/{path}"
-    if registry == DOCKER_HUB:
-        path_in_library = path.removeprefix("library/")
-        name = path if "/" in path_in_library else path_in_library
-    return name if name_tag == _DEFAULT_TAG else f"{name}:{name_tag}"
-
-
 def build_tag_for(tag: str) -> str:
-    """The tag of an extended build's builder result: APP_IMAGE_TAG-build, as in the original,
-    of the tag's familiar spelling, so that every spelling of one tag has the same one:
-    acme/app-build for acme/app, acme/app:latest and docker.io/acme/app; acme/app:v1-build for
-    acme/app:v1."""
-    return validate_tag(f"{familiar_tag(tag)}-build", "builder tag (APP_IMAGE_TAG-build)")
+    """The tag of an extended build's builder result: APP_IMAGE_TAG-build as the user spelled
+    APP_IMAGE_TAG, as in the original and the contract (acme/app:latest gives
+    acme/app:latest-build, acme/app gives acme/app-build: two images, each locked by its own
+    normalized reference)."""
+    return validate_tag(f"{tag}-build", "builder tag (APP_IMAGE_TAG-build)")
 
 
 def validate_env(env: Mapping[str, str]) -> dict[str, str]:
