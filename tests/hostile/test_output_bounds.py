@@ -26,6 +26,7 @@ from sti.model import BuildRequest, Result, UsageRequest
 from sti.redaction import redact
 from sti.settings import Settings
 from sti.tarstreams import stream_tar
+from sti_submit.client import StiClient
 from sti_worker.buildlog import BuildLog
 from sti_worker.engine.archives import ExtractLimits
 from sti_worker.engine.docker_host import DockerHost, OutputTail
@@ -34,6 +35,7 @@ from sti_worker.engine.pipeline import run_build, run_usage
 from sti_worker.engine.sources import SourcePolicy, Sources
 from tests.dockertools import TRACKER, temporary_image, write_source
 from tests.images import PREPARE, RUN
+from tests.services import RedisServer, Worker
 
 MB = 1_000_000
 # shapes that make a backtracking pattern retry from every position: long runs of what a part of
@@ -405,3 +407,42 @@ def test_original_save_artifacts_are_held_to_the_source_cap(
     assert second.error_code == "SaveArtifactsFailed", second.messages
     assert "the artifacts saved from the previous image were refused" in str(second.error)
     assert "over 1048576 bytes (STI_SOURCE_MAX_BYTES)" in str(second.error)
+
+
+# through the queue: an operator's caps hold for a build's log
+
+
+@pytest.fixture(scope="module")
+def capped_worker(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StiClient]:
+    url = redis_server.url(9)  # a queue of its own, served by this worker only
+    logs = tmp_path_factory.mktemp("capped-worker")
+    caps = {"STI_LOG_MAX_BYTES": "64K", "STI_LOG_LINE_MAX_BYTES": "1K"}
+    worker = Worker(url, "capped-host", logs, **caps)
+    client = StiClient(url)
+    yield client
+    client.close()
+    worker.stop()
+
+
+def test_a_chatty_build_is_logged_up_to_the_workers_caps(
+    capped_worker: StiClient, api: docker.APIClient, app_tag: str, source: str
+) -> None:
+    prepare = (
+        "#!/bin/sh\nhead -c 100000 /dev/zero | tr '\\0' l; echo\n"
+        "yes 'a line of the build' | head -n 10000\necho 'prepare: done'\n"
+    )
+    with temporary_image(api, {"/usr/bin/prepare": prepare, "/usr/bin/run": RUN}) as image:
+        build_id = capped_worker.submit_build(BuildRequest(source, image, app_tag))
+        result = capped_worker.wait(build_id, timeout=120)
+    TRACKER.built(result.image_id)
+    assert result.success, result.messages  # the build went on after its log was cut
+    lines = list(capped_worker.follow(build_id, follow=False))
+    assert cut_line("l" * 100_000, 1024) in lines
+    assert lines[-1] == (
+        "[the log was cut at 65536 bytes (STI_LOG_MAX_BYTES): the build goes on, its later "
+        "lines are not kept]"
+    )
+    assert "prepare: done" not in lines
+    assert sum(len(line.encode()) for line in lines[:-1]) <= 65536
