@@ -17,6 +17,9 @@ from sti.redis_tls import celery_tls_settings
 from sti.settings import Settings
 from sti.wire import BUILD_TASK, JSON_ONLY, SHARED_QUEUE, VALIDATE_TASK
 
+from . import kombu_fixes
+
+kombu_fixes.apply()  # a broker restart must not stop a worker with a slot free
 try:
     settings = Settings.from_env()
 except InvalidSetting as error:  # one line, not Celery's traceback of a module it cannot load

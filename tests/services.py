@@ -72,6 +72,10 @@ class RedisServer:
         time.sleep(down_s)
         self._start()
 
+    def start(self) -> None:
+        """Start a stopped server again on the same port (and directory)."""
+        self._start()
+
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
