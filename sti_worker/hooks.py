@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import celery.app.trace
+import redis
 import structlog
 from celery import signals
 
@@ -20,6 +21,7 @@ from sti.leases import HostSlots, RunningBuilds
 from sti.wire import ABORT_TASK, FINISH_TASK, STEP_TASK
 
 from .app import app, settings
+from .brief_redis import brief_redis_client
 from .engine.pipeline import build_id_of, cleanup_build, leftover_attempts
 from .logs import configure_logging
 from .reaper import Reaper
@@ -106,9 +108,16 @@ def _register_host(sender: Any, **_: Any) -> None:
 
 @signals.worker_shutdown.connect
 def _unregister_host(sender: Any, **_: Any) -> None:
+    """Best effort, and brief: with the broker gone the node's entry runs out with its lease."""
     _heartbeat_stop.set()
     _reaper.stop()
-    HostSlots(redis_client(), settings.host_id, settings.lease_s).unregister_node(sender.hostname)
+    client = brief_redis_client(settings.broker_url)
+    try:
+        HostSlots(client, settings.host_id, settings.lease_s).unregister_node(sender.hostname)
+    except redis.RedisError as error:
+        log.warning("could not unregister from the broker", node=sender.hostname, error=str(error))
+    finally:
+        client.close()
 
 
 @signals.task_revoked.connect

@@ -3,7 +3,8 @@
 The settings are checked first: one outside its range stops sti-worker with exit code 2 and a
 line naming it. On SIGTERM the worker stops claiming new builds, lets the builds it runs finish
 (their steps come on the host queue) for up to --grace seconds, then shuts Celery down warm,
-then cold.
+then cold. With the broker unreachable the host's builds cannot be seen: Celery's warm shutdown
+then finishes the steps it runs (for the rest of --grace), and an idle worker stops at once.
 """
 
 from __future__ import annotations
@@ -123,22 +124,39 @@ def _check_docker_url(url: str | None) -> None:
 
 
 def _drain_then_stop(child: subprocess.Popen[bytes], node: str, host_id: str, grace: int) -> None:
+    deadline = time.monotonic() + grace
+    seen = _wait_for_host_builds(child, node, host_id, deadline)
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    # unseen builds get the rest of the grace from Celery's warm shutdown, which finishes the
+    # steps it runs; an idle worker's is over in a second
+    warm_s = _COLD_AFTER_S if seen else max(deadline - time.monotonic(), _COLD_AFTER_S)
+    try:
+        child.wait(timeout=warm_s)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGQUIT)
+
+
+def _wait_for_host_builds(
+    child: subprocess.Popen[bytes], node: str, host_id: str, deadline: float
+) -> bool:
+    """Stop claiming builds and wait until those running on this host end (or the deadline);
+    False when the broker could not be asked."""
     from sti.leases import HostSlots
 
     from .app import app, settings
-    from .resources import redis_client
+    from .brief_redis import brief_redis_client
 
-    deadline = time.monotonic() + grace
+    client = brief_redis_client(settings.broker_url)
     try:
+        slots = HostSlots(client, host_id, settings.lease_s)
+        slots.running()  # the broker answers at once, or the builds cannot be seen
         app.control.cancel_consumer(SHARED_QUEUE, destination=[node], reply=True, timeout=5)
-        slots = HostSlots(redis_client(), host_id, settings.lease_s)
         while slots.running() and time.monotonic() < deadline and child.poll() is None:
             time.sleep(1)
+        return True
     except Exception as error:  # draining is best effort; stopping is not
         click.echo(f"sti-worker: could not drain before stopping: {error}", err=True)
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(timeout=_COLD_AFTER_S)
-    except subprocess.TimeoutExpired:
-        child.send_signal(signal.SIGQUIT)
+        return False
+    finally:
+        client.close()

@@ -2,12 +2,14 @@
 
 The broker connection is closed here the way Celery's consumer closes it when the broker goes
 away (Consumer.on_connection_error_after_connected, Celery's own code) on a real redis-server;
-the whole worker riding out a restart is tests/test_queue_broker_restart.py.
+the whole worker riding out a restart is tests/test_queue_broker_restart.py. And a worker asked
+to stop while its broker is down stops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +20,7 @@ import redis
 from celery.worker.consumer.consumer import Consumer
 
 from sti_worker.app import app  # the worker's process, with its fix to kombu applied
-from tests.services import RedisServer
+from tests.services import RedisServer, Worker
 
 
 @pytest.fixture
@@ -78,3 +80,20 @@ def test_a_broken_connection_closes_with_a_step_running_and_the_step_is_acknowle
     client = redis.Redis(port=broker.port)
     assert client.hlen("unacked") == 0
     client.close()
+
+
+@pytest.mark.slow
+@pytest.mark.docker  # a worker looks at its engine when it starts
+def test_an_idle_worker_whose_broker_is_down_stops_at_once_on_sigterm(tmp_path: Path) -> None:
+    """systemd sends SIGKILL 90 s after SIGTERM; the worker used to try the broker for 97 s."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    worker = Worker(server.url(0), "stop-host", tmp_path, concurrency=2)
+    server.stop()
+    time.sleep(1)  # its connection lost, Celery trying the broker again
+
+    asked = time.monotonic()
+    exit_code = worker.stop(timeout=60)
+
+    assert time.monotonic() - asked < 15, worker.log()[-3000:]  # a hang guard: ~2 s here
+    assert exit_code == 0, worker.log()[-3000:]
