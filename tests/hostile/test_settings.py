@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -245,4 +246,18 @@ def test_sti_submit_refuses_a_broker_url_that_is_none(
     done = _run(str(BIN / "sti-submit"), *args, **env)
     assert done.returncode == 2, done.stderr
     assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("STI_UPLOAD_EXPIRES", "abc"), ("STI_UPLOAD_MAX_BYTES", "0")]
+)
+def test_sti_submit_refuses_its_upload_settings_before_it_queues_anything(
+    broker_url: str, tmp_path: Path, name: str, value: str
+) -> None:
+    (tmp_path / "index.html").write_text("<h1>hello</h1>\n")
+    args = ("build", str(tmp_path), "builder", "app", "--no-wait", "--broker", broker_url)
+    done = _run(str(BIN / "sti-submit"), *args, **{name: value})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"sti-submit: {name}={value!r} ")
     assert "Traceback" not in done.stderr
