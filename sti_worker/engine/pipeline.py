@@ -648,6 +648,7 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
             owner=runtime.owner,
             user=runtime.user,
             input_root=runtime.destination,
+            run_as=runtime.run_as,
             labels=image_labels(
                 request, state.source_labels, (request.runtime_image or "", runtime.id)
             ),
@@ -695,6 +696,7 @@ def _deploy_runtime_artifacts(bench: Workbench, state: BuildState) -> BuildState
             owner=runtime.owner,
             user=runtime.user,
             input_root=workdir,
+            run_as=runtime.run_as,
             placed=_placed_assemble_runtime(bench, extract, builder, script) if brought else (),
             labels=image_labels(request, state.source_labels, (name, runtime.id)),
         )

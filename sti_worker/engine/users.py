@@ -1,7 +1,7 @@
 """Who runs assemble (s2i): --assemble-user, else the image's io.openshift.s2i.assemble-user
 label, else its USER; as numbers, names looked up in the image's /etc/passwd and /etc/group;
 and --allowed-uids, which refuses an image that would run assemble, or one of its ONBUILD
-triggers, as a uid outside it.
+triggers, as a uid outside it, and has assemble run as the uid it judged.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _INERT_TRIGGERS = frozenset(
 class AssembleUser:
     written: str  # as given, labelled or the image's USER ("" for the image's root)
     ids: tuple[int, int] | None  # uid and gid, when known
-    own: bool  # the image's USER itself (nothing to switch)
+    own: bool  # the image's USER itself, run as written (never under --allowed-uids)
 
 
 def assemble_user(
@@ -58,8 +58,11 @@ def assemble_user(
         written = check_user(str(label), f"the {ASSEMBLE_USER_LABEL} label of {name}")
     else:
         written = image_user
-    own = written == image_user
-    if own and not allowed_uids:
+    # a uid judged is the uid that runs: a name would be looked up again when assemble starts,
+    # by the engine's reader of /etc/passwd (which parses it its own way), and after the
+    # image's ONBUILD triggers (which may replace it)
+    own = written == image_user and not allowed_uids
+    if own:
         return AssembleUser(written, None, own)
     ids = host.image_fact(
         image_id, ("user", written), lambda: _ids(host, image_id, written, build_id)
@@ -67,10 +70,7 @@ def assemble_user(
     if allowed_uids:
         _check_allowed(name, written, ids, allowed_uids)
         if config.get("OnBuild"):
-            user_ids = host.image_fact(
-                image_id, ("user", image_user), lambda: _ids(host, image_id, image_user, build_id)
-            )
-            check_onbuild_triggers(name, config, image_user, user_ids, allowed_uids)
+            check_onbuild_triggers(name, config, image_user, allowed_uids)
     return AssembleUser(written, ids, own)
 
 
@@ -100,21 +100,18 @@ def _check_allowed(name: str, user: str, ids: tuple[int, int] | None, allowed: s
 
 
 def check_onbuild_triggers(
-    name: str,
-    config: Mapping[str, Any],
-    image_user: str,
-    image_ids: tuple[int, int] | None,
-    allowed: str,
+    name: str, config: Mapping[str, Any], image_user: str, allowed: str
 ) -> None:
     """An image's ONBUILD triggers, which a docker build FROM it runs before anything else
     (sti's -m build on an engine builder does; a container of it does not), held to
-    allowed as s2i holds them: every USER trigger names an allowed uid by number (a name means
-    what the image's /etc/passwd says by then, which an earlier trigger may have changed), and
-    every RUN runs as an allowed uid: the last USER trigger's, else the image's USER. A trigger
-    of more than one line is refused: the legacy builder runs each of its lines."""
+    allowed as s2i holds them: every RUN runs as an allowed uid written by number, the last
+    USER trigger's, else the image's USER (a name means what the image's /etc/passwd says by
+    then, as the engine reads it: an earlier trigger may have replaced the file, and the
+    engine's reader parses it its own way). A trigger of more than one line is refused: the
+    legacy builder runs each of its lines."""
     ranges = parse_uid_ranges(allowed)
     runs_as = image_user or "root (no USER)"
-    uid = image_ids[0] if image_ids else None
+    uid = numeric_uid(image_user) if image_user else 0
     for trigger in config.get("OnBuild") or []:
         keyword, argument = _trigger_instruction(name, trigger)
         if keyword == "user":

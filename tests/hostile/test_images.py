@@ -79,6 +79,14 @@ def _writers(spec: PrepareSpec) -> dict[str, str]:
     }
 
 
+def _host(request: pytest.FixtureRequest, engine: str) -> DockerHost:
+    """The engine's BuildKit with the limits lifted, or the sandboxed container path."""
+    host: DockerHost = request.getfixturevalue(
+        "buildkit_host" if engine == "buildkit" else "docker_host"
+    )
+    return host
+
+
 def _saved(spec: PrepareSpec) -> SavedArtifacts:
     return SavedArtifacts("sha256:" + "2" * 64, spec.scripts.save_artifacts, (1001, 0))
 
@@ -146,13 +154,13 @@ def test_an_environment_name_that_is_not_plain_is_refused(name: str) -> None:
 
 # ONBUILD triggers under --allowed-uids, as s2i holds them (and every RUN checked)
 
-ROOT: tuple[str, tuple[int, int] | None] = ("", (0, 0))
-APP = ("1001", (1001, 0))
-UNRESOLVED = ("app", None)
+ROOT = ""
+APP = "1001"
+NAMED = "app"  # what the name means is /etc/passwd's, read when the trigger runs
 
 
 @pytest.mark.parametrize(
-    ("image", "triggers"),
+    ("user", "triggers"),
     [
         (APP, ["USER root", "RUN touch /x"]),
         (APP, ["USER 0"]),
@@ -179,32 +187,33 @@ UNRESOLVED = ("app", None)
         (ROOT, ["# escape=`"]),
         (ROOT, [""]),
         (ROOT, ["COPY . /tmp/src", "RUN x"]),
-        (UNRESOLVED, ["RUN x"]),
+        (NAMED, ["RUN x"]),
+        (NAMED, ["COPY --from=evil:1 /etc/passwd /etc/passwd", "RUN x"]),
+        (NAMED, ["USER 1001", "USER app", "RUN x"]),
     ],
 )
 def test_onbuild_triggers_that_would_run_or_switch_to_a_refused_user_are_refused(
-    image: tuple[str, tuple[int, int] | None], triggers: list[str]
+    user: str, triggers: list[str]
 ) -> None:
-    user, ids = image
     with pytest.raises(InvalidImage, match="ONBUILD"):
-        check_onbuild_triggers("evil:1", {"OnBuild": triggers}, user, ids, "1-")
+        check_onbuild_triggers("evil:1", {"OnBuild": triggers}, user, "1-")
 
 
 @pytest.mark.parametrize(
-    ("image", "triggers"),
+    ("user", "triggers"),
     [
         (APP, ["RUN touch /x"]),
         (ROOT, ["USER 1001", "RUN touch /x"]),  # s2i's sti-fake-onbuild-numericuser
         (ROOT, ["COPY . /tmp/src", "LABEL a=b", "ENV A=b", "WORKDIR /tmp/src"]),
         (APP, ["USER 1001:0", "run touch /x", "USER 2000", "RUN y"]),
-        (UNRESOLVED, ["USER 1001", "RUN x"]),
+        (NAMED, ["USER 1001", "RUN x"]),
+        (NAMED, ["COPY . /tmp/src", "LABEL a=b"]),
     ],
 )
 def test_onbuild_triggers_that_run_as_allowed_uids_are_accepted(
-    image: tuple[str, tuple[int, int] | None], triggers: list[str]
+    user: str, triggers: list[str]
 ) -> None:
-    user, ids = image
-    check_onbuild_triggers("fine:1", {"OnBuild": triggers}, user, ids, "1-")
+    check_onbuild_triggers("fine:1", {"OnBuild": triggers}, user, "1-")
 
 
 # real builds
@@ -268,9 +277,7 @@ def test_a_scripts_url_label_spelling_dockerfile_lines_adds_none(
     tmp_path: Path,
     engine: str,
 ) -> None:
-    host: DockerHost = request.getfixturevalue(
-        "buildkit_host" if engine == "buildkit" else "docker_host"
-    )
+    host = _host(request, engine)
     (tmp_path / "app.txt").write_text("hello\n")
     result, _ = build(host, str(tmp_path), injecting_builder, app_tag)
     assert result.success, result.messages
@@ -333,9 +340,7 @@ def test_allowed_uids_refuse_a_builder_whose_triggers_run_as_root(
     request: pytest.FixtureRequest, app_tag: str, source: str, image: str, engine: str
 ) -> None:
     """On every path, as s2i: the same request gets the same answer on any build host."""
-    host: DockerHost = request.getfixturevalue(
-        "buildkit_host" if engine == "buildkit" else "docker_host"
-    )
+    host = _host(request, engine)
     builder = request.getfixturevalue(image)
     result, _ = build(host, source, builder, app_tag, allowed_uids="1-")
     assert not result.success and result.error
@@ -379,9 +384,7 @@ def test_triggers_as_an_allowed_uid_build_and_run_only_in_a_docker_build(
 ) -> None:
     """A docker build FROM the builder runs its triggers (here as the allowed 1001); a
     container of it does not. The output image carries no trigger either way."""
-    host: DockerHost = request.getfixturevalue(
-        "buildkit_host" if engine == "buildkit" else "docker_host"
-    )
+    host = _host(request, engine)
     result, _ = build(host, source, numeric_trigger, app_tag, allowed_uids="1-")
     assert result.success, result.messages
     assert image_has(api, app_tag, "/tmp/onbuild-ran-as") is runs
@@ -464,3 +467,93 @@ def test_image_metadata_cannot_claim_another_provenance(
     assert labels["io.sti.build-id"] == result.build_id
     for name in FORGED:
         assert any(f"label {name} is sti's own, left as it is" in line for line in lines), name
+
+
+# --allowed-uids judges a user by name in the image's /etc/passwd; the engine must then run the
+# uid judged, not the name looked up again by a reader that parses the file its own way
+
+# runc (BuildKit's and the container's user lookup) trims white space around a line; sti's
+# first look saw " app" as no user and took the second line
+TWO_READINGS = " app:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\nroot:x:0:0::/:/bin/sh\n"
+
+
+@pytest.fixture(scope="module")
+def named_user_builder(api: docker.APIClient) -> Iterator[str]:
+    files = {
+        "/usr/libexec/s2i/assemble": ASSEMBLE,
+        "/usr/libexec/s2i/run": "#!/bin/sh\n",
+        "/etc/passwd": TWO_READINGS,
+        "/etc/group": "root:x:0:\napp:x:1000:\n",
+    }
+    lines = [
+        "LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i",
+        "RUN mkdir -p /opt/app && chmod 777 /opt/app",
+        "USER app",
+        'CMD ["/bin/sh"]',
+    ]
+    with temporary_image(api, files, lines, name="named-user") as tag:
+        yield tag
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("engine", ["buildkit", "container"])
+def test_allowed_uids_run_assemble_as_the_uid_judged_not_the_name_looked_up_again(
+    request: pytest.FixtureRequest,
+    api: docker.APIClient,
+    named_user_builder: str,
+    app_tag: str,
+    source: str,
+    engine: str,
+) -> None:
+    host = _host(request, engine)
+    result, _ = build(host, source, named_user_builder, app_tag, allowed_uids="1-")
+    assert result.success, result.messages
+    assert run_and_read(api, app_tag, "/opt/app")["assembled-as"] == b"1000\n"
+    assert image_config(api, app_tag)["User"] == "app"
+
+
+DEPLOY_PREPARE = "#!/bin/sh\nset -e\nid -u > /opt/app/deployed-as\n"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("runtime_lines", "runs_as"),
+    [
+        (["USER app"], b"1000\n"),  # a name two readers of /etc/passwd read apart
+        (["LABEL io.openshift.s2i.assemble-user=1001"], b"1001\n"),  # root, but labelled 1001
+    ],
+    ids=["named", "labelled"],
+)
+@pytest.mark.parametrize("engine", ["buildkit", "container"])
+def test_allowed_uids_deploy_into_a_runtime_image_as_the_uid_judged(
+    request: pytest.FixtureRequest,
+    api: docker.APIClient,
+    app_tag: str,
+    source: str,
+    runtime_lines: list[str],
+    runs_as: bytes,
+    engine: str,
+) -> None:
+    """-R: the runtime image's user is judged as the builder's is, and its prepare runs as the
+    uid judged."""
+    host = _host(request, engine)
+    builder_files = {
+        "/usr/bin/prepare": "#!/bin/sh\nmkdir -p /tmp/build && cp -R /tmp/src/. /tmp/build/\n",
+        "/usr/bin/run": RUN,
+        "/usr/bin/save-artifacts": SAVE_ARTIFACTS,
+    }
+    runtime_files = {
+        "/usr/bin/prepare": DEPLOY_PREPARE,
+        "/usr/bin/run": RUN,
+        "/etc/passwd": TWO_READINGS,
+        "/etc/group": "root:x:0:\napp:x:1000:\n",
+    }
+    made = ["RUN mkdir -p /opt/app && chmod 777 /opt/app", *runtime_lines, 'CMD ["/bin/sh"]']
+    with (
+        temporary_image(api, builder_files, ["USER 1001", 'CMD ["/bin/sh"]'], "b") as builder,
+        temporary_image(api, runtime_files, made, name="runtime") as runtime,
+    ):
+        result, _ = build(host, source, builder, app_tag, runtime_image=runtime, allowed_uids="1-")
+    TRACKER.built(image_id_or_none(api, f"{app_tag}-build"))
+    assert result.success, result.messages
+    assert run_and_read(api, app_tag, "/opt/app")["deployed-as"] == runs_as
