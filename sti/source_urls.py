@@ -294,24 +294,23 @@ def describe(text: str) -> str:
 
 
 def scrubbed(text: str, url: str) -> str:
-    """text (what a library that fetched url said) with url's userinfo, query and fragment
-    masked as describe() masks them, on one line."""
+    """text (what a library that fetched url said) on one line, with every URL in it shown as
+    describe() shows one, every query in it masked, and url's own userinfo however it stands:
+    a library names a URL its own way (requests re-quotes a query, urllib3 names only the path
+    and query, a redirect names a URL of the server's)."""
     if "://" in url:
-        masked = _masked(url)
         head = url.partition("://")[2]
         userinfo = head[: head.rfind("@", 0, _authority_end(head)) + 1]
         if len(userinfo) > 1:
             text = text.replace(userinfo, f"{MASK}@")
-        for raw, shown in zip(_query_and_fragment(url), _query_and_fragment(masked), strict=True):
-            if raw and raw != shown:
-                text = text.replace(raw, shown)
+    text = _URL_IN_TEXT.sub(lambda found: _masked(found[0]), text)
+    text = _QUERY_IN_TEXT.sub(lambda found: _masked_query(found[0]), text)
     return _escaped(text)
 
 
-def _query_and_fragment(url: str) -> tuple[str, str]:
-    start = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
-    query, _, fragment = url[start:].partition("#")
-    return query, fragment
+# a URL, or a query, as running text holds one: up to a space, a quote or a bracket
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]*")
+_QUERY_IN_TEXT = re.compile(r"\?[^\s'\"<>()]+")
 
 
 def _escaped(text: str) -> str:
@@ -332,8 +331,13 @@ def _masked(url: str) -> str:
         return f"{head}://{rest}"
     before, tail = rest[:cut], rest[cut:]
     query, hash_mark, fragment = tail.partition("#")
-    masked_query = "?" + "&".join(_masked_pair(p) for p in query[1:].split("&")) if query else ""
+    masked_query = _masked_query(query) if query else ""
     return f"{head}://{before}{masked_query}{hash_mark}{MASK if fragment else ''}"
+
+
+def _masked_query(query: str) -> str:
+    """?name=value&... with each value masked (a value alone, too)."""
+    return "?" + "&".join(_masked_pair(pair) for pair in query[1:].split("&"))
 
 
 def _masked_pair(pair: str) -> str:

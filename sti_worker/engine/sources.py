@@ -159,7 +159,7 @@ def _fetch(
     policy = sources.policy
     opener = sources.opener_for(source)
     if ref and (opener or not is_git_url(source) or _is_archive_url(source)):
-        raise InvalidInput(f"--ref {ref!r} only applies to git sources, not {source!r}")
+        raise InvalidInput(f"--ref {ref!r} only applies to git sources, not {describe(source)!r}")
     if opener:
         fetched = opener(source, workdir, sink, policy)
     elif _is_archive_url(source):
@@ -186,18 +186,19 @@ def _fetch(
 def _local(source: str, workdir: Path, sink: LogSink, policy: SourcePolicy) -> FetchedSource:
     if not policy.allow_local_paths:
         raise InvalidInput(
-            f"SOURCE {source!r} is refused: it is not a URL, and this worker does not build its "
-            "own files (sti-submit uploads local sources; STI_ALLOW_LOCAL_SOURCES=1 allows this)"
+            f"SOURCE {describe(source)!r} is refused: it is not a URL, and this worker does not "
+            "build its own files (sti-submit uploads local sources; STI_ALLOW_LOCAL_SOURCES=1 "
+            "allows this)"
         )
     path = Path(source).expanduser()
     if not path.exists():
         raise InvalidInput(
-            f"SOURCE {source!r} is not an existing directory, file, archive or git URL"
+            f"SOURCE {describe(source)!r} is not an existing directory, file, archive or git URL"
         )
     if path.is_dir():
         return FetchedSource(str(path.resolve()))
     if not path.is_file():
-        raise InvalidInput(f"SOURCE {source!r} is neither a directory nor a regular file")
+        raise InvalidInput(f"SOURCE {describe(source)!r} is neither a directory nor a regular file")
     target = _fresh_dir(workdir / "src")
     kind = archive_kind(path.name)
     with path.open("rb") as stream:

@@ -29,6 +29,7 @@ from sti.scripts_urls import (
     pack_scripts,
     read_capped,
 )
+from sti.source_urls import scrubbed
 from sti.tarstreams import TarPart, empty_directory, small_file
 
 from .docker_host import LogSink
@@ -108,7 +109,8 @@ def _download(url: str, target: Path, sources: Sources, sink: LogSink) -> tuple[
                     )
                     data = body.read(MAX_SCRIPT_BYTES + 1)
             except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-                raise SourceFetchFailed(f"downloading {script} failed: {error}") from error
+                said = scrubbed(str(error), script)
+                raise SourceFetchFailed(f"downloading {script} failed: {said}") from error
             _write(target / name, data)
             found.append(name)
     if found:

@@ -34,6 +34,7 @@ from sti_submit import cli
 from sti_worker.engine.git_sources import reach
 from sti_worker.engine.provenance import source_labels
 from sti_worker.engine.sources import SourcePolicy, Sources, check_git_url, check_url_host
+from sti_worker.engine.url_scripts import fetch_scripts
 from tests.hostile.git_servers import GitDaemon, SmartHttp, bare_repo, recording_ssh
 from tests.services import Worker
 
@@ -405,7 +406,11 @@ def test_query_values_are_masked_in_labels_and_log_lines(source: str, shown: str
     assert describe(source) == shown
 
 
-def _archive_server() -> tuple[socket.socket, int]:
+NOT_A_NUMBER = b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\nConnection: close\r\n\r\nxx"
+
+
+def _archive_server(reply: bytes = NOT_A_NUMBER) -> tuple[socket.socket, int]:
+    """A server answering every request with reply."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -418,9 +423,7 @@ def _archive_server() -> tuple[socket.socket, int]:
                 return
             with connection:
                 connection.recv(65536)
-                connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\nConnection: close\r\n\r\nxx"
-                )
+                connection.sendall(reply)
 
     threading.Thread(target=serve, daemon=True).start()
     return listener, int(listener.getsockname()[1])
@@ -450,6 +453,61 @@ def test_an_encoded_line_break_in_a_url_forges_no_log_line(tmp_path: Path, forge
         listener.close()
     assert lines and all(line.isprintable() for line in lines)
     assert forged in lines[0]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("token", ["Zq%7EZq", "Zq~Zq%7bZq%7D", "Zq%41Zq", "Zq^Zq", 'Zq"Zq'])
+def test_a_query_a_library_spells_its_own_way_is_masked_in_its_error(
+    tmp_path: Path, token: str
+) -> None:
+    """requests re-quotes a query (%7E as ~, { as %7B) before urllib3 names it in an error."""
+    url = f"http://127.0.0.1:{_closed_port()}/app.tar.gz?private_token={token}"
+    with pytest.raises(SourceFetchFailed) as failed:
+        _fetch(url, tmp_path / "w")
+    assert "private_token=***" in failed.value.message
+    assert "Zq" not in failed.value.message
+
+
+def test_a_query_of_a_url_redirected_to_is_masked_in_the_error(tmp_path: Path) -> None:
+    """An archive server sends the worker to object storage with a presigned URL."""
+    target = f"http://127.0.0.1:{_closed_port()}/obj?X-Amz-Signature=S3CR3T&X-Amz-Expires=60"
+    reply = f"HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n"
+    listener, port = _archive_server(reply.encode())
+    try:
+        with pytest.raises(SourceFetchFailed) as failed:
+            _fetch(f"http://127.0.0.1:{port}/app.tar.gz", tmp_path / "w")
+    finally:
+        listener.close()
+    assert "S3CR3T" not in failed.value.message and "X-Amz-Signature=***" in failed.value.message
+
+
+def test_a_scripts_url_redirected_to_a_presigned_url_keeps_its_query_out_of_the_error(
+    tmp_path: Path,
+) -> None:
+    target = f"http://127.0.0.1:{_closed_port()}/assemble?sig=S3CR3T"
+    reply = f"HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n"
+    listener, port = _archive_server(reply.encode())
+    try:
+        with pytest.raises(SourceFetchFailed) as failed:
+            fetch_scripts(f"http://127.0.0.1:{port}/s2i", tmp_path, Sources(POLICY), print)
+    finally:
+        listener.close()
+    assert "S3CR3T" not in failed.value.message and "sig=***" in failed.value.message
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["https://u:t0k3n@h.example/app.tar.gz?sig=S3CR3T", "https://u:t0k3n@h.example/a.zip#S3CR3T"],
+)
+def test_a_source_named_in_a_refusal_is_shown_masked(tmp_path: Path, source: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        Sources(POLICY).fetch(source, tmp_path, print, ref="main")
+    assert "t0k3n" not in refused.value.message and "S3CR3T" not in refused.value.message
 
 
 def test_a_control_character_in_a_source_is_shown_escaped() -> None:
