@@ -424,9 +424,17 @@ def is_reachable_address(ip: IPAddress, allowed: Iterable[IPNetwork] = ()) -> bo
     for candidate in _addresses_in(ip):
         if any(candidate.version == net.version and candidate in net for net in allowed):
             continue
-        if not candidate.is_global or candidate.is_multicast:
+        if not _is_global(candidate):
             return False
     return True
+
+
+def _is_global(ip: IPAddress) -> bool:
+    """Whether IANA's special-purpose registries take ip for globally reachable, by sti's own
+    table as well as the running Python's: those differ by patch release (3.11.7 takes
+    192.0.0.0/24 and the local-use NAT64 prefix for global)."""
+    not_global = _NOT_GLOBAL_V4 if ip.version == 4 else _NOT_GLOBAL_V6
+    return ip.is_global and not ip.is_multicast and not any(ip in net for net in not_global)
 
 
 def _addresses_in(ip: IPAddress) -> list[IPAddress]:
@@ -444,3 +452,39 @@ def _addresses_in(ip: IPAddress) -> list[IPAddress]:
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# not globally reachable (IANA's IPv4 and IPv6 special-purpose address registries, 2025), with
+# the deprecated IPv4-compatible, IPv4-translated and site-local ranges
+_NOT_GLOBAL_V4 = tuple(
+    ipaddress.IPv4Network(net)
+    for net in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+    )
+)
+_NOT_GLOBAL_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "::/96",
+        "::ffff:0:0:0/96",
+        "64:ff9b:1::/48",
+        "100::/63",
+        "2001::/23",
+        "2001:db8::/32",
+        "3fff::/20",
+        "5f00::/16",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+    )
+)

@@ -121,6 +121,34 @@ def test_a_git_url_any_reader_could_split_differently_is_refused(url: str) -> No
         check_git_url(url, POLICY)
 
 
+# IANA's special-purpose addresses that are not globally reachable, which the running Python's
+# ipaddress tables (3.11 before 3.11.10) take for global
+NOT_GLOBAL = [
+    "192.0.0.192",  # 192.0.0.0/24, IETF protocol assignments
+    "192.0.0.8",
+    "[64:ff9b:1::a9fe:a9fe]",  # local-use NAT64 (RFC 8215): 169.254.169.254 behind it
+    "[5f00::1]",  # SRv6 segment ids
+    "[3fff::1]",  # documentation (RFC 9637)
+    "[2001:30::1]",  # 2001::/23, IETF protocol assignments
+    "[::127.0.0.1]",  # IPv4-compatible (deprecated)
+    "[::ffff:0:a9fe:a9fe]",  # IPv4-translated (SIIT)
+    "[fec0::1]",  # site-local (deprecated)
+    "[100::1]",  # discard-only
+]
+
+
+@pytest.mark.parametrize("host", NOT_GLOBAL)
+def test_an_address_iana_lists_as_not_globally_reachable_is_internal(host: str) -> None:
+    for url in (f"https://{host}/app.git", f"https://{host}/app.tar.gz", f"git://{host}/x"):
+        with pytest.raises(InvalidInput, match="internal address"):
+            check_url_host(url, POLICY)
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8", "[2606:4700::1111]", "[64:ff9b::808:808]"])
+def test_a_global_address_is_reachable(host: str) -> None:
+    assert check_url_host(f"https://{host}/app.git", POLICY)
+
+
 def test_escapes_in_http_credentials_stay_credentials() -> None:
     """curl and git decode an http(s) userinfo after splitting it off: the host is 127.0.0.2."""
     with pytest.raises(InvalidInput, match=r"internal address \(127\.0\.0\.2\)"):
