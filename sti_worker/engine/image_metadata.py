@@ -43,16 +43,24 @@ def metadata_labels(
             labels.update(entry)
         wanted = {k: v for k, v in labels.items() if not is_provenance(k)}
         validate_labels(wanted)
-    except (ValueError, InvalidInput) as error:
+    except (ValueError, RecursionError, InvalidInput) as error:
         reason = error.message if isinstance(error, InvalidInput) else str(error)
+        if isinstance(error, RecursionError):
+            reason = "it nests deeper than a JSON reader follows"
         raise BuildFailed(
             f"{path}, which assemble wrote, is not image metadata: {reason}"
         ) from None
     for name in sorted(set(labels) - set(wanted)):
-        sink(f"{path}: label {name} is sti's own, left as it is")
+        sink(f"{path}: label {_shown(name)} is sti's own, left as it is")
     if wanted:
-        sink(f"Labels from {path}: {', '.join(sorted(wanted))}")
+        sink(f"Labels from {path}: {', '.join(_shown(name) for name in sorted(wanted))}")
     return wanted
+
+
+def _shown(name: str) -> str:
+    """A label name on one line of the log: escaped as JSON escapes it unless plain ASCII (the
+    file can spell a line break, or a lone surrogate that no log can encode)."""
+    return name if name.isascii() and name.isprintable() else json.dumps(name)[1:-1]
 
 
 def _entries(data: Any) -> list[Mapping[str, str]]:

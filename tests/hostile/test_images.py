@@ -17,8 +17,9 @@ from typing import Any
 import docker
 import pytest
 
-from sti.errors import CreateDockerfileFailed, InvalidImage
+from sti.errors import BuildFailed, CreateDockerfileFailed, InvalidImage
 from sti_worker.engine.docker_host import DockerHost
+from sti_worker.engine.image_metadata import metadata_labels
 from sti_worker.engine.methods import (
     PrepareSpec,
     SavedArtifacts,
@@ -557,3 +558,46 @@ def test_allowed_uids_deploy_into_a_runtime_image_as_the_uid_judged(
     TRACKER.built(image_id_or_none(api, f"{app_tag}-build"))
     assert result.success, result.messages
     assert run_and_read(api, app_tag, "/opt/app")["deployed-as"] == runs_as
+
+
+class _ImageWithFile:
+    """An image holding one file at every path (image_metadata reads it through this call)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def image_file(self, image: str, path: str, **_: Any) -> bytes:
+        return self._data
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b'{"labels": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",  # deeper than Python recurses
+        b'{"labels": [{"a": ' + b'{"b": ' * 100_000 + b"1" + b"}" * 100_001 + b"]}",
+        b'{"labels": [{"a": "b"}], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+    ids=["nested-list", "nested-object", "nested-elsewhere"],
+)
+def test_image_metadata_nested_past_any_parser_is_a_failed_build(written: bytes) -> None:
+    with pytest.raises(BuildFailed, match="is not image metadata"):
+        metadata_labels(_ImageWithFile(written), "sha256:1", "/tmp", BUILD_ID, print)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "io.openshift.s2i.build.\nsti: build succeeded",  # sti's own, left out: named in the log
+        "x\nsti: build succeeded",
+        "x\u2028y",
+        "io.openshift.s2i.build.\udc80",  # a lone surrogate: JSON spells it, UTF-8 cannot
+    ],
+)
+def test_image_metadata_label_names_are_shown_on_one_encodable_line(name: str) -> None:
+    written = json.dumps({"labels": [{name: "v"}]}).encode()
+    lines: list[str] = []
+    metadata_labels(_ImageWithFile(written), "sha256:1", "/tmp", BUILD_ID, lines.append)  # type: ignore[arg-type]
+    assert lines
+    for line in lines:
+        assert line.isprintable(), line
+        line.encode("utf-8")
