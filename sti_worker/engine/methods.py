@@ -34,7 +34,7 @@ _ARTIFACTS_STAGE = "sti-artifacts"
 BUILD_ID_ARG = "STI_BUILD_ID"
 BASE_ARG = "STI_BASE"  # the images a BuildKit build starts from, named by build arguments
 PREVIOUS_ARG = "STI_PREVIOUS"
-_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -345,7 +345,7 @@ def script_copies(spec: PrepareSpec) -> list[str]:
 def _save_stage(saved: SavedArtifacts, reference: str) -> list[str]:
     """save-artifacts in the earlier image, as the original runs it: its own user, no
     ENTRYPOINT (RUN has none), /tmp/artifacts there (WORKDIR makes it) and empty."""
-    workdir = saved.workdir if _PLAIN_PATH.match(saved.workdir) else "/"
+    workdir = saved.workdir if _PLAIN_PATH.fullmatch(saved.workdir) else "/"
     lines = [f"FROM {reference} AS {_ARTIFACTS_STAGE}", "WORKDIR /tmp/artifacts"]
     lines.append(f"WORKDIR {workdir}")
     if saved.owner:

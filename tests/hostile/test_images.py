@@ -110,7 +110,9 @@ def test_a_scripts_directory_stays_one_argument_in_every_dockerfile_and_commit(
                 assert argv[0].startswith(f"/opt/{injection}/"), writer
 
 
-@pytest.mark.parametrize("workdir", ["/tmp\nRUN touch /injected", "/$HOME", "/a b", "rel"])
+@pytest.mark.parametrize(
+    "workdir", ["/tmp\nRUN touch /injected", "/tmp\n", "/$HOME", "/a b", "rel"]
+)
 def test_an_earlier_images_working_dir_that_is_not_plain_is_not_written(workdir: str) -> None:
     saved = SavedArtifacts("sha256:" + "2" * 64, "/usr/bin/save-artifacts", workdir=workdir)
     text = buildkit_dockerfile(_spec(saved_from=saved))
