@@ -155,6 +155,8 @@ class _FastTar:
         header = ustar_header(info)
         if header is None:
             self._tar.addfile(info, fileobj)
+            # a TarFile keeps every member it writes: a stream of 100,000 is never read back
+            self._tar.members.clear()
             return
         tar = self._tar
         out = tar.fileobj
@@ -336,6 +338,9 @@ def small_file(name: str, data: bytes, mode: int = 0o644) -> TarPart:
     return add
 
 
+_RENAMED_PAX_KEYWORDS = ("path", "linkpath")
+
+
 def retargeted(
     open_chunks: Callable[[], Iterable[bytes]],
     from_prefix: str,
@@ -361,6 +366,13 @@ def retargeted(
     def add(tar: tarfile.TarFile) -> None:
         with tarfile.open(fileobj=IterReader(open_chunks()), mode="r|*") as source:
             for member in source:
+                # tarfile writes a member's PAX records over its fields: a long or non-ASCII
+                # name read from one would be written back over the new name
+                member.pax_headers = {
+                    keyword: value
+                    for keyword, value in member.pax_headers.items()
+                    if keyword not in _RENAMED_PAX_KEYWORDS
+                }
                 member.name = rename(member.name)
                 if member.islnk():
                     member.linkname = rename(member.linkname)

@@ -91,7 +91,7 @@ _DECODE_ERRORS = (
 class ExtractLimits:
     """How much one archive may put on disk."""
 
-    max_total_bytes: int = 2 * 1024**3  # sum of regular-file sizes after extraction
+    max_total_bytes: int = 2 * 1024**3  # regular files after extraction, and tar extended headers
     max_files: int = 100_000  # entries of any kind
     max_file_bytes: int | None = None  # optional per-file cap (None = only the total)
 
@@ -152,6 +152,8 @@ def retar_tar_stream(
 class _Destination(Protocol):
     def count_entry(self) -> None: ...
 
+    def count_header_bytes(self, name: str, size: int) -> None: ...
+
     def add(self, entry: _Entry, content: Read) -> None: ...
 
 
@@ -203,16 +205,28 @@ class _Entry:
 
 
 class _EntryCount:
-    """Entries read and directories they imply, against STI_SOURCE_MAX_FILES."""
+    """Entries read and directories they imply, against STI_SOURCE_MAX_FILES, and the bytes
+    they decompress to, against STI_SOURCE_MAX_BYTES."""
 
     def __init__(self, limits: ExtractLimits) -> None:
         self._limits = limits
         self.entries = 0
         self._implied_directories = 0
+        self._total_bytes = 0
 
     def count_entry(self) -> None:
         self.entries += 1
         self._check_file_count()
+
+    def count_header_bytes(self, name: str, size: int) -> None:
+        """An entry's extended headers (PAX records, GNU long names: up to a MiB each, eight
+        in a row) decompress as its content does, and count with it."""
+        self._total_bytes += size
+        if self._total_bytes > self._limits.max_total_bytes:
+            raise InvalidInput(
+                f"archive entry {name!r} takes the archive over {self._limits.max_total_bytes} "
+                "bytes of content and headers (STI_SOURCE_MAX_BYTES)"
+            )
 
     def _count_implied(self, directories: int) -> None:
         self._implied_directories += directories
@@ -232,7 +246,6 @@ class _Extraction(_EntryCount):
         super().__init__(limits)
         self._root = os.path.realpath(destination)
         self._links_anywhere = links_anywhere
-        self._total_bytes = 0
 
     def check_declared(self, entries: int, total_bytes: int) -> None:
         """Refuse up front what the archive's own index shows to be too big."""
@@ -381,8 +394,7 @@ class _Retar(_EntryCount):
         self._select = "/".join(filter(None, [root, context_dir]))
         self._prefix = prefix
         self._links_anywhere = links_anywhere
-        self._tree: dict[str, EntryKind] = {"": "directory"}
-        self._total_bytes = 0
+        self._tree = _TreeModel()
         empty_directory(prefix)(out)
 
     def add(self, entry: _Entry, content: Read) -> None:
@@ -390,8 +402,9 @@ class _Retar(_EntryCount):
             if entry.kind != "directory":
                 raise InvalidInput(f"archive entry {entry.name!r} names the source root itself")
             return
-        self._check_parents(entry)
-        existing = self._tree.get(entry.path)
+        parent = self._parent(entry)
+        name = entry.path.rpartition("/")[2]
+        existing = self._tree.kind_below(parent, name)
         if existing is not None and not (existing == entry.kind == "directory"):
             if existing == "link" and entry.kind != "link":
                 raise _through_link(entry.name)
@@ -403,13 +416,13 @@ class _Retar(_EntryCount):
         elif entry.kind == "file":
             self._total_bytes += entry.size
             _check_sizes(self._limits, entry.name, entry.size, self._total_bytes)
-        self._tree[entry.path] = "file" if entry.kind == "hard link" else entry.kind
+        self._tree.put(parent, name, "file" if entry.kind == "hard link" else entry.kind)
         self._emit(entry, content)
 
     def _hard_link_target(self, entry: _Entry) -> str:
         """The normalised path of the earlier regular file (or hard link to one) it names."""
         target = _hard_link_path(entry)
-        kind = self._tree.get(target)
+        kind = self._tree.kind(target)
         if kind != "file":
             what = {"directory": "a directory", "link": "a link"}
             raise _bad_hard_link(entry, what.get(kind or "", "not a file of the archive before it"))
@@ -417,29 +430,26 @@ class _Retar(_EntryCount):
 
     def finish(self) -> None:
         """After the last entry: the source's root and context dir must have been there."""
-        if self._tree.get(self._root) != "directory":
+        if self._tree.kind(self._root) != "directory":
             raise InvalidInput(f"the uploaded source has no directory {self._root!r}")
-        if self._tree.get(self._select) != "directory":
+        if self._tree.kind(self._select) != "directory":
             raise InvalidInput(
                 f"--context-dir {self._context_dir!r} is not a directory in the source"
             )
 
-    def _check_parents(self, entry: _Entry) -> None:
-        """Up to the nearest directory already seen (whose own parents were checked when it came):
-        no link or file on the way; the missing ones are implied directories."""
+    def _parent(self, entry: _Entry) -> int:
+        """The node of the entry's directory: no link or file on the way; the missing ones are
+        implied directories."""
         if len(os.fsencode(entry.path)) > _MAX_PATH_BYTES:
             raise InvalidInput(f"archive entry {entry.name!r} has too long a path")
-        missing = []
-        parent = entry.path.rpartition("/")[0]
-        while parent and (kind := self._tree.get(parent)) is None:
-            missing.append(parent)
-            parent = parent.rpartition("/")[0]
-        if parent and kind == "link":
-            raise _through_link(entry.name)
-        if parent and kind != "directory":
-            raise InvalidInput(f"archive entry {entry.name!r} is below {parent!r}, not a directory")
-        self._count_implied(len(missing))
-        self._tree.update(dict.fromkeys(missing, "directory"))
+        parent, implied, below = self._tree.directory(entry.path.rpartition("/")[0])
+        if below is not None:
+            path, kind = below
+            if kind == "link":
+                raise _through_link(entry.name)
+            raise InvalidInput(f"archive entry {entry.name!r} is below {path!r}, not a directory")
+        self._count_implied(implied)
+        return parent
 
     def _emit(self, entry: _Entry, content: Read) -> None:
         if not self._keep_git_metadata and self._is_git_metadata(entry):
@@ -492,6 +502,62 @@ class _Retar(_EntryCount):
                 "metadata, which is never part of a source"
             )
         return False
+
+
+_ROOT_NODE = 0
+
+
+class _TreeModel:
+    """The kind of every path an archive named or implied, kept as a tree of names: it grows
+    with the names (255 bytes at most, one per entry or implied directory), not with the paths
+    (4 KiB each, which a few KB of compressed archive can repeat 100,000 times)."""
+
+    def __init__(self) -> None:
+        self._kinds: list[EntryKind] = ["directory"]  # by node
+        self._children: dict[tuple[int, str], int] = {}
+        self._last: tuple[str, int] = ("", _ROOT_NODE)  # the last directory asked for
+
+    def kind(self, path: str) -> EntryKind | None:
+        node = _ROOT_NODE
+        for name in path.split("/") if path else ():
+            found = self._children.get((node, name))
+            if found is None:
+                return None
+            node = found
+        return self._kinds[node]
+
+    def kind_below(self, parent: int, name: str) -> EntryKind | None:
+        found = self._children.get((parent, name))
+        return None if found is None else self._kinds[found]
+
+    def put(self, parent: int, name: str, kind: EntryKind) -> int:
+        node = self._children.get((parent, name))
+        if node is None:
+            node = len(self._kinds)
+            self._kinds.append(kind)
+            self._children[(parent, name)] = node
+        else:
+            self._kinds[node] = kind
+        return node
+
+    def directory(self, path: str) -> tuple[int, int, tuple[str, EntryKind] | None]:
+        """The node of the directory at path, made (with the directories above it) where
+        missing; how many were made; and the path and kind of what is in the way, if anything
+        but a directory is."""
+        if not path:
+            return _ROOT_NODE, 0, None
+        if path == self._last[0]:  # an archive lists a directory's entries together
+            return self._last[1], 0, None
+        node, made, names = _ROOT_NODE, 0, path.split("/")
+        for depth, name in enumerate(names):
+            found = self._children.get((node, name))
+            if found is None:
+                found, made = self.put(node, name, "directory"), made + 1
+            elif self._kinds[found] != "directory":
+                return found, made, ("/".join(names[: depth + 1]), self._kinds[found])
+            node = found
+        self._last = (path, node)
+        return node, made, None
 
 
 class _ReadAdapter:
@@ -798,6 +864,9 @@ def _extract_tar_member(
     extraction: _Destination, tar: tarfile.TarFile, member: tarfile.TarInfo, guard: _DecodeGuard
 ) -> None:
     entry = _tar_entry(member)
+    # the extended headers before it (the offsets are of the decompressed stream)
+    extension = member.offset_data - member.offset - tarfile.BLOCKSIZE
+    extraction.count_header_bytes(entry.name, extension)
     content = _nothing
     if entry.kind == "file":
         extracted = tar.extractfile(member)

@@ -24,6 +24,7 @@ import pytest
 
 from sti.errors import InvalidInput
 from sti.model import BuildRequest
+from sti.tarstreams import TarPart, retargeted, stream_tar
 from sti.upload_refs import PACKED_DIR_PREFIX
 from sti_submit.client import StiClient
 from sti_submit.upload import pack_directory
@@ -736,3 +737,60 @@ def test_many_small_gzip_members_across_blocks_inflate_whole() -> None:
     assert b"".join(inflated(io.BytesIO(blob))) == b"".join(contents) * 200
     empty = gzip.compress(b"", mtime=0) * 100_000
     assert b"".join(inflated(io.BytesIO(empty))) == b""
+
+
+# what an archive costs the worker beyond the bytes of its files
+
+
+def test_extended_headers_count_toward_the_byte_limit(read: Callable[[bytes], object]) -> None:
+    """A PAX record (or a GNU long name) holds up to a MiB, eight in a row before each entry,
+    and decompresses as content does: a 40 KB tar.xz of them was 256 MB to decode (2.8 s),
+    outside STI_SOURCE_MAX_BYTES, which counted the files alone."""
+    padded = [_file(f"f{n}", b"", comment="x" * 300_000) for n in range(4)]
+    with pytest.raises(InvalidInput, match=r"'f3'.* over 1048576 bytes .*STI_SOURCE_MAX_BYTES"):
+        read(_tar(padded))
+    assert sorted(_retarred(_tar(padded[:3]))) == ["src", "src/f0", "src/f1", "src/f2"]
+
+
+def _deep_names(count: int) -> bytes:
+    """count empty files, each below the same 3.8 KB of directories: each path takes 3.8 KB,
+    each name a few bytes."""
+    prefix = "/".join(f"d{n:02d}" + "x" * 250 for n in range(15))
+    return _tar([_file(f"{prefix}/f{n:06d}", b"") for n in range(count)])
+
+
+def test_re_tarring_many_long_paths_costs_memory_by_names_not_paths() -> None:
+    """The streamed path's model of the tree held every path whole (and the output TarFile
+    every member it wrote): a 271 KB tar.xz of 99,000 such entries took 827 MB of the worker."""
+    data = _deep_names(5_000)
+    limits = ExtractLimits(max_total_bytes=64 * 1024 * 1024, max_files=10_000)
+    part = _retar_part(data, limits)
+    tracemalloc.start()
+    try:
+        for _ in stream_tar([part]):
+            pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"{peak} bytes at the peak for 5,000 entries of 3.8 KB paths"
+
+
+def _retar_part(data: bytes, limits: ExtractLimits) -> TarPart:
+    def add(tar: tarfile.TarFile) -> None:
+        retar_tar_stream(io.BytesIO(data), "tar", limits, tar)
+
+    return add
+
+
+def test_a_long_named_member_handed_on_keeps_its_new_name() -> None:
+    """Docker writes a name over 100 bytes, or not ASCII, in a PAX record, which tarfile writes
+    back over the member's new name: /tmp/build's long names landed under build/, not src/, and
+    a hard link named the old path."""
+    long = "build/" + "d" * 120 + "/café.txt"
+    data = _tar([_dir("build"), _file(long, b"hi"), _link("build/hl", long)])
+    out = b"".join(stream_tar([retargeted(lambda: [data], "build", "src")]))
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        found = {member.name: member for member in tar}
+    renamed = "src/" + long.removeprefix("build/")
+    assert sorted(found) == sorted(["src", "src/hl", renamed])
+    assert found["src/hl"].linkname == renamed
