@@ -305,6 +305,7 @@ class _Extraction(_EntryCount):
         os.symlink(entry.link_target, path)
 
     def _add_hard_link(self, entry: _Entry) -> None:
+        _check_not_linked_into_git_metadata(entry)  # its file is never part of a source
         target, size = self._hard_link_target(entry)
         # a tree on disk goes into a build with each name of a file as a file of its own
         self._total_bytes += size
@@ -496,12 +497,19 @@ class _Retar(_EntryCount):
         hard link to it would name what the build does not have."""
         if in_git_metadata(entry.path):
             return True
-        if entry.kind == "hard link" and in_git_metadata(entry.link_target):
-            raise InvalidInput(
-                f"archive entry {entry.name!r} is a hard link to {entry.link_target!r}, git "
-                "metadata, which is never part of a source"
-            )
+        if entry.kind == "hard link":
+            _check_not_linked_into_git_metadata(entry)
         return False
+
+
+def _check_not_linked_into_git_metadata(entry: _Entry) -> None:
+    """A hard link to a file in .git is refused by both destinations: re-tarred, the file is
+    left out; on disk, the link would be a second name for it, packed as a file of its own."""
+    if in_git_metadata(entry.link_target):
+        raise InvalidInput(
+            f"archive entry {entry.name!r} is a hard link to {entry.link_target!r}, git "
+            "metadata, which is never part of a source"
+        )
 
 
 _ROOT_NODE = 0

@@ -33,7 +33,9 @@ from sti.tarstreams import TarPart, empty_directory, stream_tar
 from .docker_host import DockerHost, LogSink, container_name
 from .methods import PrepareSpec, put_inputs
 
-_FORMAT = "sti-source/1"  # part of every key: a new way of copying means new images
+# part of every key: a new way of copying means new images (2: git metadata left out of
+# every source; a copy made before may hold an archive's .git)
+_FORMAT = "sti-source/2"
 
 
 @dataclass(frozen=True)

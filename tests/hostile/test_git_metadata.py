@@ -8,7 +8,10 @@ directory or archive, --context-dir into .git (spelled, or through a link). The 
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import re
 import tarfile
 import zipfile
 from collections.abc import Iterable
@@ -30,6 +33,9 @@ from sti_worker.engine.archives import (
     extract_zip,
     retar_tar_stream,
 )
+from sti_worker.engine.methods import PrepareSpec
+from sti_worker.engine.protocol import Scripts
+from sti_worker.engine.source_images import SourceOrigin
 from sti_worker.engine.sources import FetchedSource, SourcePolicy, Sources
 from tests.dockertools import image_files
 from tests.queue_helpers import json_result, sti_submit
@@ -234,18 +240,51 @@ def test_an_archive_whose_context_dir_is_git_metadata_gives_nothing_of_it() -> N
     assert _retarred(_tar({**METADATA, **KEPT}), "tar.gz", context_dir=".git") == set()
 
 
-def test_a_hard_link_to_git_metadata_in_an_archive_is_refused() -> None:
+def _hard_linked_into_git(target: str) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         data = GIT_CONFIG.encode()
-        info = tarfile.TarInfo(".git/config")
+        info = tarfile.TarInfo(target)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
         link = tarfile.TarInfo("innocent.txt")
-        link.type, link.linkname = tarfile.LNKTYPE, ".git/config"
+        link.type, link.linkname = tarfile.LNKTYPE, target
         tar.addfile(link)
-    with pytest.raises(InvalidInput, match=r"hard link to '\.git/config', git metadata"):
-        _retarred(buffer.getvalue(), "tar")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("target", [".git/config", "vendor/.GIT/config", "worktree/.git"])
+def test_a_hard_link_to_git_metadata_in_an_archive_is_refused(tmp_path: Path, target: str) -> None:
+    """Streamed, the file it names is left out; extracted (a downloaded archive), it would be
+    a second name for .git/config, which the worker packs as a file of its own."""
+    archive = _hard_linked_into_git(target)
+    refusal = rf"hard link to '{re.escape(target)}', git metadata"
+    with pytest.raises(InvalidInput, match=refusal):
+        _retarred(archive, "tar")
+    with pytest.raises(InvalidInput, match=refusal):
+        extract_tar_stream(io.BytesIO(archive), tmp_path, "tar", ExtractLimits())
+    assert not (tmp_path / "innocent.txt").exists()
+
+
+def test_a_source_image_copied_while_git_metadata_went_in_is_not_reused() -> None:
+    """A source image is named by the upload's digest: one copied by a worker whose re-tar
+    kept an archive's .git (tar czf of a checkout, submitted again unchanged) would still be
+    started from, .git/config and all. The copy's format is part of the name."""
+    scripts = Scripts("sti", "/usr/bin/prepare", "/usr/bin/run", "/usr/bin/save-artifacts")
+    spec = PrepareSpec("builder", (), (), {}, "a" * 32, scripts)
+    origin = SourceOrigin("sti+upload://archive/sha256:" + "0" * 64 + "/app.tar.gz", None, ())
+    described = {
+        "format": "sti-source/1",  # the copies made before git metadata was left out
+        "upload": origin.upload,
+        "context_dir": None,
+        "exclude": [],
+        "base": "builder",
+        "owner": None,
+        "root": "/tmp",
+        "scripts": [],
+    }
+    before = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    assert origin.key(spec) != before
 
 
 def test_an_extracted_archive_builds_without_its_git_metadata(tmp_path: Path) -> None:
