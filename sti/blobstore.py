@@ -5,6 +5,10 @@ once. An upload writes its chunks under a name of its own (upload:<hex>) while i
 then records its digest as pointing at them; readers verify the digest of what they read. An
 upload can also be begun before its bytes are sent: a build then names it upload:<hex> and reads
 its chunks as they arrive, checking at the end that they are what the uploader hashed.
+
+Anyone on Redis can write any of it: records and chunks are read as untrusted (their counts
+checked, a chunk read up to its size, a key of another type said), and an upload is known by
+its digest only to a process that read it whole and found that digest (see digest_of).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import hashlib
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from . import keys
 from .errors import InvalidInput, SourceFetchFailed, StiError
+from .redis_values import is_wrong_type, refused_type
 
 if TYPE_CHECKING:
     from .redis_wire import RedisClient
@@ -29,6 +35,14 @@ _UPLOAD = re.compile(r"upload:[0-9a-f]{32}")
 _WAIT_S = (0.005, 0.05)  # first and longest pause of a reader waiting for the next chunk
 _MESSAGE_CHARS = 500
 OPEN, DONE, FAILED = "open", "done", "failed"
+# uploads this process read whole, with the digest it found: what names them by content (a
+# record anyone can rewrite once the read is over does not); the most recent ones
+_VERIFIED_UPLOADS: OrderedDict[str, str] = OrderedDict()
+_VERIFIED_KEPT = 256
+
+
+class MalformedBlob(SourceFetchFailed):
+    """A blob's record or chunk is not what put writes: for has(), not stored."""
 
 
 def check_digest(digest: str) -> str:
@@ -92,7 +106,10 @@ class BlobStore:
         """True if the blob is stored whole, or is an upload still arriving; the expiry of what
         is stored is renewed, as it is about to be used."""
         upload = is_upload_name(check_blob(name))
-        record = self._record(name)
+        try:
+            record = self._record(name)
+        except MalformedBlob:
+            return False
         if not record or (upload and record.get(b"state") == FAILED.encode()):
             return False
         if upload and record.get(b"state") == OPEN.encode():
@@ -100,7 +117,7 @@ class BlobStore:
         try:
             _, chunks = self._checked(name, record)
             chunks_name = name if upload else _chunks_name(name, record)
-        except StiError:  # a record put could not have written: not stored (put writes it anew)
+        except (MalformedBlob, InvalidInput):  # put writes it anew, counts and all
             return False
         return self._renew(name, chunks_name, chunks)
 
@@ -126,13 +143,13 @@ class BlobStore:
         return size
 
     def digest_of(self, name: str) -> str | None:
-        """The digest of a blob: itself, or that of an upload once it has all arrived."""
+        """The digest of a blob: itself, or that of an upload this process read whole (read)
+        and found to be that digest. Not its record's: one naming another source's digest
+        would name a copy of this content as that source (source_images), or this build's
+        copy of that source as its own."""
         if not is_upload_name(check_blob(name)):
             return name
-        record = self._record(name)
-        if record.get(b"state") != DONE.encode():
-            return None
-        return check_digest(record.get(b"digest", b"").decode(errors="replace"))
+        return _VERIFIED_UPLOADS.get(name)
 
     # uploading
 
@@ -190,8 +207,17 @@ class BlobStore:
 
     def _publish(self, name: str, digest: str, count: int, size: int) -> None:
         meta = keys.blob_meta(digest)
+        try:
+            self._write_record(meta, {"size": size, "chunks": count, "name": name})
+        except Exception as error:
+            if not is_wrong_type(error):
+                raise
+            self._client.delete(meta)  # a key put never wrote, in the record's place
+            self._write_record(meta, {"size": size, "chunks": count, "name": name})
+
+    def _write_record(self, meta: str, record: dict[str, str | int]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        pipe.hset(meta, mapping={"size": size, "chunks": count, "name": name})
+        pipe.hset(meta, mapping=record)
         pipe.expire(meta, self._expires_s)
         pipe.execute()
 
@@ -213,17 +239,42 @@ class BlobStore:
         chunks_name = _chunks_name(digest, meta)
         hasher = hashlib.sha256()
         size = 0
-        for index in range(chunks):
-            chunk = self._client.get(keys.blob_chunk(chunks_name, index))
-            if chunk is None:
-                raise SourceFetchFailed(f"uploaded source {digest} is incomplete (expired?)")
-            size += len(chunk)
-            if size > self.max_bytes:  # whatever its record says: anyone on Redis can write one
-                raise InvalidInput(self.too_large_message(size))
-            hasher.update(chunk)
-            yield chunk
-        if f"sha256:{hasher.hexdigest()}" != digest:
-            raise SourceFetchFailed(f"uploaded source {digest} does not match its digest")
+        try:
+            for index in range(chunks):
+                chunk = self._chunk(digest, chunks_name, index)
+                if chunk is None:
+                    raise SourceFetchFailed(f"uploaded source {digest} is incomplete (expired?)")
+                size += len(chunk)
+                if size > self.max_bytes:  # whatever its record says
+                    raise InvalidInput(self.too_large_message(size))
+                hasher.update(chunk)
+                yield chunk
+            if f"sha256:{hasher.hexdigest()}" != digest:
+                raise SourceFetchFailed(f"uploaded source {digest} does not match its digest")
+        except StiError:
+            # not this content, whoever wrote it: taken for not stored from now on, or every
+            # submission of the content would find it stored (renewing it) and fail the same
+            self._client.delete(keys.blob_meta(digest))
+            raise
+
+    def _chunk(self, name: str, chunks_name: str, index: int) -> bytes | None:
+        """A chunk of at most CHUNK_BYTES (one longer is not one put wrote: refused before it
+        is read whole); None if there is none (put writes none empty)."""
+        key = keys.blob_chunk(chunks_name, index)
+        try:
+            chunk = self._client.execute_command("GETRANGE", key, 0, CHUNK_BYTES)
+        except Exception as error:
+            if not (kind := refused_type(self._client, key, error)):
+                raise
+            raise MalformedBlob(
+                f"uploaded source {name} is malformed: its chunk {index} is a {kind}, not a string"
+            ) from None
+        if len(chunk) > CHUNK_BYTES:
+            raise MalformedBlob(
+                f"uploaded source {name} is malformed: its chunk {index} holds more than "
+                f"{CHUNK_BYTES} bytes"
+            )
+        return bytes(chunk) or None
 
     def _follow(self, upload: str) -> Iterator[bytes]:
         """An upload's chunks as its uploader stores them, until its record says it is done."""
@@ -232,7 +283,7 @@ class BlobStore:
         pause, longest = _WAIT_S
         waiting_since = time.monotonic()
         while True:
-            chunk = self._client.get(keys.blob_chunk(upload, index))
+            chunk = self._chunk(upload, upload, index)
             if chunk is not None:
                 size += len(chunk)
                 if size > self.max_bytes:
@@ -251,8 +302,10 @@ class BlobStore:
                     continue  # stored between the read and the record
                 if index != self._checked(upload, record)[1]:
                     raise SourceFetchFailed(f"uploaded source {upload} is incomplete (expired?)")
-                if f"sha256:{hasher.hexdigest()}" != record.get(b"digest", b"").decode():
+                digest = f"sha256:{hasher.hexdigest()}"
+                if digest != record.get(b"digest", b"").decode(errors="replace"):
                     raise SourceFetchFailed(f"uploaded source {upload} does not match its digest")
+                _remember_verified(upload, digest)
                 return
             if time.monotonic() - waiting_since > self.stall_s:
                 raise SourceFetchFailed(
@@ -263,7 +316,15 @@ class BlobStore:
             pause = min(pause * 2, longest)
 
     def _record(self, name: str) -> dict[bytes, bytes]:
-        return self._client.hgetall(keys.blob_meta(name))
+        key = keys.blob_meta(name)
+        try:
+            return self._client.hgetall(key)
+        except Exception as error:
+            if not (kind := refused_type(self._client, key, error)):
+                raise
+            raise MalformedBlob(
+                f"uploaded source {name} has a record that is a {kind}, not a hash"
+            ) from None
 
     def _checked(self, name: str, record: dict[bytes, bytes]) -> tuple[int, int]:
         """The size and chunk count of a stored blob's record, which anyone on Redis could have
@@ -274,7 +335,7 @@ class BlobStore:
         if size > self.max_bytes:
             raise InvalidInput(self.too_large_message(size))
         if chunks != -(-size // CHUNK_BYTES):
-            raise SourceFetchFailed(
+            raise MalformedBlob(
                 f"uploaded source {name} has a malformed record: {chunks} chunks of "
                 f"{CHUNK_BYTES} bytes cannot hold {size} bytes"
             )
@@ -314,7 +375,7 @@ def _count(name: str, record: dict[bytes, bytes], field: bytes) -> int:
     """A count from a record anyone on Redis could have written: ASCII digits, at most 15."""
     value = record.get(field, b"0")
     if not value.isdigit() or len(value) > 15:  # bytes: ASCII digits only
-        raise SourceFetchFailed(
+        raise MalformedBlob(
             f"uploaded source {name} has a record with a malformed {field.decode()}: {value[:40]!r}"
         )
     return int(value)
@@ -325,8 +386,15 @@ def _chunks_name(digest: str, meta: dict[bytes, bytes]) -> str:
     renamed them to the digest)."""
     name = meta.get(b"name", digest.encode()).decode(errors="replace")
     if name != digest and not is_upload_name(name):
-        raise SourceFetchFailed(f"uploaded source {digest} has a malformed record")
+        raise MalformedBlob(f"uploaded source {digest} has a malformed record")
     return name
+
+
+def _remember_verified(upload: str, digest: str) -> None:
+    _VERIFIED_UPLOADS[upload] = digest
+    _VERIFIED_UPLOADS.move_to_end(upload)
+    while len(_VERIFIED_UPLOADS) > _VERIFIED_KEPT:
+        _VERIFIED_UPLOADS.popitem(last=False)
 
 
 def _failure_message(error: BaseException) -> str:

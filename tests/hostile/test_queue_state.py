@@ -4,6 +4,7 @@ build, garbage in a cancel flag or a claim. Against the session's redis-server."
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import signal
@@ -28,7 +29,7 @@ from sti.leases import Attempt, HostSlots, RunningBuilds, TagLock, tags_locked_f
 from sti.model import BuildRequest, build_tag_for, normalized_tag
 from sti_submit.client import StiClient
 from sti_submit.upload import upload_source
-from sti_worker.engine.docker_host import container_name
+from sti_worker.engine.docker_host import DockerHost, container_name
 from sti_worker.engine.methods import base_reference
 from sti_worker.engine.pipeline import (
     BuildState,
@@ -42,8 +43,16 @@ from sti_worker.engine.pipeline import (
     workdir_for,
 )
 from sti_worker.engine.sources import Sources
+from sti_worker.uploads import settled
+from tests.dockertools import TRACKER
 from tests.queue_helpers import make_source
 from tests.services import RedisServer, Worker
+from tests.test_engine_source_images import UNCHANGED as SOURCE_UNCHANGED
+from tests.test_engine_source_images import _run as _build_source
+from tests.test_engine_source_images import (  # noqa: F401 (fixtures)
+    keeping_host,
+    source_images,
+)
 from tests.unit.fake_docker import FakeDocker
 
 EXPIRES_S = 600
@@ -187,6 +196,171 @@ def test_an_upload_followed_to_its_end_trusts_no_forged_count(
     redis_client.hset(keys.blob_meta(name), mapping=forged)
     with pytest.raises(SourceFetchFailed, match="cannot hold 5 bytes"):
         list(store.read(name))
+
+
+def _uploaded(client: redis.Redis, content: bytes, record: dict[str, str]) -> str:
+    """An upload another client made (its chunks, then the record it chose to write)."""
+    name = new_upload_name()
+    client.set(keys.blob_chunk(name, 0), content, ex=EXPIRES_S)
+    client.hset(keys.blob_meta(name), mapping=record)
+    client.expire(keys.blob_meta(name), EXPIRES_S)
+    return name
+
+
+def test_an_upload_whose_record_names_another_sources_digest_is_known_by_what_was_read(
+    redis_client: redis.Redis, store: BlobStore
+) -> None:
+    """A source image is named by the digest of its upload (source_images): an upload whose
+    record named a victim's digest once made the victim's next build start from the attacker's
+    copy (a record flipped during the copy), or the attacker's build from the victim's."""
+    victim = store.put([b"the victim's source\n"])[0]
+    mine = b"the attacker's source\n"
+    honest = {"state": "done", "size": str(len(mine)), "chunks": "1"}
+    upload = _uploaded(redis_client, mine, {**honest, "digest": victim})
+    reference = f"sti+upload://{upload}/dir"
+    settled_name = settled(lambda: store)
+    assert settled_name(reference) is None  # known by content only once read here
+
+    redis_client.hset(keys.blob_meta(upload), "digest", _digest_of(mine))  # flipped for the read
+    assert b"".join(store.read(upload)) == mine
+    redis_client.hset(keys.blob_meta(upload), "digest", victim)  # and back, after it
+    assert settled_name(reference) == f"sti+upload://{_digest_of(mine)}/dir"
+
+
+@pytest.mark.usefixtures("source_images")
+def test_a_build_of_an_upload_naming_another_sources_digest_does_not_start_from_its_copy(
+    request: pytest.FixtureRequest,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+    store: BlobStore,
+    redis_client: redis.Redis,
+) -> None:
+    """The victim's build leaves a copy of its source (a source image, named by its digest,
+    which is in its build log); the attacker's upload, done in its record and naming that
+    digest, once made the attacker's build start from the victim's copy."""
+    host: DockerHost = request.getfixturevalue("keeping_host")  # BuildKit, copies kept
+    victim = _source(tmp_path)
+    first, _ = _build_source(host, store, victim, images["sti-fake"], app_tag)
+    TRACKER.built(first.image_id)
+    assert first.success, first.messages
+    digest = upload_source(store, victim).ref.blob
+    mine = b"not the victim's\n"
+    record = {"state": "done", "digest": digest, "size": str(len(mine)), "chunks": "1"}
+    upload = _uploaded(redis_client, mine, record)
+    stolen, lines = _build_source(
+        host, store, f"sti+upload://{upload}/dir", images["sti-fake"], app_tag
+    )
+    TRACKER.built(stolen.image_id)
+    assert SOURCE_UNCHANGED not in lines
+    assert not stolen.success, lines
+
+
+def _digest_of(content: bytes) -> str:
+    return f"sha256:{hashlib.sha256(content).hexdigest()}"
+
+
+def test_a_chunk_too_large_to_be_one_is_refused_before_it_is_held(
+    redis_client: redis.Redis, broker_url: str, store: BlobStore
+) -> None:
+    """A reader once took a chunk whole, whatever its size (Redis holds up to 512 MB in a
+    key), before it counted it against the cap."""
+    digest = store.put([f"{uuid.uuid4().hex}\n".encode()])[0]
+    chunks = redis_client.hget(keys.blob_meta(digest), "name").decode()
+    redis_client.set(keys.blob_chunk(chunks, 0), b"x" * (96 * CHUNK_BYTES), ex=EXPIRES_S)
+    try:
+        said = _bounded(
+            f"""
+            import re
+            {_STORE.format(url=broker_url)}
+            try:
+                list(store.read({digest!r}))
+            except Exception as error:
+                print(error.code, error)
+            # this program's peak (ru_maxrss would count the forking test process's)
+            status = open("/proc/self/status").read()
+            print(int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) // 1024)
+            """
+        )
+    finally:
+        redis_client.delete(keys.blob_chunk(chunks, 0))
+    error, peak_mib = said.rsplit("\n", 1)
+    assert error.startswith("SourceFetchFailed") and f"more than {CHUNK_BYTES} bytes" in error
+    assert int(peak_mib) < 64, said
+
+
+@pytest.mark.parametrize("kind", ["string", "list"])
+def test_a_blob_record_of_another_type_is_not_stored_and_is_written_anew(
+    redis_client: redis.Redis, broker_url: str, store: BlobStore, tmp_path: Path, kind: str
+) -> None:
+    """A record that is not a hash was a bare WRONGTYPE error: a traceback on the worker, a
+    failed sti-submit on the laptop."""
+    source = _source(tmp_path)
+    digest = upload_source(store, source).ref.blob
+    redis_client.delete(keys.blob_meta(digest))
+    _write_as(redis_client, keys.blob_meta(digest), kind)
+    with pytest.raises(SourceFetchFailed, match=f"record that is a {kind}, not a hash$"):
+        store.size(digest)
+    with pytest.raises(SourceFetchFailed, match=f"record that is a {kind}, not a hash$"):
+        next(store.read(digest))
+    sent = _bounded(  # sti-submit's own Redis client
+        f"""
+        from pathlib import Path
+        from sti.blobstore import BlobStore
+        from sti.redis_wire import LiteRedis
+        from sti_submit.upload import upload_source
+        store = BlobStore(LiteRedis({broker_url!r}), expires_s=600, max_bytes={MAX_BYTES})
+        uploaded = upload_source(store, Path({str(source)!r}))
+        print(uploaded.ref.blob, uploaded.sent)
+        """
+    )
+    assert sent == f"{digest} True"
+    assert b"".join(store.read(digest))
+
+
+def test_a_chunk_of_another_type_is_a_one_line_error(
+    redis_client: redis.Redis, store: BlobStore
+) -> None:
+    digest = store.put([f"{uuid.uuid4().hex}\n".encode()])[0]
+    chunks = redis_client.hget(keys.blob_meta(digest), "name").decode()
+    redis_client.delete(keys.blob_chunk(chunks, 0))
+    _write_as(redis_client, keys.blob_chunk(chunks, 0), "list")
+    with pytest.raises(SourceFetchFailed, match=r"chunk 0 is a list, not a string$"):
+        list(store.read(digest))
+    upload = _uploaded(redis_client, b"x", {"state": "open", "expected": "1"})
+    redis_client.delete(keys.blob_chunk(upload, 0))
+    _write_as(redis_client, keys.blob_chunk(upload, 0), "hash")
+    with pytest.raises(SourceFetchFailed, match=r"chunk 0 is a hash, not a string$"):
+        list(store.read(upload))
+
+
+def _write_as(client: redis.Redis, key: str, kind: str) -> None:
+    """A key of that type, as anyone on Redis can write one."""
+    write = {
+        "string": lambda: client.set(key, "garbage"),
+        "list": lambda: client.rpush(key, "garbage"),
+        "hash": lambda: client.hset(key, "garbage", "1"),
+    }
+    write[kind]()
+    client.expire(key, EXPIRES_S)
+
+
+def test_a_stored_blob_whose_content_fails_its_digest_is_forgotten_and_sent_again(
+    redis_client: redis.Redis, store: BlobStore, tmp_path: Path
+) -> None:
+    """Chunks rewritten under a digest's record failed every build of that content, as
+    sti-submit found it stored (and renewed it) each time: a record whose content fails is
+    forgotten, so the next submission sends the content again."""
+    source = _source(tmp_path)
+    digest = upload_source(store, source).ref.blob
+    chunks = redis_client.hget(keys.blob_meta(digest), "name").decode()
+    stored = redis_client.get(keys.blob_chunk(chunks, 0))
+    redis_client.set(keys.blob_chunk(chunks, 0), bytes(len(stored)), ex=EXPIRES_S)
+    with pytest.raises(SourceFetchFailed, match="does not match its digest"):
+        list(store.read(digest))
+    assert not store.has(digest)
+    assert upload_source(store, source).sent
+    assert b"".join(store.read(digest)) == stored
 
 
 # one build per tag, whatever its spelling

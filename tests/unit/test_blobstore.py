@@ -224,10 +224,16 @@ def test_a_record_that_understates_the_size_does_not_get_past_the_cap(
     with pytest.raises(SourceFetchFailed, match="2 chunks of 1048576 bytes cannot hold 10 bytes"):
         next(worker.read(digest))
     # a record that matches its own lie, over chunks larger than the record says
-    redis_client.hset(keys.blob_meta(digest), mapping={"size": CHUNK_BYTES + 100, "chunks": 2})
+    record = {**redis_client.hgetall(keys.blob_meta(digest)), b"size": CHUNK_BYTES + 100}
+    redis_client.hset(keys.blob_meta(digest), mapping=record)
     redis_client.set(_chunk(redis_client, digest, 0), b"x" * 2 * CHUNK_BYTES)
-    with pytest.raises(InvalidInput, match="STI_UPLOAD_MAX_BYTES"):
+    with pytest.raises(SourceFetchFailed, match=f"holds more than {CHUNK_BYTES} bytes"):
         next(worker.read(digest))
+    redis_client.hset(keys.blob_meta(digest), mapping=record)  # forgotten once it failed
+    redis_client.set(_chunk(redis_client, digest, 0), b"x" * CHUNK_BYTES)
+    redis_client.set(_chunk(redis_client, digest, 1), b"x" * CHUNK_BYTES)
+    with pytest.raises(InvalidInput, match="STI_UPLOAD_MAX_BYTES"):
+        list(worker.read(digest))
 
 
 def test_a_blob_stored_by_an_older_client_under_its_digest_is_read(
