@@ -2,8 +2,9 @@
 steps. The flag carries the error the build ends with (Cancelled, TimedOut for a client's
 deadline, or what a worker ended a lost build with).
 
-Anyone on Redis can write a flag: one that is not what request_cancel writes still cancels the
-build (it was set to stop it), as Cancelled, with a message that says what the flag held.
+Anyone on Redis can write a flag: one that is not what request_cancel writes (a key of another
+type, a value too long to be one, not JSON) still cancels the build (it was set to stop it), as
+Cancelled, with a message that says what the flag held; a flag is never read whole.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from . import keys
 from .errors import Cancelled, InternalError, InvalidInput, StiError, TimedOut, WorkerLost
+from .redis_values import read_string
 
 if TYPE_CHECKING:
     from .redis_wire import RedisClient
@@ -22,6 +24,9 @@ CODES: dict[str, type[StiError]] = {
 }
 MESSAGE_CHARS = 1000
 _SHOWN_BYTES = 100
+# what request_cancel writes is shorter: 1000 characters, each at most 12 bytes in JSON
+_FLAG_MAX_BYTES = 16 * 1024
+_NOT_OURS = "the build was cancelled by a cancel flag sti never writes"
 
 
 def request_cancel(
@@ -38,8 +43,14 @@ def request_cancel(
 
 def cancel_requested(client: RedisClient, build_id: str) -> StiError | None:
     """The error the build is to stop with, if its flag is set."""
-    raw = client.get(keys.cancel_flag(build_id))
-    return None if raw is None else flag_error(raw)
+    flag = read_string(client, keys.cancel_flag(build_id), _FLAG_MAX_BYTES)
+    if not flag.exists:
+        return None
+    if flag.kind != "string":
+        return Cancelled(f"{_NOT_OURS}: a {flag.kind}")
+    if len(flag.head) > _FLAG_MAX_BYTES:
+        return Cancelled(f"{_NOT_OURS}: {flag.head[:_SHOWN_BYTES]!r}")
+    return flag_error(flag.head)
 
 
 def flag_error(raw: bytes | str) -> StiError:
@@ -50,8 +61,7 @@ def flag_error(raw: bytes | str) -> StiError:
         code = message = None
     error_type = CODES.get(code) if isinstance(code, str) else None
     if error_type is None or not _one_line(message):
-        shown = raw[:_SHOWN_BYTES]
-        return Cancelled(f"the build was cancelled by a cancel flag sti never writes: {shown!r}")
+        return Cancelled(f"{_NOT_OURS}: {raw[:_SHOWN_BYTES]!r}")
     return error_type(message)
 
 

@@ -691,6 +691,42 @@ def test_a_cancel_flag_sti_never_writes_cancels_saying_what_it_held(
     assert repr(raw[:100]) in error.message and "\n" not in error.message
 
 
+@pytest.mark.parametrize("kind", ["list", "hash"])
+def test_a_cancel_flag_of_another_type_cancels_saying_so(
+    redis_client: redis.Redis, kind: str
+) -> None:
+    """It was a bare WRONGTYPE: a claim that failed as a Celery FAILURE, a watcher that logged
+    it twice a second and never cancelled."""
+    build_id = uuid.uuid4().hex
+    _write_as(redis_client, keys.cancel_flag(build_id), kind)
+    error = cancel_requested(redis_client, build_id)
+    assert type(error) is Cancelled
+    assert error.message == f"the build was cancelled by a cancel flag sti never writes: a {kind}"
+
+
+def test_a_cancel_flag_too_long_to_be_one_is_not_read_whole(
+    redis_client: redis.Redis, broker_url: str
+) -> None:
+    """The watcher reads the flag twice a second while a step runs: a 96 MiB value was read
+    whole each time (and decoded, for JSON)."""
+    build_id = uuid.uuid4().hex
+    redis_client.set(keys.cancel_flag(build_id), b'{"code": "' + b"x" * (96 << 20), ex=60)
+    said = _bounded(
+        f"""
+        import re, redis
+        from sti.cancel_flags import cancel_requested
+        print(cancel_requested(redis.Redis.from_url({broker_url!r}), {build_id!r}).message)
+        status = open("/proc/self/status").read()
+        print(int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) // 1024)
+        """
+    )
+    redis_client.delete(keys.cancel_flag(build_id))
+    message, peak_mib = said.rsplit("\n", 1)
+    shown = repr(b'{"code": "' + b"x" * 90)
+    assert message == f"the build was cancelled by a cancel flag sti never writes: {shown}"
+    assert int(peak_mib) < 64, said
+
+
 @pytest.mark.parametrize("code", sorted(CODES))
 def test_a_cancel_flag_sti_writes_ends_the_build_with_its_error(
     redis_client: redis.Redis, code: str
