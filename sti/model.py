@@ -232,6 +232,23 @@ def parse_env_options(options: Iterable[str]) -> dict[str, str]:
     return validate_env(env)
 
 
+def parse_build_env_options(options: Iterable[str]) -> dict[str, str]:
+    """Repeated --build-env NAME=VALUE. A value is a secret: it is everything after the first
+    "=", commas and all (split as -e is, the part after ",word=" would become a variable whose
+    name every task event shows), and a refusal names the option by its place, never its text
+    (`--build-env "$TOKEN"` with NAME= forgotten goes to a terminal or a CI log)."""
+    env: dict[str, str] = {}
+    for number, option in enumerate(options, start=1):
+        name, sep, value = option.partition("=")
+        if not sep or not _ENV_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"--build-env option {number} is not NAME=VALUE with a name of letters, digits "
+                "and _ (not starting with a digit); it is not shown, as it may hold a secret"
+            )
+        env[name] = value
+    return validate_env(env)
+
+
 def _from_json(cls: type, data: Mapping[str, Any]) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known

@@ -26,6 +26,7 @@ from sti.model import (
     Result,
     UsageRequest,
     ValidateRequest,
+    parse_build_env_options,
     parse_env_options,
     parse_label_options,
 )
@@ -216,7 +217,7 @@ def build(
             build_image=build_image,
             tag=app_image_tag,
             env=_environment(env_files, env_options),
-            build_env=parse_env_options(build_env_options),
+            build_env=parse_build_env_options(build_env_options),
             labels=parse_label_options(label_options),
             exclude=exclude,
             **options,

@@ -25,12 +25,12 @@ from celery import Celery
 from sti import keys
 from sti.celery_protocol import HIDDEN, keywords_repr, task_message
 from sti.errors import InvalidInput
-from sti.model import BuildRequest, from_task_arguments
+from sti.model import BuildRequest, from_task_arguments, parse_build_env_options
 from sti.wire import BUILD_TASK, SHARED_QUEUE
 from sti_submit.client import StiClient
 from tests.dockertools import temporary_image
 from tests.images import SAVE_ARTIFACTS
-from tests.queue_helpers import make_source, tar_gz_of
+from tests.queue_helpers import make_source, sti_submit, tar_gz_of
 from tests.services import Worker
 from tests.test_queue_secrets import keys_holding, value_of
 from tests.test_queue_worker_lost import _wait_until_gone, _worker
@@ -350,3 +350,25 @@ def test_a_build_whose_worker_died_is_not_run_again_from_values_kept_in_redis(
         for worker in (doomed, successor):
             if worker is not None and worker.process.poll() is None:
                 worker.stop()
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["ghp_s3cr3tT0ken", "s3cr3t-t0ken==", "bad-name=s3cr3t"],
+    ids=["no name", "base64 with padding, invalid name", "invalid name"],
+)
+def test_a_mistyped_build_env_option_is_refused_without_its_text(
+    tmp_path: Path, option: str
+) -> None:
+    """`--build-env "$TOKEN"`, NAME= forgotten: the refusal goes to a terminal or a CI log."""
+    done = sti_submit("build", str(tmp_path), "builder", "app", "--build-env", option)
+    assert done.returncode == 2, done.stderr
+    assert "--build-env option 1" in done.stderr
+    assert "s3cr3t" not in done.stdout + done.stderr
+
+
+def test_a_build_env_value_is_taken_whole_commas_and_all() -> None:
+    """-e splits "A=1,B=2" as the original did; a --build-env value is a secret, taken whole:
+    split, the part after ",word=" became a variable whose name every event shows."""
+    parsed = parse_build_env_options(["TOKEN=p4ss,word=x", "OTHER=a,B=b", "EMPTY="])
+    assert parsed == {"TOKEN": "p4ss,word=x", "OTHER": "a,B=b", "EMPTY": ""}
