@@ -153,13 +153,8 @@ def validate_env(env: Mapping[str, str]) -> dict[str, str]:
         raise InvalidInput(
             f"{len(env)} environment variables given; at most {ENV_MAX_VARIABLES} are allowed"
         )
-    size = sum(len(str(name).encode()) + len(str(value).encode()) for name, value in env.items())
-    if size > ENV_MAX_BYTES:
-        raise InvalidInput(
-            f"the environment variables given take {size} bytes; at most {ENV_MAX_BYTES} "
-            "(names and values together) are allowed"
-        )
     checked: dict[str, str] = {}
+    size = 0
     for name, value in env.items():
         if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
             raise InvalidInput(
@@ -170,8 +165,26 @@ def validate_env(env: Mapping[str, str]) -> dict[str, str]:
             raise InvalidInput(f"environment variable {name} must have a string value")
         if "\x00" in value:
             raise InvalidInput(f"environment variable {name} contains a NUL byte")
+        size += len(name) + _utf8_size(name, value)
         checked[name] = value
+    if size > ENV_MAX_BYTES:
+        raise InvalidInput(
+            f"the environment variables given take {size} bytes; at most {ENV_MAX_BYTES} "
+            "(names and values together) are allowed"
+        )
     return checked
+
+
+def _utf8_size(name: str, value: str) -> int:
+    """A value's size as UTF-8; refused, without the value (a --build-env one is a secret), when
+    it holds a lone surrogate (JSON's "\\udcff", or bytes a shell gave that are not UTF-8)."""
+    if value.isascii():
+        return len(value)
+    try:
+        return len(value.encode())
+    except UnicodeEncodeError:
+        pass  # raised outside the handler: the error's repr is the whole value
+    raise InvalidInput(f"environment variable {name} is not UTF-8 text")
 
 
 def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -31,7 +32,7 @@ from sti_submit.client import StiClient
 from tests.dockertools import temporary_image
 from tests.images import SAVE_ARTIFACTS
 from tests.queue_helpers import make_source, sti_submit, tar_gz_of
-from tests.services import Worker
+from tests.services import BIN, Worker
 from tests.test_queue_secrets import keys_holding, value_of
 from tests.test_queue_worker_lost import _wait_until_gone, _worker
 from tests.test_queue_worker_lost import queue_url as queue_url  # a fixture: its own database
@@ -372,3 +373,37 @@ def test_a_build_env_value_is_taken_whole_commas_and_all() -> None:
     split, the part after ",word=" became a variable whose name every event shows."""
     parsed = parse_build_env_options(["TOKEN=p4ss,word=x", "OTHER=a,B=b", "EMPTY="])
     assert parsed == {"TOKEN": "p4ss,word=x", "OTHER": "a,B=b", "EMPTY": ""}
+
+
+def test_a_build_env_value_that_is_not_utf8_is_refused_without_its_value() -> None:
+    """JSON lets a message carry a lone surrogate ("\\udcff"): encoding it raised a
+    UnicodeEncodeError whose repr is the whole value, which Celery stores as the task's
+    FAILURE for a week, sends in its task-failed event and logs."""
+    kwargs = json.loads(
+        json.dumps(
+            {
+                "source": "https://h/x.git",
+                "build_image": "b",
+                "tag": "t",
+                "build_env": {"TOKEN": "s3cr3t\udcff"},
+            }
+        )
+    )
+    with pytest.raises(InvalidInput, match="TOKEN is not UTF-8 text") as refused:
+        from_task_arguments(BuildRequest, (), kwargs, uuid.uuid4().hex)
+    assert "s3cr3t" not in repr(refused.value) and refused.value.__context__ is None
+
+
+def test_a_build_env_option_of_bytes_not_utf8_is_bad_input_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A shell hands sti-submit any bytes; Python reads them as lone surrogates."""
+    option = os.fsencode("TOKEN=s3cr3t") + b"\xff"
+    done = subprocess.run(
+        [str(BIN / "sti-submit"), "build", str(tmp_path), "builder", "app", "--build-env", option],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert b"Traceback" not in done.stderr and b"s3cr3t" not in done.stdout + done.stderr
