@@ -19,8 +19,10 @@ def ignore_matcher(root: Path, extra_patterns: Iterable[str] = ()) -> Callable[[
     """A predicate over paths relative to root (POSIX, directories ending in "/"), for a walk
     that does not enter a directory it leaves out. Git metadata is left out before any pattern
     is read: a negation (`!.git*` to keep .gitignore, `!.*`, `!**`) cannot bring it back."""
-    if is_git_metadata(root.name):
-        raise InvalidInput(f"{str(root)!r} is git metadata ({root.name}), never a source to build")
+    # spelled, or reached through a link (--local reads the resolved directory)
+    found = [part for part in (root.name, *root.resolve().parts) if is_git_metadata(part)]
+    if found:
+        raise InvalidInput(f"{str(root)!r} is git metadata ({found[0]}), never a source to build")
     patterns = []
     for name in IGNORE_FILES:
         ignore_file = root / name

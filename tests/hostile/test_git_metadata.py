@@ -172,8 +172,20 @@ def test_a_change_in_git_metadata_changes_no_fingerprint_and_a_kept_file_does(
     assert fingerprint(source).value != before
 
 
-def test_a_source_that_is_a_git_directory_is_refused(source: Path) -> None:
-    for spelling in (source / ".git", source / ".GIT"):
+def test_a_source_that_is_a_git_directory_is_refused(source: Path, tmp_path: Path) -> None:
+    """However SOURCE reaches it: a link named otherwise (--local resolved it and refused, the
+    upload packed .git/config), or a directory inside it."""
+    (tmp_path / "link").symlink_to(source / ".git")
+    (source / ".git" / "objects" / "pack").mkdir()
+    spellings = [
+        source / ".git",
+        source / ".GIT",
+        tmp_path / "link",
+        source / ".git" / "objects",
+        source / "vendor" / "lib" / ".git" / ".." / ".git",
+        source / "vendor" / ".." / ".git" / "objects" / "pack",
+    ]
+    for spelling in spellings:
         with pytest.raises(InvalidInput, match="is git metadata"):
             fingerprint(spelling)
         with pytest.raises(InvalidInput, match="is git metadata"):
