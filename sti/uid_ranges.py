@@ -14,7 +14,9 @@ from .errors import InvalidInput
 _RANGE = re.compile(r"^(\d{1,10})?(-)?(\d{1,10})?$")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?")
 _NUMERIC_USER = re.compile(r"([0-9]{1,10})(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?")
-MAX_UID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
+# the largest uid or gid the engine runs as (runc refuses more; BuildKit looks a number past
+# 2**32 - 1 up as a user name)
+MAX_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,15 @@ def numeric_uid(user: str) -> int | None:
     """The uid of a USER that names it by number (uid or uid:group), else None: a name means
     whatever the image's /etc/passwd says when the user is looked up."""
     found = _NUMERIC_USER.fullmatch(user)
-    if not found or int(found.group(1)) > MAX_UID:
+    return parse_id(found.group(1)) if found else None
+
+
+def parse_id(text: str) -> int | None:
+    """A uid or gid written in decimal digits that the engine takes for one, else None."""
+    if not (0 < len(text) <= 10 and text.isascii() and text.isdigit()):
         return None
-    return int(found.group(1))
+    number = int(text)
+    return number if number <= MAX_ID else None
 
 
 def check_user(user: str, origin: str) -> str:

@@ -16,6 +16,7 @@ from sti.uid_ranges import (
     check_user,
     is_plain_user,
     numeric_uid,
+    parse_id,
     parse_uid_ranges,
     uid_allowed,
 )
@@ -153,37 +154,60 @@ def _not_allowed(user: str, uid: int | None, allowed: str) -> str:
 
 def _ids(host: DockerHost, image_id: str, user: str, build_id: str) -> tuple[int, int] | None:
     """user's uid and gid in the image (a uid without a group: its primary group, else 0);
-    None if it names a user or group the image does not know."""
+    None if it names a user or group the image does not know, or a number the engine does not
+    take for an id (BuildKit looks such a number up as a name)."""
     if not user:
         return 0, 0
     name, _, group = user.partition(":")
-    known = name.isdigit() and group.isdigit()
-    passwd = [] if known else _accounts(host, image_id, "/etc/passwd", build_id)
-    account = next(
-        (f for f in passwd if len(f) > 3 and name in (f[0], f[2]) and f[2].isdigit()), None
-    )
-    if name.isdigit():
-        uid = int(name)
-    elif account:
-        uid = int(account[2])
-    else:
+    uid, gid = parse_id(name), parse_id(group) if group else None
+    if (uid is None and _is_number(name)) or (gid is None and _is_number(group)):
         return None
+    if uid is not None and gid is not None:
+        return uid, gid
+    accounts = _accounts(host, image_id, "/etc/passwd", build_id)
+    if uid is None:
+        account = next((a for a in accounts if a.name == name), None)
+        if account is None:
+            return None
+        uid = account.id
+    else:
+        account = next((a for a in accounts if a.id == uid), None)
+    if gid is not None:
+        return uid, gid
     if not group:
-        return uid, int(account[3]) if account and account[3].isdigit() else 0
-    if group.isdigit():
-        return uid, int(group)
+        return uid, account.group if account and account.group is not None else 0
     groups = _accounts(host, image_id, "/etc/group", build_id)
-    found = next((f for f in groups if len(f) > 2 and f[0] == group and f[2].isdigit()), None)
-    return (uid, int(found[2])) if found else None
+    found = next((a.id for a in groups if a.name == group), None)
+    return (uid, found) if found is not None else None
 
 
-def _accounts(host: DockerHost, image_id: str, path: str, build_id: str) -> list[list[str]]:
-    """The colon-separated lines of an account file of the image (none if it has none)."""
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+@dataclass(frozen=True)
+class _Account:
+    """A line of /etc/passwd or /etc/group: the name, its id, and (passwd) its primary group."""
+
+    name: str
+    id: int
+    group: int | None
+
+
+def _accounts(host: DockerHost, image_id: str, path: str, build_id: str) -> list[_Account]:
+    """The accounts of an account file of the image whose id the engine takes (none if the
+    image has no such file)."""
     try:
         data = host.image_file(
             image_id, path, max_bytes=_MAX_ACCOUNTS_BYTES, build_id=build_id, role="user-check"
         )
     except FileTooLarge:
         return []  # no real account file is this large
-    text = (data or b"").decode(errors="replace")
-    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+    found = []
+    for line in (data or b"").decode(errors="replace").splitlines():
+        fields = line.split(":")
+        known = parse_id(fields[2]) if len(fields) > 2 and not line.startswith("#") else None
+        if known is not None:
+            group = parse_id(fields[3]) if len(fields) > 3 else None
+            found.append(_Account(fields[0], known, group))
+    return found

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from sti_worker.engine.methods import (
     legacy_dockerfile,
 )
 from sti_worker.engine.protocol import s2i_scripts_at
-from sti_worker.engine.users import check_onbuild_triggers, image_user_of
+from sti_worker.engine.users import assemble_user, check_onbuild_triggers, image_user_of
 from tests.dockertools import (
     TRACKER,
     image_config,
@@ -563,13 +563,41 @@ def test_allowed_uids_deploy_into_a_runtime_image_as_the_uid_judged(
 
 
 class _ImageWithFile:
-    """An image holding one file at every path (image_metadata reads it through this call)."""
+    """An image holding one file at every path (image_metadata and users read it through these
+    calls)."""
 
     def __init__(self, data: bytes) -> None:
         self._data = data
 
     def image_file(self, image: str, path: str, **_: Any) -> bytes:
         return self._data
+
+    def image_fact(self, image: str, key: object, compute: Callable[[], Any]) -> Any:
+        return compute()
+
+
+@pytest.mark.parametrize(
+    "passwd",
+    [
+        "app:x:\u00b2:0::/:/bin/sh\n",  # a digit to str.isdigit, not to int()
+        "app:x:" + "9" * 5000 + ":0::/:/bin/sh\n",  # more digits than int() reads
+        "app:x:2147483648:0::/:/bin/sh\n",  # past the engine's ids
+        "app:x:-1:0::/:/bin/sh\n",
+    ],
+)
+def test_an_account_file_with_a_uid_no_engine_takes_leaves_the_user_unknown(passwd: str) -> None:
+    image = _ImageWithFile(passwd.encode())
+    config = {"User": "app"}
+    with pytest.raises(InvalidImage, match="neither a number nor a user"):
+        assemble_user(
+            image,  # type: ignore[arg-type]
+            "sha256:1",
+            config,
+            name="evil:1",
+            given=None,
+            allowed_uids="1-",
+            build_id=BUILD_ID,
+        )
 
 
 @pytest.mark.parametrize(
@@ -603,3 +631,37 @@ def test_image_metadata_label_names_are_shown_on_one_encodable_line(name: str) -
     for line in lines:
         assert line.isprintable(), line
         line.encode("utf-8")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("user", "passwd"),
+    [
+        ("4294967296", "4294967296:x:0:0::/:/bin/sh\n"),  # past uint32: looked up as a name
+        ("app", "app:x:4294967296:0::/:/bin/sh\n4294967296:x:0:0::/:/bin/sh\n"),
+    ],
+    ids=["uid", "named"],
+)
+@pytest.mark.parametrize("engine", ["buildkit", "container"])
+def test_allowed_uids_refuse_a_uid_the_engine_cannot_hold(
+    request: pytest.FixtureRequest,
+    api: docker.APIClient,
+    app_tag: str,
+    source: str,
+    user: str,
+    passwd: str,
+    engine: str,
+) -> None:
+    """A uid past what the engine takes as a number is looked up as a user name (BuildKit)."""
+    files = {
+        "/usr/libexec/s2i/assemble": ASSEMBLE,
+        "/usr/libexec/s2i/run": "#!/bin/sh\n",
+        "/etc/passwd": passwd + "root:x:0:0::/:/bin/sh\n",
+        "/etc/group": "root:x:0:\n",
+    }
+    lines = [*ONBUILD_LINES, "RUN mkdir -p /opt/app && chmod 777 /opt/app", f"USER {user}"]
+    with temporary_image(api, files, lines, name="big-uid") as builder:
+        result, _ = build(_host(request, engine), source, builder, app_tag, allowed_uids="1-")
+    if result.success:
+        assert run_and_read(api, app_tag, "/opt/app")["assembled-as"] != b"0\n"
+    assert not result.success and result.error and result.error["code"] == "InvalidImage"
