@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import select
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -74,10 +75,14 @@ class RedisAddress:
         query = _query_of(url, parts.query)
         unix = scheme in ("unix", "redis+socket")
         try:
-            port = parts.port or 6379
+            port = 6379 if parts.port is None else parts.port
             db = int(query.get("db") or ("" if unix else parts.path.strip("/")) or 0)
         except ValueError as error:
             raise InvalidInput(f"{_masked(url)} is not a valid Redis URL") from error
+        if not 0 < port < 65536 or db < 0:
+            raise InvalidInput(
+                f"{_masked(url)} is not a valid Redis URL: a port is 1-65535, a database 0 or more"
+            )
         return cls(
             url=url,
             host=None if unix else (parts.hostname or "localhost"),
@@ -203,6 +208,8 @@ class RedisConnection:
         return ConnectionLost(f"{where}: {reason}")
 
     def _ensure_connected(self) -> None:
+        if self._socket is not None and _closed_while_idle(self._socket, tls=self.address.tls):
+            self.close()  # the broker restarted since the last command: connect again
         if self._socket is not None:
             return
         address = self.address
@@ -266,6 +273,27 @@ class RedisConnection:
             count = int(rest)
             return None if count < 0 else [self._read_reply() for _ in range(count)]
         raise ValueError(f"not a RESP reply: {line[:40]!r}")
+
+
+def _closed_while_idle(sock: socket.socket, *, tls: bool) -> bool:
+    """Whether the broker closed a socket that waits for no reply (a restart, an idle timeout):
+    it reads at once, its end or stray bytes. Found before a command is sent, so that any
+    command, not only a read that may be sent twice, goes out on a fresh connection."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        # TLS 1.3 session tickets make a live socket readable: reading them yields no data
+        sock.recv(1) if tls else sock.recv(1, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError as error:
+        return type(error).__name__ != "SSLWantReadError"
+    finally:
+        sock.settimeout(timeout)
+    return True
 
 
 class LiteRedis:
