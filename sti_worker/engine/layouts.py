@@ -72,9 +72,10 @@ class Layout(Protocol):
         workdir: Path,
         sink: LogSink,
         limits: ExtractLimits,
+        user: str | None = None,
     ) -> SavedOutput:
-        """Run save-artifacts in a container of image and keep what it saved (held to the
-        limits of a source)."""
+        """Run save-artifacts in a container of image (as user, else its USER) and keep what it
+        saved (held to the limits of a source)."""
         ...
 
     def requested_labels(
@@ -109,10 +110,11 @@ class OriginalLayout:
         workdir: Path,
         sink: LogSink,
         limits: ExtractLimits,
+        user: str | None = None,
     ) -> SavedOutput:
         """The artifacts stay in the container, checked as they go into the build
         (artifacts_in_container)."""
-        container = _save_container(host, image, script, build_id)
+        container = _save_container(host, image, script, build_id, user)
         try:
             exit_code, last_lines = host.run_to_completion(container, sink)
         except BaseException:
@@ -153,11 +155,12 @@ class S2iLayout:
         workdir: Path,
         sink: LogSink,
         limits: ExtractLimits,
+        user: str | None = None,
     ) -> SavedOutput:
         """The stream save-artifacts writes goes to a file of the work dir, at most
         STI_SOURCE_MAX_BYTES of it, and is checked as it goes into the build
         (artifacts_in_tar)."""
-        container = _save_container(host, image, script, build_id)
+        container = _save_container(host, image, script, build_id, user)
         tar = workdir / "artifacts.tar"
         try:
             exit_code, last_lines = host.run_capturing_stdout(
@@ -179,14 +182,18 @@ class S2iLayout:
         return metadata_labels(host, image, destination, build_id, sink)
 
 
-def _save_container(host: DockerHost, image: str, script: str, build_id: str) -> str:
-    """A container of image to run save-artifacts in, with an empty ARTIFACTS_DIR of its own."""
+def _save_container(
+    host: DockerHost, image: str, script: str, build_id: str, user: str | None
+) -> str:
+    """A container of image to run save-artifacts in (as user, else the image's USER), with an
+    empty ARTIFACTS_DIR of its own."""
     return host.create_container(
         image,
         [script],
         name=container_name(build_id, "artifacts"),
         build_id=build_id,
         empty_volumes_at=[ARTIFACTS_DIR],
+        user=user,
     )
 
 

@@ -459,10 +459,19 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     if not scripts.has(SAVE_ROLE):
         return state.say(bench.sink, f"Previous image {previous} has no {save}: clean build")
     layout = layout_of(scripts.scripts)
+    owner, user = _owner(config), None
+    if request.allowed_uids:  # the uid judged runs it, as assemble (see users)
+        try:
+            owner = users.judged_ids(
+                bench.docker, previous_id, config, previous, request, state.attempt_name
+            )
+        except InvalidImage as error:
+            return state.say(bench.sink, f"Not running {save}: {error.message}: clean build")
+        user = f"{owner[0]}:{owner[1]}"
     # a stage FROM the earlier image would run its ONBUILD triggers (sti's images have none)
     in_stage = buildkit and not config.get("OnBuild")
     if in_stage and layout.saves_in_build_stage(scripts.artifacts_dir_empty):
-        saved = SavedArtifacts(previous_id, save, _owner(config), config.get("WorkingDir") or "/")
+        saved = SavedArtifacts(previous_id, save, owner, config.get("WorkingDir") or "/")
         state = replace(state, saved_from=saved, incremental=True)
         bench.sink(f"Saving artifacts from {previous} in a stage of the build")
         return state.say(bench.sink, f"Incremental build: reusing artifacts saved from {previous}")
@@ -475,6 +484,7 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         workdir_for(state.attempt_name),
         bench.sink,
         bench.sources.policy.limits,
+        user,
     )
     if output.exit_code != 0:
         state = state.say(

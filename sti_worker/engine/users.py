@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sti.errors import InvalidImage
+from sti.model import BuildRequest
 from sti.uid_ranges import (
     UidRange,
     check_user,
@@ -73,6 +74,30 @@ def assemble_user(
         if config.get("OnBuild"):
             check_onbuild_triggers(name, config, image_user, allowed_uids)
     return AssembleUser(written, ids, own)
+
+
+def judged_ids(
+    host: DockerHost,
+    image_id: str,
+    config: Mapping[str, Any],
+    name: str,
+    request: BuildRequest,
+    build_id: str,
+) -> tuple[int, int]:
+    """The uid and gid that run a script of image name under the request's --allowed-uids (its
+    assemble user, judged as a builder's is), or InvalidImage; build_id names what it runs."""
+    assert request.allowed_uids, "only --allowed-uids judges"
+    who = assemble_user(
+        host,
+        image_id,
+        config,
+        name=name,
+        given=request.assemble_user,
+        allowed_uids=request.allowed_uids,
+        build_id=build_id,
+    )
+    assert who.ids is not None, "judged: _check_allowed refuses a user without ids"
+    return who.ids
 
 
 def image_user_of(config: Mapping[str, Any], name: str) -> str:

@@ -480,11 +480,22 @@ def test_image_metadata_cannot_claim_another_provenance(
 TWO_READINGS = " app:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\nroot:x:0:0::/:/bin/sh\n"
 
 
+# save-artifacts says who ran it, in the artifacts the next assemble keeps
+SAVE_AS = """\
+#!/bin/sh
+set -e
+mkdir -p /tmp/save && id -u > /tmp/save/saved-as
+tar cf - -C /tmp/save saved-as
+"""
+SAVED_AS_KEPT = "cp /tmp/artifacts/saved-as /opt/app/ 2>/dev/null || true\n"
+
+
 @pytest.fixture(scope="module")
 def named_user_builder(api: docker.APIClient) -> Iterator[str]:
     files = {
-        "/usr/libexec/s2i/assemble": ASSEMBLE,
+        "/usr/libexec/s2i/assemble": ASSEMBLE + SAVED_AS_KEPT,
         "/usr/libexec/s2i/run": "#!/bin/sh\n",
+        "/usr/libexec/s2i/save-artifacts": SAVE_AS,
         "/etc/passwd": TWO_READINGS,
         "/etc/group": "root:x:0:\napp:x:1000:\n",
     }
@@ -665,3 +676,22 @@ def test_allowed_uids_refuse_a_uid_the_engine_cannot_hold(
     if result.success:
         assert run_and_read(api, app_tag, "/opt/app")["assembled-as"] != b"0\n"
     assert not result.success and result.error and result.error["code"] == "InvalidImage"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("engine", ["buildkit", "container"])
+def test_allowed_uids_save_artifacts_never_as_a_uid_not_judged(
+    request: pytest.FixtureRequest,
+    api: docker.APIClient,
+    named_user_builder: str,
+    app_tag: str,
+    source: str,
+    engine: str,
+) -> None:
+    """The earlier image (the first build's, USER app as the builder has it) runs its
+    save-artifacts for the next build: as the uid judged, or not at all."""
+    host = _host(request, engine)
+    for _ in range(2):
+        result, _ = build(host, source, named_user_builder, app_tag, allowed_uids="1-")
+        assert result.success, result.messages
+    assert run_and_read(api, app_tag, "/opt/app").get("saved-as") in (None, b"1000\n")
