@@ -85,7 +85,8 @@ class RedisAddress:
             )
         return cls(
             url=url,
-            host=None if unix else (parts.hostname or "localhost"),
+            # decoded, as the workers' clients decode it (and check TLS certificates for it)
+            host=None if unix else (unquote(parts.hostname or "") or "localhost"),
             port=port,
             path=parts.path if unix else None,
             db=db,

@@ -18,13 +18,15 @@ from urllib.parse import quote
 
 import docker
 import kombu
+import kombu.utils.url
 import pytest
 import redis
+import redis.connection
 from celery import Celery
 
 from sti.errors import InvalidInput
 from sti.redis_tls import for_redis_py
-from sti.redis_wire import ConnectionLost, LiteRedis, TlsRefused
+from sti.redis_wire import ConnectionLost, LiteRedis, RedisAddress, TlsRefused
 from tests.dockertools import image_files
 from tests.queue_helpers import json_result, make_source, sti_submit
 from tests.services import BIN, Certificates, TlsRedisServer, Worker
@@ -208,6 +210,22 @@ def test_an_argument_the_workers_cannot_read_alike_is_refused_naming_it(
 def test_an_ambiguous_or_misplaced_tls_argument_is_refused(url: str) -> None:
     with pytest.raises(InvalidInput, match="ssl_c"):
         LiteRedis(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rediss://exa%6Dple.com:6380/0",  # the workers' clients decode a host's escapes
+        "rediss://[fe80::1%25lo]:6380/0",  # a zone, percent-encoded as URLs write it
+        "rediss://Example.COM./0",
+        "rediss://u:p%40ss@[::1]/0",
+    ],
+)
+def test_the_laptop_reaches_the_host_and_tls_name_the_workers_reach(url: str) -> None:
+    """The host connected to is the name TLS checks the certificate for (server_hostname)."""
+    address = RedisAddress.from_url(url)
+    assert address.host == redis.connection.parse_url(url)["host"]
+    assert address.host == kombu.utils.url.url_to_parts(url).hostname
 
 
 FILES: dict[str, tuple[Callable[[Certificates], dict[str, Any]], str]] = {
