@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-from urllib.parse import urlsplit
 
 from .errors import InvalidInput
 
@@ -99,13 +98,9 @@ def redis_url(name: str, default: str) -> str:
 
     url = _value(name) or default
     try:
-        address = RedisAddress.from_url(url)
+        RedisAddress.from_url(url)
     except InvalidInput as error:
         raise InvalidSetting(f"{name}: {error.message}") from error
-    if address.db < 0:
-        raise InvalidSetting(f"{name}: the database of {address.safe_url} is negative")
-    if urlsplit(url).port == 0:  # read as "no port" (6379) by every client
-        raise InvalidSetting(f"{name}: {address.safe_url} names port 0")
     return url
 
 

@@ -79,10 +79,10 @@ class RedisAddress:
             db = int(query.get("db") or ("" if unix else parts.path.strip("/")) or 0)
         except ValueError as error:
             raise InvalidInput(f"{_masked(url)} is not a valid Redis URL") from error
-        if not 0 < port < 65536 or db < 0:
-            raise InvalidInput(
-                f"{_masked(url)} is not a valid Redis URL: a port is 1-65535, a database 0 or more"
-            )
+        if port == 0:  # read as "no port" (6379) by other clients
+            raise InvalidInput(f"{_masked(url)} names port 0")
+        if db < 0:
+            raise InvalidInput(f"the database of {_masked(url)} is negative")
         return cls(
             url=url,
             # decoded, as the workers' clients decode it (and check TLS certificates for it)

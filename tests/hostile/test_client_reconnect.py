@@ -44,5 +44,5 @@ def test_a_live_idle_connection_is_kept(tmp_path: Path) -> None:
     ["redis://h:0/0", "redis://h/-1", "redis://h/?db=-2", "rediss://h:0", "redis://h:65536/0"],
 )
 def test_a_port_or_database_out_of_range_is_refused(url: str) -> None:
-    with pytest.raises(InvalidInput, match=r"port is 1-65535, a database 0 or more|not a valid"):
+    with pytest.raises(InvalidInput, match=r"port 0|is negative|not a valid"):
         RedisAddress.from_url(url)
