@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, NoReturn, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import zstandard
 
@@ -238,7 +238,11 @@ class _EntryCount:
 
 
 class _Extraction(_EntryCount):
-    """The destination of one archive, with what has been put there so far."""
+    """The destination of one archive, with what has been put there so far: a model of the
+    tree it made (the destination started empty, and only this extraction writes there), so an
+    entry costs the look-ups of the directories it adds, not of every one above it. What is
+    made is made exclusively (O_EXCL, mkdir, symlink, link): a name the disk already has (a case
+    or normalisation variant on a Mac's disk, with --local) is refused, never written through."""
 
     def __init__(
         self, destination: Path, limits: ExtractLimits, *, links_anywhere: bool = False
@@ -246,6 +250,7 @@ class _Extraction(_EntryCount):
         super().__init__(limits)
         self._root = os.path.realpath(destination)
         self._links_anywhere = links_anywhere
+        self._tree = _TreeModel()
 
     def check_declared(self, entries: int, total_bytes: int) -> None:
         """Refuse up front what the archive's own index shows to be too big."""
@@ -270,22 +275,15 @@ class _Extraction(_EntryCount):
     def _add_directory(self, entry: _Entry) -> None:
         if not entry.path:
             return  # the archive's own root, often listed as "./"
-        path = self._target(entry)
-        if not os.path.lexists(path):
-            os.mkdir(path, 0o700)
-        elif os.path.islink(path) or not os.path.isdir(path):
-            _refuse_existing(entry, path)
+        parent, name, path = self._target(entry)
+        if self._tree.kind_below(parent, name) != "directory":
+            self._make(entry, parent, name, lambda: os.mkdir(path, 0o700))
         os.chmod(path, (entry.mode & 0o755) | stat.S_IRWXU)
 
     def _add_file(self, entry: _Entry, content: Read) -> None:
         self._check_sizes(entry.name, entry.size, self._total_bytes + entry.size)
-        path = self._target(entry)
-        if os.path.lexists(path):
-            _refuse_existing(entry, path)
-        try:
-            descriptor = os.open(path, _NEW_FILE_FLAGS, 0o600)
-        except FileExistsError:
-            raise _appears_twice(entry.name) from None
+        parent, name, path = self._target(entry)
+        descriptor = self._make(entry, parent, name, lambda: os.open(path, _NEW_FILE_FLAGS, 0o600))
         with open(descriptor, "wb") as out:
             self._copy(entry.name, content, out)
             out.flush()
@@ -299,10 +297,8 @@ class _Extraction(_EntryCount):
             _check_link_is_valid(entry)
         else:
             _check_link_target(entry)
-        path = self._target(entry)
-        if os.path.lexists(path):
-            _refuse_existing(entry, path)
-        os.symlink(entry.link_target, path)
+        parent, name, path = self._target(entry)
+        self._make(entry, parent, name, lambda: os.symlink(entry.link_target, path))
 
     def _add_hard_link(self, entry: _Entry) -> None:
         _check_not_linked_into_git_metadata(entry)  # its file is never part of a source
@@ -310,54 +306,50 @@ class _Extraction(_EntryCount):
         # a tree on disk goes into a build with each name of a file as a file of its own
         self._total_bytes += size
         self._check_sizes(entry.name, size, self._total_bytes)
-        path = self._target(entry)
-        if os.path.lexists(path):
-            _refuse_existing(entry, path)
-        os.link(target, path, follow_symlinks=False)
+        parent, name, path = self._target(entry)
+        self._make(entry, parent, name, lambda: os.link(target, path, follow_symlinks=False))
 
     def _hard_link_target(self, entry: _Entry) -> tuple[str, int]:
-        """The regular file an earlier entry put where the hard link's target names it (the
-        destination started empty), reached through directories only, and its size."""
+        """The regular file an earlier entry put where the hard link's target names it, reached
+        through directories only, and its size."""
         target = _hard_link_path(entry)
-        path = self._root
-        for part in target.split("/")[:-1]:
-            path = os.path.join(path, part)
-            if os.path.islink(path) or not os.path.isdir(path):
-                raise _bad_hard_link(entry, "not a file of the archive before it")
-        path = os.path.join(path, os.path.basename(target))
-        try:
-            found = os.lstat(path)
-        except FileNotFoundError:
-            raise _bad_hard_link(entry, "not a file of the archive before it") from None
-        if not stat.S_ISREG(found.st_mode):
-            raise _bad_hard_link(entry, "a directory" if stat.S_ISDIR(found.st_mode) else "a link")
-        return path, found.st_size
+        kind = self._tree.kind(target)
+        if kind != "file":
+            what = {"directory": "a directory", "link": "a link"}
+            raise _bad_hard_link(entry, what.get(kind or "", "not a file of the archive before it"))
+        path = os.path.join(self._root, target)
+        return path, os.lstat(path).st_size
 
-    def _target(self, entry: _Entry) -> str:
+    def _target(self, entry: _Entry) -> tuple[int, str, str]:
+        """The node of the entry's directory (made where missing, never reached through a
+        link), its name there and its path on disk; refused if an entry took the name."""
         if not entry.path:
             raise InvalidInput(f"archive entry {entry.name!r} names the source root itself")
-        path = os.path.join(self._parent(entry), os.path.basename(entry.path))
+        path = os.path.join(self._root, entry.path)
         if len(os.fsencode(path)) > _MAX_PATH_BYTES:
             raise InvalidInput(f"archive entry {entry.name!r} has too long a path")
-        return path
+        directory, _, name = entry.path.rpartition("/")
+        parent, implied = self._tree.directory_of(entry)
+        self._count_implied(implied)
+        if implied:  # the last ones of the path, new in the model: made on disk too
+            parts = directory.split("/")
+            for depth in range(len(parts) - implied, len(parts)):
+                made = os.path.join(self._root, *parts[: depth + 1])
+                try:
+                    os.mkdir(made, 0o755)
+                except FileExistsError:
+                    raise _appears_twice(entry.name) from None
+        self._tree.check_free(parent, name, entry)
+        return parent, name, path
 
-    def _parent(self, entry: _Entry) -> str:
-        """The entry's directory, created where missing, and never reached through a link."""
-        parent = self._root
-        for part in entry.path.split("/")[:-1]:
-            parent = os.path.join(parent, part)
-            if os.path.islink(parent):
-                raise _through_link(entry.name)
-            if not os.path.lexists(parent):
-                self._count_implied(1)
-                os.mkdir(parent, 0o755)
-            elif not os.path.isdir(parent):
-                raise InvalidInput(
-                    f"archive entry {entry.name!r} is below {part!r}, not a directory"
-                )
-        if not _is_within(os.path.realpath(parent), self._root):
-            raise _through_link(entry.name)
-        return parent
+    def _make(self, entry: _Entry, parent: int, name: str, make: Callable[[], Any]) -> Any:
+        """make() the entry on disk, exclusively, and put it in the model."""
+        try:
+            made = make()
+        except FileExistsError:
+            raise _appears_twice(entry.name) from None
+        self._tree.put(parent, name, "file" if entry.kind == "hard link" else entry.kind)
+        return made
 
     def _copy(self, name: str, content: Read, out: BinaryIO) -> None:
         # counts what really comes out, whatever the header claimed
@@ -405,11 +397,7 @@ class _Retar(_EntryCount):
             return
         parent = self._parent(entry)
         name = entry.path.rpartition("/")[2]
-        existing = self._tree.kind_below(parent, name)
-        if existing is not None and not (existing == entry.kind == "directory"):
-            if existing == "link" and entry.kind != "link":
-                raise _through_link(entry.name)
-            raise _appears_twice(entry.name)
+        self._tree.check_free(parent, name, entry)
         if entry.kind == "link":
             (_check_link_is_valid if self._links_anywhere else _check_link_target)(entry)
         elif entry.kind == "hard link":
@@ -443,12 +431,7 @@ class _Retar(_EntryCount):
         implied directories."""
         if len(os.fsencode(entry.path)) > _MAX_PATH_BYTES:
             raise InvalidInput(f"archive entry {entry.name!r} has too long a path")
-        parent, implied, below = self._tree.directory(entry.path.rpartition("/")[0])
-        if below is not None:
-            path, kind = below
-            if kind == "link":
-                raise _through_link(entry.name)
-            raise InvalidInput(f"archive entry {entry.name!r} is below {path!r}, not a directory")
+        parent, implied = self._tree.directory_of(entry)
         self._count_implied(implied)
         return parent
 
@@ -537,6 +520,25 @@ class _TreeModel:
     def kind_below(self, parent: int, name: str) -> EntryKind | None:
         found = self._children.get((parent, name))
         return None if found is None else self._kinds[found]
+
+    def check_free(self, parent: int, name: str, entry: _Entry) -> None:
+        """Refuse an entry whose name an earlier one took (but a directory named again)."""
+        existing = self.kind_below(parent, name)
+        if existing is not None and not (existing == entry.kind == "directory"):
+            if existing == "link" and entry.kind != "link":
+                raise _through_link(entry.name)
+            raise _appears_twice(entry.name)
+
+    def directory_of(self, entry: _Entry) -> tuple[int, int]:
+        """The node of the entry's directory and how many directories were implied (made in
+        the model) on the way; refused when something but a directory is on the way."""
+        parent, implied, below = self.directory(entry.path.rpartition("/")[0])
+        if below is not None:
+            where, kind = below
+            if kind == "link":
+                raise _through_link(entry.name)
+            raise InvalidInput(f"archive entry {entry.name!r} is below {where!r}, not a directory")
+        return parent, implied
 
     def put(self, parent: int, name: str, kind: EntryKind) -> int:
         node = self._children.get((parent, name))
@@ -659,16 +661,6 @@ def _bad_hard_link(entry: _Entry, what: str) -> InvalidInput:
         f"archive entry {entry.name!r} is a hard link to {entry.link_target!r}, which is {what}: "
         "a hard link must name a regular file that comes before it"
     )
-
-
-def _is_within(real_path: str, root: str) -> bool:
-    return real_path == root or real_path.startswith(root + os.sep)
-
-
-def _refuse_existing(entry: _Entry, path: str) -> NoReturn:
-    if os.path.islink(path) and entry.kind != "link":
-        raise _through_link(entry.name)
-    raise _appears_twice(entry.name)
 
 
 def _through_link(name: str) -> InvalidInput:

@@ -794,3 +794,29 @@ def test_a_long_named_member_handed_on_keeps_its_new_name() -> None:
     renamed = "src/" + long.removeprefix("build/")
     assert sorted(found) == sorted(["src", "src/hl", renamed])
     assert found["src/hl"].linkname == renamed
+
+
+def test_extracting_a_deep_entry_costs_look_ups_by_what_it_adds_not_its_depth(
+    dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each entry looked up every directory above it twice and resolved its whole path: an
+    18 KB tar.xz of 10,000 files 255 directories deep took 107 s to extract (a downloaded
+    archive, an uploaded zip), 255 levels x 3 look-ups a file."""
+    deep = "/".join(["d"] * 255)
+    members = [_file(f"{deep}/f{n}", b"") for n in range(50)]
+    members += [_link(f"{deep}/h{n}", f"{deep}/f{n}") for n in range(50)]
+    members += [_file(f"{'/'.join(['e'] * n)}/g", b"") for n in range(1, 100)]  # new dirs each
+    data = _tar(members)
+    looked_up = []
+    for name in ("lstat", "stat"):
+        real = getattr(os, name)
+
+        def counted(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            looked_up.append(args[0])
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, counted)
+    _extracted(data, dest, ExtractLimits(max_total_bytes=1024 * 1024, max_files=2_000))
+    monkeypatch.undo()
+    assert len(looked_up) <= 2 * len(members), f"{len(looked_up)} look-ups for {len(members)}"
+    assert (dest / deep / "h7").read_bytes() == b"" and (dest / deep / "h7").stat().st_nlink == 2
