@@ -338,7 +338,8 @@ def small_file(name: str, data: bytes, mode: int = 0o644) -> TarPart:
     return add
 
 
-_RENAMED_PAX_KEYWORDS = ("path", "linkpath")
+# what tarfile derives again from a member's fields (and would write as read, over the new ones)
+_DERIVED_PAX_KEYWORDS = frozenset(("path", "linkpath", "uid", "gid", "uname", "gname"))
 
 
 def retargeted(
@@ -367,11 +368,12 @@ def retargeted(
         with tarfile.open(fileobj=IterReader(open_chunks()), mode="r|*") as source:
             for member in source:
                 # tarfile writes a member's PAX records over its fields: a long or non-ASCII
-                # name read from one would be written back over the new name
+                # name, or an id past 2**21 (OpenShift's), read from one would be written back
+                # over the new name or owner
                 member.pax_headers = {
                     keyword: value
                     for keyword, value in member.pax_headers.items()
-                    if keyword not in _RENAMED_PAX_KEYWORDS
+                    if keyword not in _DERIVED_PAX_KEYWORDS
                 }
                 member.name = rename(member.name)
                 if member.islnk():

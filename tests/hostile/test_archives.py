@@ -796,6 +796,18 @@ def test_a_long_named_member_handed_on_keeps_its_new_name() -> None:
     assert found["src/hl"].linkname == renamed
 
 
+def test_a_member_handed_on_takes_its_new_owner_whatever_its_old_uid() -> None:
+    """A uid past 2**21 (OpenShift's ranges) is a PAX record, which tarfile wrote back over
+    the owner the next container's user is given."""
+    info, content = _file("build/a", b"hi")
+    info.uid, info.uname = 1_000_680_000, "us\u00e9r"
+    data = _tar([_dir("build"), (info, content)])
+    out = b"".join(stream_tar([retargeted(lambda: [data], "build", "src")], owner=(1001, 0)))
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        owners = {member.name: (member.uid, member.gid, member.uname) for member in tar}
+    assert owners == {"src": (1001, 0, ""), "src/a": (1001, 0, "")}
+
+
 def test_extracting_a_deep_entry_costs_look_ups_by_what_it_adds_not_its_depth(
     dest: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
