@@ -4,7 +4,11 @@ and the registry of running builds.
 A lease expires unless renewed, so a crashed worker never blocks a tag or a host for long. A
 build whose worker was taken for dead runs again as a new attempt, which owns them from then on:
 an earlier attempt that wakes up (a worker frozen or cut off past its lease) can neither renew
-nor release them.
+nor release them, and neither can an attempt that ended (a step of it delivered again, or
+replayed from a captured message).
+
+The build's claim (a hash) says which attempt owns it; anyone on Redis can write it, so what it
+holds is checked before it is used (an attempt sti never writes, a key of another type).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import keys
 from .errors import InternalError, InvalidInput
 from .model import build_tag_for, normalized_tag
+from .redis_values import refused_type
 
 if TYPE_CHECKING:
     from .redis_wire import RedisClient
@@ -52,14 +57,20 @@ end
 return 0
 """
 
-# Whether an attempt owns its build's leases: the build's claim (KEYS[1]) names it (ARGV[1])
-# and a reaper took it for lost or not, as the caller says (ARGV[2]: "1" for a reaper freeing
-# what the attempt it took held). A claim that is gone (a Redis that lost its data) takes
-# nothing from the attempt that runs. Each script below begins with this check.
+# Whether an attempt owns its build's leases: the build's claim (KEYS[1]) names it (ARGV[1]),
+# it did not end, and a reaper took it for lost or not, as the caller says (ARGV[2]: "1" for a
+# reaper freeing what the attempt it took held). A claim that is gone (a Redis that lost its
+# data) takes nothing from the attempt that runs; one that is not a hash gives nothing to any.
+# Each script below begins with this check.
 _OWNS = """
+local kind = redis.call('type', KEYS[1])['ok']
+if kind ~= 'hash' and kind ~= 'none' then
+  return 0
+end
 local current = redis.call('hget', KEYS[1], 'attempt') or ARGV[1]
 local taken = redis.call('hget', KEYS[1], 'taken') == ARGV[1]
-if current ~= ARGV[1] or taken ~= (ARGV[2] == '1') then
+local ended = redis.call('hget', KEYS[1], 'ended') == ARGV[1]
+if current ~= ARGV[1] or ended or taken ~= (ARGV[2] == '1') then
   return 0
 end
 """
@@ -113,14 +124,23 @@ redis.call('zadd', KEYS[2], 'XX', ARGV[3], ARGV[4])
 return 1
 """
 )
-# KEYS: claim, a zset of leases. ARGV: attempt, taken, build id; with ARGV[4], the claim's
-# field of that name goes too.
+# KEYS: claim, a zset of leases. ARGV: attempt, taken, build id.
 _REMOVE_ENTRY = (
     _OWNS
     + """
 redis.call('zrem', KEYS[2], ARGV[3])
-if ARGV[4] then
-  redis.call('hdel', KEYS[1], ARGV[4])
+return 1
+"""
+)
+# KEYS: claim, running zset. ARGV: attempt, taken, build id. The attempt ends: it owns nothing
+# from then on, and the request it ran (whose source URL may hold credentials) is forgotten.
+_END_ATTEMPT = (
+    _OWNS
+    + """
+redis.call('zrem', KEYS[2], ARGV[3])
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hdel', KEYS[1], 'request')
+  redis.call('hset', KEYS[1], 'ended', ARGV[1])
 end
 return 1
 """
@@ -131,7 +151,7 @@ _TAKE_IF_EXPIRED = """
 local expiry = redis.call('zscore', KEYS[1], ARGV[1])
 if expiry and tonumber(expiry) < tonumber(ARGV[2]) then
   redis.call('zrem', KEYS[1], ARGV[1])
-  if redis.call('exists', KEYS[2]) == 1 then
+  if redis.call('type', KEYS[2])['ok'] == 'hash' then
     redis.call('hset', KEYS[2], 'taken', redis.call('hget', KEYS[2], 'attempt') or '1')
   end
   return 1
@@ -139,7 +159,6 @@ end
 return 0
 """
 MAX_ATTEMPTS = 2  # a build whose worker died runs once more, then ends WorkerLost
-_ATTEMPT_DIGITS = 3
 
 
 def _now_ms() -> int:
@@ -164,12 +183,12 @@ class Attempt:
 
 
 def attempt_number(value: bytes | str | None) -> int:
-    """A claim's attempt as sti writes it (a missing one is the first); anything else is not
-    trusted: InternalError naming it."""
+    """A claim's attempt as sti writes it, 1 to MAX_ATTEMPTS (a missing one is the first);
+    anything else is not trusted: InternalError naming it."""
     if value is None:
         return 1
     text = value.decode(errors="replace") if isinstance(value, bytes) else value
-    if not (text.isascii() and text.isdigit() and len(text) <= _ATTEMPT_DIGITS and int(text)):
+    if text not in {str(number) for number in range(1, MAX_ATTEMPTS + 1)}:
         raise InternalError(f"the build's claim in Redis has an attempt sti never writes: {text!r}")
     return int(text)
 
@@ -287,7 +306,7 @@ class HostSlots:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 class StepOnce:
@@ -338,7 +357,7 @@ class RunningBuilds:
         self._lease_ms = lease_s * 1000
         self._take_if_expired = client.register_script(_TAKE_IF_EXPIRED)
         self._renew_entry = client.register_script(_RENEW_ENTRY)
-        self._remove_entry = client.register_script(_REMOVE_ENTRY)
+        self._end_attempt = client.register_script(_END_ATTEMPT)
 
     def start(self, build_id: str, host_id: str, tag: str, keep_s: int, request: str) -> int:
         """Register a claimed build (request: its task keywords as JSON, to run it again);
@@ -362,9 +381,17 @@ class RunningBuilds:
         return bool(self._renew_entry(keys=lease, args=args))
 
     def end(self, attempt: Attempt) -> None:
-        """The build ended: its request (whose source URL may hold credentials) is forgotten."""
-        args = [*attempt.owner_args(), attempt.build_id, "request"]
-        self._remove_entry(keys=[*attempt.owner_keys(), keys.RUNNING_BUILDS], args=args)
+        """The attempt ended (the last thing it does: it owns nothing from then on, its other
+        leases released first); its request (whose source URL may hold credentials) is
+        forgotten."""
+        args = [*attempt.owner_args(), attempt.build_id]
+        self._end_attempt(keys=[*attempt.owner_keys(), keys.RUNNING_BUILDS], args=args)
+
+    def is_over(self, attempt: Attempt) -> bool:
+        """Whether the attempt ended, or a reaper took it: a copy of its sti.build delivered
+        late has nothing to run."""
+        claim = self.claim_of(attempt.build_id)
+        return str(attempt.number) in (claim.get("ended"), claim.get("taken"))
 
     def expired(self) -> list[str]:
         found = self._client.zrangebyscore(keys.RUNNING_BUILDS, "-inf", _now_ms() - 1)
@@ -379,7 +406,7 @@ class RunningBuilds:
     def attempt_of(self, build_id: str) -> int:
         """The build's current attempt: a step of an earlier one is stale. InternalError for
         an attempt sti never writes."""
-        return attempt_number(self._client.hget(keys.build_claim(build_id), "attempt"))
+        return attempt_number(self.claim_of(build_id).get("attempt"))
 
     def rerun(self, build_id: str) -> int:
         """Make the build's next claim a new attempt (its last one's worker died); returns it."""
@@ -387,6 +414,13 @@ class RunningBuilds:
 
     def claim_of(self, build_id: str) -> dict[str, str]:
         """The host, tag, request, attempt and every host of the build (empty once forgotten),
-        as Redis has them: nothing checked."""
-        found = self._client.hgetall(keys.build_claim(build_id))
+        as Redis has them: nothing checked but that it is a hash (InternalError naming what
+        it is instead)."""
+        claim = keys.build_claim(build_id)
+        try:
+            found = self._client.hgetall(claim)
+        except Exception as error:
+            if not (kind := refused_type(self._client, claim, error)):
+                raise
+            raise InternalError(f"the build's claim in Redis is a {kind}, not a hash") from None
         return {_text(name): _text(value) for name, value in found.items()}

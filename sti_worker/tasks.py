@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -209,6 +210,9 @@ def _claim(task: Task, request: BuildRequest, say: Callable[[str], None]) -> int
     """Take a build slot on this host and the tag's lock, or neither; returns the build's
     attempt (0: not claimed). A claim of an attempt sti never writes ends the build."""
     attempt = Attempt(request.build_id, _running_builds().attempt_of(request.build_id))
+    if _running_builds().is_over(attempt):  # a copy delivered late: the build ended, or reran
+        _log.warning("a late copy of the build's task ends with no effect", attempt=attempt.number)
+        raise Ignore()
     slots = _host_slots()
     if not slots.claim(request.build_id):
         return 0
@@ -283,10 +287,13 @@ def _attempt(build: BuildState) -> Attempt:
 
 def _owns_build(build: BuildState) -> bool:
     """Whether this attempt still owns its build, which keeps it so for a lease: a reaper
-    takes the build only from an attempt that stops renewing."""
-    if _running_builds().renew(_attempt(build)):
+    takes the build only from an attempt that stops renewing. A state older than a claim
+    lives (a message replayed after the claim that would say it ended expired) owns nothing."""
+    if time.time() - build.started_at < settings.result_expires_s and _running_builds().renew(
+        _attempt(build)
+    ):
         return True
-    claim = _running_builds().claim_of(build.request.build_id)
+    claim = _claim_as_said(build.request.build_id)
     _log.warning(
         "an earlier attempt of the build ends with no effect",
         attempt=build.attempt,
@@ -403,10 +410,19 @@ def _finish(build: BuildState) -> dict[str, Any]:
     return result.to_json()
 
 
+def _claim_as_said(build_id: str) -> dict[str, str]:
+    """The build's claim, for saying what it holds: empty when it is not one sti writes."""
+    try:
+        return _running_builds().claim_of(build_id)
+    except InternalError as error:
+        _log.warning("the build's claim is not trusted", error=error.message)
+        return {}
+
+
 def _clean_up_elsewhere(build_id: str, skip: str | None = None) -> None:
     """Have every host the build ran on (but skip) remove what it left there: sti.cleanup waits
     in a host's queue until a worker serves that host again."""
-    hosts = _running_builds().claim_of(build_id).get("hosts", "")
+    hosts = _claim_as_said(build_id).get("hosts", "")
     for host_id in sorted(set(hosts.split(",")) - {"", skip}):
         app.send_task(
             CLEANUP_TASK,
@@ -480,9 +496,11 @@ def _renew_leases(build: BuildState) -> None:
 
 
 def _release_leases(attempt: Attempt, tag: str, host_id: str | None = None) -> None:
-    _running_builds().end(attempt)
-    _host_slots(host_id).release(attempt)
-    _tag_lock(tag, attempt).release()
+    try:
+        _host_slots(host_id).release(attempt)
+        _tag_lock(tag, attempt).release()
+    finally:  # last, whatever happened: the attempt owns nothing once it ended
+        _running_builds().end(attempt)
 
 
 def _clean_up_attempts(docker: DockerHost | None, build_id: str, numbers: range) -> None:
@@ -500,17 +518,18 @@ def end_lost_build(build_id: str) -> None:
     of its steps delivered later finds it cancelled, and its hosts remove what it left
     (sti.cleanup waits in a host's queue while the host is down)."""
     builds = _running_builds()
-    claim = builds.claim_of(build_id)
+    claim: dict[str, str] = {}
+    try:
+        claim = builds.claim_of(build_id)
+        taken = Attempt(build_id, attempt_number(claim.get("attempt")), taken=True)
+    except InternalError as error:  # not trusted: what it holds is left to run out
+        _end_lost_build_with(error, build_id, claim.get("host"), claim.get("tag"))
+        return
     host_id, tag = claim.get("host"), claim.get("tag")
     lost = (
         f"the worker running build {build_id} on host {host_id} stopped before the build "
         "ended (its lease ran out)"
     )
-    try:
-        taken = Attempt(build_id, attempt_number(claim.get("attempt")), taken=True)
-    except InternalError as error:  # not trusted: what it holds is left to run out
-        _end_lost_build_with(error, build_id, host_id, tag)
-        return
     keywords = _rerunnable(claim, taken.number)
     if keywords is None and _had_build_only_values(claim):
         lost += (

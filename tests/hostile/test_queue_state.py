@@ -5,6 +5,7 @@ build, garbage in a cancel flag or a claim. Against the session's redis-server."
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 import docker
 import pytest
 import redis
+from celery import Celery
 
 from sti import keys
 from sti.blobstore import CHUNK_BYTES, BlobStore, new_upload_name
@@ -27,6 +29,7 @@ from sti.cancel_flags import CODES, cancel_requested, request_cancel
 from sti.errors import Cancelled, InternalError, InvalidInput, SourceFetchFailed
 from sti.leases import Attempt, HostSlots, RunningBuilds, TagLock, tags_locked_for
 from sti.model import BuildRequest, build_tag_for, normalized_tag
+from sti.wire import host_queue
 from sti_submit.client import StiClient
 from sti_submit.upload import upload_source
 from sti_worker.engine.docker_host import DockerHost, container_name
@@ -471,9 +474,10 @@ class _Claim:
         return [self.slots.renew(attempt), self.lock.renew(), self.registry.renew(attempt)]
 
     def release(self) -> None:
-        self.registry.end(self.attempt)
+        """As the attempt's finish does: the running lease last (the attempt ends with it)."""
         self.slots.release(self.attempt)
         self.lock.release()
+        self.registry.end(self.attempt)
 
     def holding(self) -> list[bool]:
         """Whether the slot, the tag's lock and the running lease are there, the build's."""
@@ -494,9 +498,9 @@ def _reap(client: redis.Redis, claim: _Claim, tag: str) -> int:
     client.zadd(keys.RUNNING_BUILDS, {build_id: 1})  # as if it ran out long ago
     assert claim.registry.take_expired(build_id)
     taken = Attempt(build_id, claim.attempt.number, taken=True)
-    claim.registry.end(taken)
     claim.slots.release(taken)
     TagLock.of_build(client, tag, taken, 60).release()
+    claim.registry.end(taken)
     return claim.registry.rerun(build_id)
 
 
@@ -560,7 +564,8 @@ def test_a_running_attempt_whose_claim_redis_lost_keeps_its_build(
 
 
 @pytest.mark.parametrize(
-    "value", ["abc", "", "0", "-1", "1.0", " 1", "\u0661", "1000", "9" * 40, "2\nforged"]
+    "value",
+    ["abc", "", "0", "-1", "1.0", " 1", "\u0661", "3", "999", "1000", "9" * 40, "2\nforged"],
 )
 def test_a_claim_attempt_sti_never_writes_is_not_trusted(
     redis_client: redis.Redis, build: tuple[str, str, str], value: str
@@ -575,6 +580,56 @@ def test_a_claim_attempt_sti_never_writes_is_not_trusted(
     assert first.renew() == [False, False, False]
     first.release()
     assert first.holding() == [True, True, True]
+    redis_client.zadd(keys.RUNNING_BUILDS, {build_id: 1})
+    assert first.registry.take_expired(build_id)
+
+
+def test_an_attempt_that_ended_owns_nothing(
+    redis_client: redis.Redis, build: tuple[str, str, str]
+) -> None:
+    """A copy of a step of a build that ended (delivered again, or a captured message sent
+    again with a task id of its own) owned the build still: it ran, tagged outside the tag's
+    lock, and stored a second result. An attempt's end is the last thing it does."""
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    first.release()
+    assert first.renew() == [False, False, False]
+    assert first.holding() == [False, False, False]
+    assert first.registry.is_over(first.attempt)
+    assert _lock(redis_client, tag, uuid.uuid4().hex).acquire()  # another build of the tag
+    assert not first.lock.acquire()
+
+
+def test_an_attempt_a_reaper_took_is_over_and_the_next_one_is_not(
+    redis_client: redis.Redis, build: tuple[str, str, str]
+) -> None:
+    """A copy of sti.build delivered late (after its build ended, or ran again) has nothing to
+    claim: it once retried its claim every second, for ever, or built again."""
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    assert not first.registry.is_over(first.attempt)
+    _reap(redis_client, first, tag)
+    assert first.registry.is_over(first.attempt)
+    second = _Claim(redis_client, build_id, tag, host_id)
+    assert not second.registry.is_over(second.attempt)
+
+
+@pytest.mark.parametrize("kind", ["string", "list"])
+def test_a_claim_of_another_type_is_not_trusted(
+    redis_client: redis.Redis, build: tuple[str, str, str], kind: str
+) -> None:
+    """It was a bare WRONGTYPE at every renewal, claim and take of the build."""
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    redis_client.delete(keys.build_claim(build_id))
+    _write_as(redis_client, keys.build_claim(build_id), kind)
+    with pytest.raises(InternalError, match=f"claim in Redis is a {kind}, not a hash$"):
+        first.registry.attempt_of(build_id)
+    with pytest.raises(InternalError, match=f"claim in Redis is a {kind}, not a hash$"):
+        first.registry.claim_of(build_id)
+    assert first.renew() == [False, False, False]  # no attempt owns it: its leases run out
+    first.release()
+    assert not _lock(redis_client, tag, build_id).acquire()
     redis_client.zadd(keys.RUNNING_BUILDS, {build_id: 1})
     assert first.registry.take_expired(build_id)
 
@@ -902,3 +957,124 @@ def test_a_garbage_attempt_in_the_claim_of_a_build_not_yet_claimed_ends_it_in_on
     result = client.wait(client.submit_build(request), timeout=60)
     assert result.error is not None and result.error["code"] == "InternalError", result
     assert result.error["message"].endswith("attempt sti never writes: '1e3'")
+
+
+# captured messages sent again: a copy of a step of a build that ended, a late sti.build
+
+
+@pytest.fixture
+def replay_queue(redis_server: RedisServer) -> Iterator[str]:
+    yield from _queue_url(redis_server, 6)
+
+
+@pytest.fixture
+def attacker(replay_queue: str) -> Iterator[Celery]:
+    app = Celery("attacker", broker=replay_queue, backend=replay_queue)
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    yield app
+    app.close()
+
+
+def _handled(worker: Worker, task: str, task_id: str, times: int = 1) -> str:
+    """The worker's log line saying how it ended the task (succeeded, ignored, raised...) the
+    times-th time it got a message with that id."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lines = worker.log().splitlines()
+        ended = [line for line in lines if f"{task}[{task_id}]" in line and "received" not in line]
+        if len(ended) >= times:
+            return ended[times - 1]
+        time.sleep(0.2)
+    raise AssertionError(f"{task}[{task_id}] not handled {times} times:\n{worker.log()[-3000:]}")
+
+
+def _whole_log(url: str, build_id: str) -> list[str]:
+    """Every line of the build's log, those after its end included (a follower stops there)."""
+    entries = redis.Redis.from_url(url).xrange(keys.log_stream(build_id))
+    return [fields[b"line"].decode() for _, fields in entries if b"line" in fields]
+
+
+def _captured_states(url: str) -> list[dict[str, str]]:
+    """The sealed states a build's steps passed on, as anyone on Redis reads them (the queue's
+    messages, or the copies StepOnce keeps for a step delivered again)."""
+    found = []
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match="sti:step:*:output"):
+        output = json.loads(client.get(key))
+        if set(output) == {"sealed"}:
+            found.append(output)
+    return found
+
+
+def test_a_captured_step_sent_again_after_its_build_ended_does_nothing(
+    replay_queue: str,
+    attacker: Celery,
+    api: docker.APIClient,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """An extended build's first stage passes a sealed state to the second (deploy, tag):
+    sent again with a task id of its own after the build ended (and after a newer image took
+    the tag), it deployed and tagged again, outside the tag's lock, and stored a second
+    result."""
+    client = StiClient(replay_queue)
+    worker = _worker(replay_queue, "replay-host", tmp_path)
+    try:
+        request = BuildRequest(
+            str(make_source(tmp_path)),
+            images["sti-fake-builder"],
+            app_tag,
+            runtime_image=images["sti-fake"],
+            method="run",
+        )
+        result = client.wait(client.submit_build(request), timeout=120)
+        assert result.success, result.messages
+        (captured,) = _captured_states(replay_queue)
+        api.tag(images["sti-fake"], app_tag)  # a newer build's image, say
+        newer = api.inspect_image(app_tag)["Id"]
+        task_id = uuid.uuid4().hex
+        attacker.send_task(
+            "sti.step",
+            args=[captured],
+            kwargs={"steps": ["deploy", "tag"], "finish": True},
+            queue=host_queue("replay-host"),
+            task_id=task_id,
+        )
+        assert "ignored" in _handled(worker, "sti.step", task_id)
+        assert api.inspect_image(app_tag)["Id"] == newer
+        log = _whole_log(replay_queue, request.build_id)
+        assert sum(" succeeded: " in line for line in log) == 1, log
+        assert client.wait(request.build_id, timeout=5).image_id == result.image_id
+    finally:
+        client.close()
+        worker.stop()
+
+
+def test_a_late_copy_of_sti_build_after_its_build_ended_does_nothing(
+    replay_queue: str,
+    attacker: Celery,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """A copy of sti.build delivered after the build ended (a broker restored it, or anyone
+    sent it) claimed the build again as its first attempt and built it once more."""
+    client = StiClient(replay_queue)
+    worker = _worker(replay_queue, "late-host", tmp_path)
+    try:
+        store = BlobStore(client.redis, expires_s=EXPIRES_S, max_bytes=MAX_BYTES)
+        uploaded = upload_source(store, make_source(tmp_path)).ref  # as the message names it
+        request = BuildRequest(str(uploaded), images["sti-fake"], app_tag)
+        assert client.wait(client.submit_build(request), timeout=120).success
+        keywords = request.task_keywords()
+        attacker.send_task(
+            "sti.build", kwargs=keywords, task_id=request.build_id, queue="sti.builds"
+        )
+        _handled(worker, "sti.build", request.build_id, times=2)
+        log = _whole_log(replay_queue, request.build_id)
+        assert sum("claimed by host" in line for line in log) == 1, log
+        assert worker.process.poll() is None
+    finally:
+        client.close()
+        worker.stop()
