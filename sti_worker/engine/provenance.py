@@ -32,12 +32,24 @@ def is_provenance(name: str) -> bool:
     return name.startswith((S2I_BUILD_PREFIX, RESERVED_LABEL_PREFIX)) or name in OCI_PROVENANCE
 
 
+# what a source may say of itself; each is written on every output image, empty when this
+# source says nothing of it, as OpenShift's builds reset them: else the builder's own value (a
+# builder built from git carries its commit, a CI's its repository URL) would be the output's
+SOURCE_PROVENANCE = (
+    f"{S2I}.build.source-context-dir",
+    *(f"{S2I}.build.commit.{name}" for name in ("id", "ref", "author", "date", "message")),
+    f"{OCI}.source",
+    f"{OCI}.revision",
+)
+
+
 def source_labels(
     request: BuildRequest, revision: str | None, commit: Mapping[str, str] | None
 ) -> dict[str, str]:
-    """What the fetched source says of itself."""
+    """What the fetched source says of itself (every label of SOURCE_PROVENANCE: empty where
+    it says nothing)."""
     location = describe(request.source)  # credentials and query values masked
-    labels = {f"{S2I}.build.source-location": location}
+    labels = {**dict.fromkeys(SOURCE_PROVENANCE, ""), f"{S2I}.build.source-location": location}
     if not location.startswith(UPLOAD_SCHEME) and "://" in location:
         labels[f"{OCI}.source"] = location
     if request.context_dir:

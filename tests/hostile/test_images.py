@@ -460,16 +460,48 @@ def test_image_metadata_cannot_claim_another_provenance(
     assert result.success, result.messages
     labels = image_config(api, app_tag)["Labels"]
     assert labels["extra"] == "kept" and labels["io.k8s.display-name"] == "From assemble"
-    assert "io.openshift.s2i.build.commit.id" not in labels
-    assert "io.openshift.s2i.build.commit.author" not in labels
+    assert not labels.get("io.openshift.s2i.build.commit.id")
+    assert not labels.get("io.openshift.s2i.build.commit.author")
     assert labels["io.openshift.s2i.build.source-location"] == str(tmp_path)
     assert labels["io.openshift.s2i.build.image"] == builder
     assert labels["org.opencontainers.image.base.digest"] == builder_id
     assert labels["org.opencontainers.image.created"] != FORGED["org.opencontainers.image.created"]
-    assert "org.opencontainers.image.revision" not in labels
+    assert not labels.get("org.opencontainers.image.revision")
     assert labels["io.sti.build-id"] == result.build_id
     for name in FORGED:
         assert any(f"label {name} is sti's own, left as it is" in line for line in lines), name
+
+
+# a builder's own labels are kept on the output image (as s2i keeps them), but not the ones that
+# say where the output came from: a builder built from git, by s2i or a CI, carries its own
+INHERITED = {
+    "io.openshift.s2i.build.commit.id": "0" * 40,
+    "io.openshift.s2i.build.commit.ref": "release",
+    "io.openshift.s2i.build.commit.author": "Someone Trusted <t@example.org>",
+    "io.openshift.s2i.build.commit.date": "Mon Jan 1 00:00:00 2001 +0000",
+    "io.openshift.s2i.build.commit.message": "Reviewed",
+    "io.openshift.s2i.build.source-context-dir": "blessed",
+    "org.opencontainers.image.source": "https://example.org/builder.git",
+    "org.opencontainers.image.revision": "1" * 40,
+}
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("engine", ["buildkit", "container"])
+def test_a_builders_own_provenance_labels_say_nothing_of_the_output(
+    request: pytest.FixtureRequest, api: docker.APIClient, app_tag: str, source: str, engine: str
+) -> None:
+    """A directory has no commit, ref, context dir or URL: the builder's values of them are
+    not the output's."""
+    files = {"/usr/libexec/s2i/assemble": ASSEMBLE, "/usr/libexec/s2i/run": "#!/bin/sh\n"}
+    written = " ".join(f"{name}={json.dumps(value)}" for name, value in INHERITED.items())
+    lines = [*ONBUILD_LINES, "RUN mkdir -p /opt/app", f"LABEL {written}", 'CMD ["/bin/sh"]']
+    with temporary_image(api, files, lines, name="labelled") as builder:
+        assert image_config(api, builder)["Labels"].items() >= INHERITED.items()
+        result, _ = build(_host(request, engine), source, builder, app_tag)
+    assert result.success, result.messages
+    labels = image_config(api, app_tag)["Labels"]
+    assert {name: labels.get(name) or "" for name in INHERITED} == dict.fromkeys(INHERITED, "")
 
 
 # --allowed-uids judges a user by name in the image's /etc/passwd; the engine must then run the

@@ -430,7 +430,7 @@ def test_credentials_in_a_git_url_are_used_and_written_nowhere_in_the_checkout(
 )
 def test_query_values_are_masked_in_labels_and_log_lines(source: str, shown: str) -> None:
     labels = source_labels(BuildRequest(source, "img", "acme/app"), None, None)
-    assert set(labels.values()) == {shown}
+    assert set(labels.values()) - {""} == {shown}
     assert describe(source) == shown
 
 
