@@ -311,12 +311,13 @@ def _content_length(declared: str | None, shown: str) -> int:
     """The size a server declares (0: none), or a refusal naming what it sent instead."""
     if not declared:
         return 0
-    if not declared.strip().isdecimal():
+    digits = declared.strip()
+    if not (digits.isascii() and digits.isdigit()):
         raise SourceFetchFailed(
             f"downloading {shown} failed: the server sent Content-Length {describe(declared)!r}, "
             "not a number"
         )
-    return int(declared)
+    return int(digits) if len(digits) <= 20 else 10**20  # past any limit (int() reads 4300)
 
 
 def _too_large(url: str, limit: int, limit_name: str = "STI_DOWNLOAD_MAX_BYTES") -> str:

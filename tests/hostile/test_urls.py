@@ -457,10 +457,28 @@ def _archive_server(reply: bytes = NOT_A_NUMBER) -> tuple[socket.socket, int]:
     return listener, int(listener.getsockname()[1])
 
 
-def test_a_content_length_that_is_no_number_is_a_fetch_failure_naming_it(tmp_path: Path) -> None:
-    listener, port = _archive_server()
+NOT_A_NUMBER_MESSAGE = r"Content-Length .*, not a number"
+
+
+@pytest.mark.parametrize(
+    ("declared", "refusal", "message"),
+    [
+        ("abc", SourceFetchFailed, NOT_A_NUMBER_MESSAGE),
+        ("1,1", SourceFetchFailed, NOT_A_NUMBER_MESSAGE),
+        ("-1", SourceFetchFailed, NOT_A_NUMBER_MESSAGE),
+        ("+5", SourceFetchFailed, NOT_A_NUMBER_MESSAGE),
+        ("0x10", SourceFetchFailed, NOT_A_NUMBER_MESSAGE),
+        (" 12 x", SourceFetchFailed, NOT_A_NUMBER_MESSAGE),
+        ("9" * 5000, InvalidInput, "is larger than"),  # more digits than int() reads
+    ],
+)
+def test_a_content_length_that_is_no_number_is_a_fetch_failure_naming_it(
+    tmp_path: Path, declared: str, refusal: type[Exception], message: str
+) -> None:
+    reply = f"HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\nxx"
+    listener, port = _archive_server(reply.encode())
     try:
-        with pytest.raises(SourceFetchFailed, match="Content-Length 'abc', not a number"):
+        with pytest.raises(refusal, match=message):
             _fetch(f"http://127.0.0.1:{port}/app.tar.gz", tmp_path / "w")
     finally:
         listener.close()
