@@ -135,7 +135,7 @@ def _unpack(chunks: Iterable[bytes], target: Path, what: str) -> tuple[str, ...]
                 assert extracted is not None
                 _write(target / name, extracted.read(member.size))
                 found.append(name)
-    except tarfile.TarError as error:
+    except (tarfile.TarError, ValueError) as error:  # tarfile reads some headers with int()
         raise InvalidInput(f"{what} is not a tar of scripts: {error}") from error
     return tuple(found)
 

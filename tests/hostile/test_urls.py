@@ -9,11 +9,13 @@ worker fixture allows every address."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import random
 import socket
 import subprocess
+import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -671,3 +673,49 @@ def test_a_malformed_url_sent_to_the_queue_gets_an_invalid_input_result(
     assert result["schema"] == "sti.result/1"
     assert result["error"]["code"] == "InvalidInput"
     assert "IPv6" in result["error"]["message"]
+
+
+# the tar of scripts a file:// --scripts-url was uploaded as: anyone can upload one of their own
+
+
+def _scripts_tar(pax_headers: dict[str, str]) -> bytes:
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        member = tarfile.TarInfo("assemble")
+        member.size, member.pax_headers = 1, pax_headers
+        tar.addfile(member, io.BytesIO(b"x"))
+    return packed.getvalue()
+
+
+def _mutated(seed: int) -> bytes:
+    """A tar of scripts with a few bytes of its headers changed (seeded)."""
+    chance = random.Random(seed)
+    data = bytearray(_scripts_tar({"comment": "c"}))
+    for _ in range(chance.randint(1, 8)):
+        data[chance.randrange(1536)] = chance.randrange(256)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "packed",
+    [
+        _scripts_tar({"GNU.sparse.map": "x"}),
+        _scripts_tar({"GNU.sparse.size": "x", "GNU.sparse.major": "0", "GNU.sparse.minor": "1"}),
+    ],
+)
+def test_a_crafted_tar_of_uploaded_scripts_is_bad_input(tmp_path: Path, packed: bytes) -> None:
+    sources = Sources(POLICY, uploaded_scripts=lambda digest: iter([packed]))
+    with pytest.raises(InvalidInput, match="not a tar of scripts"):
+        fetch_scripts("sti+scripts://sha256:" + "0" * 64, tmp_path, sources, print)
+
+
+def test_a_tar_of_uploaded_scripts_with_bytes_changed_is_taken_or_bad_input(
+    tmp_path: Path,
+) -> None:
+    for seed in range(300):
+        packed = _mutated(seed)
+        sources = Sources(POLICY, uploaded_scripts=lambda digest, packed=packed: iter([packed]))
+        workdir = tmp_path / str(seed)
+        workdir.mkdir()
+        with contextlib.suppress(InvalidInput):
+            fetch_scripts("sti+scripts://sha256:" + "0" * 64, workdir, sources, print)
