@@ -19,7 +19,7 @@ from sti.errors import (
     InvalidBuildMethod,
     InvalidInput,
 )
-from sti.model import BASE_REPOSITORY_PREFIX, check_build_id, check_destination
+from sti.model import BASE_REPOSITORY_PREFIX, BUILD_ID_PATTERN, check_destination
 from sti.scripts_urls import read_capped
 from sti.source_scripts import SOURCE_SCRIPTS_DIR, check_script_names
 from sti.tarstreams import TarPart, empty_directory, retargeted, small_file, stream_tar
@@ -37,6 +37,8 @@ PREVIOUS_ARG = "STI_PREVIOUS"
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# what names an attempt of a build: its id, then .<n> for one run again (pipeline.attempt_name)
+_ATTEMPT_NAME = re.compile(rf"{BUILD_ID_PATTERN}(?:\.[1-9][0-9]{{0,2}})?")
 
 
 @dataclass(frozen=True)
@@ -274,8 +276,9 @@ def legacy_dockerfile(spec: PrepareSpec) -> str:
     failed build can be found again."""
     if not _IMAGE_ID.fullmatch(spec.base_image):
         raise _unwritable("the image", spec.base_image)
-    build_id = check_build_id(spec.build_id)
-    lines = [f"FROM {spec.base_image}", f"LABEL {BUILD_ID_LABEL}={build_id}"]
+    if not _ATTEMPT_NAME.fullmatch(spec.build_id):
+        raise _unwritable("the build id", spec.build_id)
+    lines = [f"FROM {spec.base_image}", f"LABEL {BUILD_ID_LABEL}={spec.build_id}"]
     lines += _env_lines(spec)
     root = _plain_path(spec.input_root)
     for name in _INPUT_DIRS:
@@ -424,7 +427,8 @@ def _scripts_from_source(host: DockerHost, container: str, spec: PrepareSpec) ->
     parts = [empty_directory("scripts")]
     for name in spec.source_scripts:
         path = f"{spec.input_root}/src/{SOURCE_SCRIPTS_DIR}/{name}"
-        read = read_capped(host.get_archive(container, path), path)
+        with host.archive(container, path) as chunks:  # closed if read_capped refuses
+            read = read_capped(chunks, path)
         parts.append(retargeted(lambda read=read: [read], name, f"scripts/{name}"))
     return stream_tar(parts, owner=spec.owner)
 

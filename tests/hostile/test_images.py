@@ -17,7 +17,7 @@ from typing import Any
 import docker
 import pytest
 
-from sti.errors import BuildFailed, CreateDockerfileFailed, InvalidImage
+from sti.errors import BuildFailed, CreateDockerfileFailed, InvalidImage, InvalidInput
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.image_metadata import metadata_labels
 from sti_worker.engine.methods import (
@@ -117,6 +117,20 @@ def test_an_earlier_images_working_dir_that_is_not_plain_is_not_written(workdir:
     saved = SavedArtifacts("sha256:" + "2" * 64, "/usr/bin/save-artifacts", workdir=workdir)
     text = buildkit_dockerfile(_spec(saved_from=saved))
     assert "WORKDIR /\n" in text and "injected" not in text and "$HOME" not in text
+
+
+def test_a_build_run_again_names_its_attempt_in_the_legacy_dockerfile() -> None:
+    """A build whose worker died runs again as <build id>.2, which names all it makes."""
+    text = legacy_dockerfile(_spec(build_id=f"{BUILD_ID}.2"))
+    assert f"LABEL io.sti.build-id={BUILD_ID}.2\n" in text
+
+
+@pytest.mark.parametrize(
+    "build_id", [f"{BUILD_ID}\nRUN touch /x", f"{BUILD_ID}.2 x", f"{BUILD_ID}.", "$HOME", ""]
+)
+def test_a_build_id_that_is_no_attempt_name_is_not_written(build_id: str) -> None:
+    with pytest.raises((CreateDockerfileFailed, InvalidInput)):
+        legacy_dockerfile(_spec(build_id=build_id))
 
 
 def test_a_nul_in_a_script_path_is_refused() -> None:
