@@ -145,6 +145,29 @@ end
 return 1
 """
 )
+# KEYS: claim. ARGV: attempt, taken, stage, task id. A stage of the attempt's chain begins once,
+# in order: a later one, or the same one again by the task that began it (a message delivered
+# again); an earlier one, or one another task began, is a copy (replayed, or of a chain made
+# twice) that begins nothing. The claim keeps "stage.<attempt>" as "<stage>:<task id>".
+_BEGIN_STAGE = (
+    _OWNS
+    + """
+if redis.call('exists', KEYS[1]) == 0 then
+  return 1
+end
+local field = 'stage.' .. ARGV[1]
+local begun = redis.call('hget', KEYS[1], field)
+if begun then
+  local at, task = string.match(begun, '^(%d+):(.*)$')
+  local stage = tonumber(ARGV[3])
+  if not at or tonumber(at) > stage or (tonumber(at) == stage and task ~= ARGV[4]) then
+    return 0
+  end
+end
+redis.call('hset', KEYS[1], field, ARGV[3] .. ':' .. ARGV[4])
+return 1
+"""
+)
 # KEYS: running zset, claim. ARGV: build id, now ms. The lease of a running build, taken away
 # only if it ran out (one reaper ends a lost build); its claim says which attempt was taken.
 _TAKE_IF_EXPIRED = """
@@ -358,6 +381,7 @@ class RunningBuilds:
         self._take_if_expired = client.register_script(_TAKE_IF_EXPIRED)
         self._renew_entry = client.register_script(_RENEW_ENTRY)
         self._end_attempt = client.register_script(_END_ATTEMPT)
+        self._begin_stage = client.register_script(_BEGIN_STAGE)
 
     def start(self, build_id: str, host_id: str, tag: str, keep_s: int, request: str) -> int:
         """Register a claimed build (request: its task keywords as JSON, to run it again);
@@ -386,6 +410,12 @@ class RunningBuilds:
         forgotten."""
         args = [*attempt.owner_args(), attempt.build_id]
         self._end_attempt(keys=[*attempt.owner_keys(), keys.RUNNING_BUILDS], args=args)
+
+    def begin_stage(self, attempt: Attempt, stage: int, task_id: str) -> bool:
+        """Whether the task may run this stage of the attempt's chain (see _BEGIN_STAGE): the
+        attempt owns the build, and no other task began this stage or a later one."""
+        args = [*attempt.owner_args(), stage, task_id]
+        return bool(self._begin_stage(keys=attempt.owner_keys(), args=args))
 
     def is_over(self, attempt: Attempt) -> bool:
         """Whether the attempt ended, or a reaper took it: a copy of its sti.build delivered

@@ -13,6 +13,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -189,7 +190,8 @@ def build(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     mark_phase(build_id, "claimed")
     if attempt > 1:  # what earlier attempts left on this host is stale
         _clean_up_attempts(_reachable_docker(buildlog.write), build_id, range(1, attempt))
-    state = seal(BuildState(request=request, host=settings.host_id, attempt=attempt).to_json())
+    first = BuildState(request=request, host=settings.host_id, attempt=attempt, stage=0)
+    state = seal(first.to_json())
     stages = stages_for(request)
     signatures = []
     for number, stage in enumerate(stages):
@@ -256,19 +258,52 @@ def run_build_steps(
         raise InvalidInput(f"steps must be a list of steps of this build: {known}")
     if not isinstance(finish, bool):
         raise InvalidInput("finish must be true or false")
+    _check_stage(build, steps, finish)
     structlog.contextvars.bind_contextvars(build_id=request.build_id, step=",".join(steps))
     _ignore_if_stale(build)
+    _ignore_unless_it_begins(self, build)
     if build.failed and not finish:
-        return sealed
+        return _sealed_for_the_next_stage(build)
 
     def work(once: StepOnce) -> dict[str, Any]:
         after = build if build.failed else _run_steps(self, build, steps, once)
-        return _finish(after) if finish else seal(after.to_json())
+        return _finish(after) if finish else _sealed_for_the_next_stage(after)
 
     output = _once(self, work)
     if finish:
         _tidy_after_the_result()
     return output
+
+
+def _check_stage(build: BuildState, steps: list[str], finish: bool) -> None:
+    """The steps and finish a message gives a state are those of the stage the state is the
+    input of: a state sent again with others (a captured one) does nothing."""
+    if build.stage is None:  # sealed before stages were counted: a chain queued then
+        return
+    stages = stages_for(build.request)
+    last = len(stages) - 1
+    expected = stages[build.stage] if 0 <= build.stage <= last else None
+    if steps != expected or finish != (build.stage == last):
+        raise InvalidInput(
+            f"steps {steps} (finish {finish}) are not stage {build.stage} of this build: {stages}"
+        )
+
+
+def _sealed_for_the_next_stage(build: BuildState) -> dict[str, Any]:
+    stage = None if build.stage is None else build.stage + 1
+    return seal(replace(build, stage=stage).to_json())
+
+
+def _ignore_unless_it_begins(task: Task, build: BuildState) -> None:
+    """A copy of a stage that another task began, or of an earlier stage (a captured state sent
+    again with a task id of its own, a chain made twice by a copy of sti.build), ends with no
+    effect, touching nothing: the attempt runs, under the same names."""
+    if build.stage is None or _running_builds().begin_stage(
+        _attempt(build), build.stage, task.request.id
+    ):
+        return
+    _log.warning("a copy of a stage that began already ends with no effect", stage=build.stage)
+    raise Ignore()
 
 
 def _ignore_if_stale(build: BuildState) -> None:
@@ -382,6 +417,8 @@ def _tidy_after_the_result() -> None:
 def finish_build(self: Task, sealed: dict[str, Any]) -> dict[str, Any]:
     """What the last sti.step does now; kept for chains queued before it did."""
     build = BuildState.from_json(unseal(sealed))
+    if build.stage is not None:  # a state of today's chains: sti.step finishes those
+        raise InvalidInput("sti.finish takes the state of a chain queued before sti.step finished")
     structlog.contextvars.bind_contextvars(build_id=build.request.build_id)
     _ignore_if_stale(build)
     output = _once(self, lambda once: _finish(build))

@@ -187,6 +187,9 @@ class BuildState:
     host: str
     started_at: float = field(default_factory=time.time)
     attempt: int = 1  # a build whose worker died runs again from the start as attempt 2
+    # which of stages_for's stages this state is the input of: one sealed state begins one
+    # stage, once (None: sealed before stages were counted)
+    stage: int | None = None
     source_labels: Mapping[str, str] = field(default_factory=dict)  # provenance of the source
     source_scripts: tuple[str, ...] = ()  # the s2i scripts the source has in .s2i/bin
     url_scripts: tuple[str, ...] = ()  # those --scripts-url gave, in the work dir

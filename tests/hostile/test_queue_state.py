@@ -614,6 +614,56 @@ def test_an_attempt_a_reaper_took_is_over_and_the_next_one_is_not(
     assert not second.registry.is_over(second.attempt)
 
 
+def test_each_stage_of_an_attempt_begins_once_in_order(
+    redis_client: redis.Redis, build: tuple[str, str, str]
+) -> None:
+    """A sealed state is the input of one stage: sent again with a task id of its own (a
+    captured message), or by a chain made twice (a copy of sti.build), it ran that stage a
+    second time, alongside the first, under the same names."""
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    registry, attempt = first.registry, first.attempt
+    assert registry.begin_stage(attempt, 0, "task-a")
+    assert registry.begin_stage(attempt, 0, "task-a")  # the same message, delivered again
+    assert not registry.begin_stage(attempt, 0, "task-copy")
+    assert registry.begin_stage(attempt, 1, "task-b")
+    assert not registry.begin_stage(attempt, 0, "task-a")  # a copy of the first, late
+    assert not registry.begin_stage(attempt, 1, "task-copy")
+    assert registry.begin_stage(attempt, 2, "task-c")
+    _reap(redis_client, first, tag)
+    assert not registry.begin_stage(attempt, 3, "task-d")  # a reaper took the attempt
+    second = _Claim(redis_client, build_id, tag, host_id)
+    assert registry.begin_stage(second.attempt, 0, "task-e")  # the next attempt's chain
+    second.release()
+    assert not registry.begin_stage(second.attempt, 1, "task-f")
+    redis_client.hset(keys.build_claim(build_id), "stage.2", "garbage")
+    assert not registry.begin_stage(second.attempt, 1, "task-f")
+
+
+@pytest.mark.parametrize(
+    ("stage", "steps", "finish"),
+    [
+        (0, ["fetch_source", "check_images", "save_artifacts", "build"], True),
+        (0, ["fetch_source", "check_images", "save_artifacts", "build", "deploy", "tag"], True),
+        (1, ["deploy", "tag"], False),
+        (1, ["tag"], True),
+        (2, ["deploy", "tag"], True),
+        (-1, ["deploy", "tag"], True),
+    ],
+)
+def test_a_state_is_refused_with_steps_other_than_its_stages(
+    stage: int, steps: list[str], finish: bool
+) -> None:
+    """The steps and finish travel beside the sealed state, as anyone writes them: a stage's
+    state given finish=True stored a successful result of a build that tagged nothing."""
+    from sti_worker.tasks import _check_stage
+
+    request = BuildRequest("https://git.example/app.git", "acme/builder", _app(), runtime_image="x")
+    with pytest.raises(InvalidInput, match="are not stage"):
+        _check_stage(BuildState(request, "host-a", stage=stage), steps, finish)
+    _check_stage(BuildState(request, "host-a", stage=1), ["deploy", "tag"], True)
+
+
 @pytest.mark.parametrize("kind", ["string", "list"])
 def test_a_claim_of_another_type_is_not_trusted(
     redis_client: redis.Redis, build: tuple[str, str, str], kind: str
@@ -1075,6 +1125,52 @@ def test_a_late_copy_of_sti_build_after_its_build_ended_does_nothing(
         log = _whole_log(replay_queue, request.build_id)
         assert sum("claimed by host" in line for line in log) == 1, log
         assert worker.process.poll() is None
+    finally:
+        client.close()
+        worker.stop()
+
+
+def test_a_captured_stage_sent_again_while_its_build_runs_does_nothing(
+    replay_queue: str,
+    attacker: Celery,
+    api: docker.APIClient,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """The first stage's sealed state, sent again with a task id of its own while the second
+    stage (deploy, tag) runs: both ran the deploy under the attempt's names."""
+    client = StiClient(replay_queue)
+    worker = _worker(replay_queue, "replay-host", tmp_path)
+    try:
+        request = BuildRequest(
+            str(make_source(tmp_path)),
+            images["sti-fake-builder"],
+            app_tag,
+            runtime_image=images["sti-fake-slow"],
+            method="run",
+            env={"SLEEP": "6"},
+        )
+        build_id = client.submit_build(request)
+        lines = iter(client.follow(build_id, deadline=time.monotonic() + 120))
+        _until(lines, "Deploying the build output")
+        _until(lines, "prepare: started")
+        (captured,) = _captured_states(replay_queue)
+        task_id = uuid.uuid4().hex
+        attacker.send_task(
+            "sti.step",
+            args=[captured],
+            kwargs={"steps": ["deploy", "tag"], "finish": True},
+            queue=host_queue("replay-host"),
+            task_id=task_id,
+        )
+        assert "ignored" in _handled(worker, "sti.step", task_id)
+        result = client.wait(build_id, timeout=120)
+        assert result.success, result.messages
+        assert api.inspect_image(app_tag)["Id"] == result.image_id
+        log = _whole_log(replay_queue, build_id)
+        assert sum("Deploying the build output" in line for line in log) == 1, log
+        assert sum(" succeeded: " in line for line in log) == 1, log
     finally:
         client.close()
         worker.stop()
