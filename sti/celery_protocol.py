@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .redaction import redact
+from .source_urls import describe
 
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 HIDDEN = "<hidden>"
@@ -71,8 +72,9 @@ def task_message(task: str, task_id: str, kwargs: Mapping[str, Any], queue: str)
 
 def keywords_repr(kwargs: object) -> str:
     """What a task message shows of its keywords (its kwargsrepr: the task events Flower and
-    `celery events` show, a worker's log): build-only values hidden, their names kept, and URL
-    credentials masked. -e values are part of the image and shown."""
+    `celery events` show, a worker's log): build-only values hidden, their names kept, URL
+    credentials masked, the source as logs show it (query values masked too). -e values are
+    part of the image and shown."""
     shown = dict(kwargs) if isinstance(kwargs, Mapping) else kwargs
     if isinstance(shown, dict):
         for name in _BUILD_ONLY:
@@ -80,6 +82,8 @@ def keywords_repr(kwargs: object) -> str:
                 shown[name] = dict.fromkeys(shown[name], HIDDEN)
             elif shown.get(name) is not None:
                 shown[name] = HIDDEN
+        if isinstance(shown.get("source"), str):  # a presigned URL's query is its secret
+            shown["source"] = describe(shown["source"])
     text = redact(repr(shown))  # masked before it is cut: a cut URL is not recognised
     return text if len(text) <= _REPR_MAX_CHARS else text[: _REPR_MAX_CHARS - 3] + "..."
 

@@ -29,6 +29,7 @@ from celery import Celery
 from click.testing import CliRunner
 from gitdb import IStream
 
+from sti.celery_protocol import keywords_repr
 from sti.errors import InvalidInput, SourceFetchFailed
 from sti.model import BuildRequest, UsageRequest, from_task_arguments
 from sti.source_urls import describe, parse_git_url, parse_url
@@ -719,3 +720,11 @@ def test_a_tar_of_uploaded_scripts_with_bytes_changed_is_taken_or_bad_input(
         workdir.mkdir()
         with contextlib.suppress(InvalidInput):
             fetch_scripts("sti+scripts://sha256:" + "0" * 64, workdir, sources, print)
+
+
+def test_query_values_of_a_source_are_masked_in_a_task_messages_kwargsrepr() -> None:
+    """The kwargsrepr Flower, `celery events` and the worker's log show."""
+    source = "https://u:t0k3n@h.example/app.tar.gz?private_token=S3CR3T#sig=S1G"
+    shown = keywords_repr({"source": source, "build_image": "img", "tag": "acme/app"})
+    assert "t0k3n" not in shown and "S3CR3T" not in shown and "S1G" not in shown
+    assert describe(source) in shown
