@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .environment import (
     InvalidSetting,
@@ -115,8 +115,15 @@ class Settings:
 
 def _worker_redis(name: str, url: str) -> str:
     """A worker's broker or result backend: Celery's Redis transport takes these two schemes."""
-    if urlsplit(url).scheme.lower() not in ("redis", "rediss"):
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("redis", "rediss"):
         raise InvalidSetting(f"{name}: {redact(url)} is not a redis:// or rediss:// URL")
+    if any(key == "db" for key, _ in parse_qsl(parts.query, keep_blank_values=True)):
+        # kombu passes it on as a second database argument and fails with a TypeError
+        raise InvalidSetting(
+            f"{name}: {redact(url)} names its database as ?db=; a worker takes it as the path "
+            "(redis://host:6379/2)"
+        )
     return url
 
 

@@ -86,6 +86,8 @@ REFUSED_NAMING_A_PART = [
     ("STI_BROKER_URL", "amqp://broker//", "is not a Redis URL"),
     ("STI_BROKER_URL", "broker:6379", "is not a Redis URL"),
     ("STI_BROKER_URL", "unix:///run/redis.sock", "is not a redis:// or rediss:// URL"),
+    ("STI_BROKER_URL", "redis://broker/?db=2", "a worker takes it as the path"),
+    ("STI_RESULT_BACKEND", "redis://broker:6379?db=1", "a worker takes it as the path"),
     ("STI_RESULT_BACKEND", "redis://[::1", "is not a valid Redis URL"),
     ("STI_RESULT_BACKEND", "rpc://", "is not a Redis URL"),
     ("STI_ALLOWED_NETWORKS", "10.0.0.0/33", "'10.0.0.0/33' is not a network"),
