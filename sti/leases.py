@@ -74,7 +74,8 @@ if current ~= ARGV[1] or ended or taken ~= (ARGV[2] == '1') then
   return 0
 end
 """
-# KEYS: claim, the lock of each tag. ARGV: attempt, taken, owner, lease ms. All or none.
+# KEYS: claim, the lock of each tag. ARGV: attempt, taken, owner, lease ms. All or none: taken,
+# or renewed by their holder.
 _LOCK_TAGS = (
     _OWNS
     + """
@@ -88,20 +89,6 @@ for i = 2, #KEYS do
   redis.call('set', KEYS[i], ARGV[3], 'px', ARGV[4])
 end
 return 1
-"""
-)
-_RENEW_TAGS = (
-    _OWNS
-    + """
-local held = 1
-for i = 2, #KEYS do
-  if redis.call('get', KEYS[i]) == ARGV[3] then
-    redis.call('pexpire', KEYS[i], ARGV[4])
-  else
-    held = 0
-  end
-end
-return held
 """
 )
 _RELEASE_TAGS = (
@@ -238,7 +225,6 @@ class TagLock:
         self._lease_ms = lease_s * 1000
         # called by SHA1 (EVALSHA); the text goes to the server only the first time
         self._lock = client.register_script(_LOCK_TAGS)
-        self._renew = client.register_script(_RENEW_TAGS)
         self._release = client.register_script(_RELEASE_TAGS)
 
     @classmethod
@@ -255,8 +241,10 @@ class TagLock:
         return self._call(self._lock)
 
     def renew(self) -> bool:
-        """True if the attempt still holds every lock."""
-        return self._call(self._renew)
+        """True if the attempt still holds every lock: each renewed, or taken again if it ran
+        out (a worker stopped past its lease) and no other build took it meanwhile; False,
+        touching nothing, when one did."""
+        return self._call(self._lock)
 
     def release(self) -> None:
         self._call(self._release)

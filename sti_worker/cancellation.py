@@ -1,6 +1,8 @@
 """Watching a running step for a cancel flag (sti.cancel_flags).
 
-The watcher also renews the build's leases, so a live build keeps its tag lock and host slot.
+The watcher also renews the build's leases, so a live build keeps its tag lock and host slot; a
+renewal that finds one lost for good (another build took the tag's lock) stops the step as a
+cancel does, with the error it gives.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ _log = structlog.stdlib.get_logger(__name__)
 
 
 class StepWatcher:
-    """A thread that, while a step runs, renews leases and aborts the step on cancel."""
+    """A thread that, while a step runs, renews leases and aborts the step on cancel, or when a
+    renewal says the build cannot go on (renew returns the error it ends with)."""
 
     def __init__(
         self,
         client: redis.Redis,
         build_id: str,
         *,
-        renew: Callable[[], None],
+        renew: Callable[[], StiError | None],
         abort: Callable[[], None],
         renew_every_s: float,
     ) -> None:
@@ -39,7 +42,7 @@ class StepWatcher:
         self._renew_every_s = renew_every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="sti-watch", daemon=True)
-        self.cancelled: StiError | None = None
+        self.cancelled: StiError | None = None  # what stopped the step: a cancel, or a renewal
 
     def __enter__(self) -> StepWatcher:
         self._thread.start()
@@ -63,7 +66,10 @@ class StepWatcher:
                     if self.cancelled is not None:
                         self._abort()
                 if time.monotonic() - last_renewal >= self._renew_every_s:
-                    self._renew()
+                    stopped = self._renew()
                     last_renewal = time.monotonic()
+                    if stopped is not None and self.cancelled is None:
+                        self.cancelled = stopped
+                        self._abort()
             except Exception:  # a failing watcher must never kill the build
                 _log.warning("step watcher check failed", build_id=self._build_id, exc_info=True)

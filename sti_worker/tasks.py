@@ -370,12 +370,19 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
     except StiError as error:  # the engine is unreachable: the build ends with that error
         return build.fail(error, buildlog.write)
     functions = dict(steps_for(request))
-    bench = Workbench(docker, sources(), buildlog.write, still_current=lambda: _owns_build(build))
+    bench = Workbench(
+        docker, sources(), buildlog.write, check_may_tag=lambda: _check_may_tag(build)
+    )
+
+    def renew() -> StiError | None:
+        once.renew()
+        return _renew_leases(build)
+
     after = build
     with StepWatcher(
         redis_client(),
         request.build_id,
-        renew=lambda: (_renew_leases(build), once.renew()),
+        renew=renew,
         abort=lambda: docker.abort(build.attempt_name),
         renew_every_s=max(settings.lease_s / 4, 1),
     ) as watcher:
@@ -394,7 +401,9 @@ def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) 
                 after = BuildState.from_json({**before.to_json(), "steps": steps_run})
                 after = after.fail(watcher.cancelled, buildlog.write)
                 break
-    _renew_leases(build)
+    lost = _renew_leases(build)
+    if lost is not None and not after.failed and not after.tagged:
+        after = after.fail(lost, buildlog.write)
     # the first stage fetched the source (or the build failed): its credentials go no further
     return after.without_credentials()
 
@@ -524,12 +533,33 @@ def _count_delivery(task: Task) -> int:
     return count
 
 
-def _renew_leases(build: BuildState) -> None:
-    """Renew what the attempt owns (see sti.leases): nothing, once another attempt owns it."""
+def _renew_leases(build: BuildState) -> StiError | None:
+    """Renew what the attempt owns (see sti.leases): nothing, once another attempt owns it.
+    The error the build ends with when another build took its tag's lock (its worker did not
+    renew it for longer than the lease): then only one of them may tag."""
     attempt = _attempt(build)
     _host_slots().renew(attempt)
-    _tag_lock(build.request.tag, attempt).renew()
-    _running_builds().renew(attempt)
+    owned = _running_builds().renew(attempt)
+    lock = _tag_lock(build.request.tag, attempt)
+    if lock.renew() or not owned:  # one no longer owned ends with no effect instead
+        return None
+    return InternalError(
+        f"build {lock.holder()} of {build.request.tag} took the tag's lock while this build's "
+        f"worker did not renew it for longer than its lease (STI_LEASE_SECONDS, "
+        f"{settings.lease_s}s): this build tags nothing"
+    )
+
+
+def _check_may_tag(build: BuildState) -> None:
+    """Right before tagging: the attempt owns its build and its tag's lock (for a lease more)."""
+    if not _owns_build(build):
+        raise InternalError(
+            f"attempt {build.attempt} of the build no longer owns it (a reaper took it for lost, "
+            "and it runs again, or it ended): this one tags nothing"
+        )
+    lost = _renew_leases(build)
+    if lost is not None:
+        raise lost
 
 
 def _release_leases(attempt: Attempt, tag: str, host_id: str | None = None) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 from sti.env_files import SOURCE_ENVIRONMENT, source_environment
 from sti.errors import (
     BuildFailed,
-    InternalError,
     InvalidImage,
     InvalidInput,
     NoSuchBaseImage,
@@ -285,9 +284,10 @@ class Workbench:
     docker: DockerHost
     sources: Sources
     sink: LogSink
-    # asked right before tagging: False when this attempt of the build was taken for lost and
-    # the build runs again as a later one, which tags instead
-    still_current: Callable[[], bool] = lambda: True
+    # asked right before tagging: raises the error the build ends with when this attempt may
+    # not tag (taken for lost, the build running again as a later one; or its tag's lock taken
+    # by another build while its worker stopped)
+    check_may_tag: Callable[[], None] = lambda: None
 
 
 StepFunction = Callable[[Workbench, BuildState], BuildState]
@@ -747,11 +747,7 @@ def tag_step(bench: Workbench, state: BuildState) -> BuildState:
     if request.extended and state.stage_image:
         wanted.insert(0, (build_tag_for(request.tag), state.stage_image))
     previous = {tag: bench.docker.image_id(tag) for tag, _ in wanted}
-    if not bench.still_current():  # asked last: it keeps the build this attempt's for a lease
-        raise InternalError(
-            f"attempt {state.attempt} of the build was taken for lost (its lease ran out) and "
-            "the build runs again: this one tags nothing"
-        )
+    bench.check_may_tag()  # asked last: it keeps the build and the tag this attempt's for a lease
     done: list[str] = []
     try:
         for tag, image in wanted:

@@ -584,6 +584,28 @@ def test_a_claim_attempt_sti_never_writes_is_not_trusted(
     assert first.registry.take_expired(build_id)
 
 
+def test_a_tag_lock_that_ran_out_is_taken_again_unless_another_build_took_it(
+    redis_client: redis.Redis, build: tuple[str, str, str]
+) -> None:
+    """A worker stopped past its lease (frozen by a long line, SIGSTOP, a clock ahead of
+    Redis's): its tag's lock ran out while its running lease held, another build of the tag
+    took the lock, and both built and tagged. A renewal now says the lock is another's, and
+    takes again one nobody took."""
+    build_id, tag, host_id = build
+    first = _Claim(redis_client, build_id, tag, host_id)
+    locks = [keys.tag_lock(locked) for locked in tags_locked_for(tag)]
+    redis_client.delete(*locks)  # as if they ran out
+    other = _lock(redis_client, f"docker.io/{tag}:latest", uuid.uuid4().hex)
+    assert other.acquire()
+    assert not first.lock.renew()
+    assert first.lock.holder() == other._attempt.build_id
+    other.release()
+    redis_client.set(locks[0], build_id)  # one of them ran out, nobody took it
+    assert first.lock.renew()
+    assert [redis_client.get(lock) for lock in locks] == [build_id.encode()] * 2
+    assert all(redis_client.pttl(lock) > 0 for lock in locks)
+
+
 def test_an_attempt_that_ended_owns_nothing(
     redis_client: redis.Redis, build: tuple[str, str, str]
 ) -> None:
@@ -747,17 +769,23 @@ def test_a_stale_attempt_tags_nothing_and_asks_right_before_tagging() -> None:
     state = BuildState(request, "host-a", image_id="sha256:new")
     asked_after: list[int] = []
 
-    def still_current(answer: bool) -> Callable[[], bool]:
-        return lambda: asked_after.append(len(fake.calls)) or answer
+    def check_may_tag(refused: InternalError | None) -> Callable[[], None]:
+        def check() -> None:
+            asked_after.append(len(fake.calls))
+            if refused:
+                raise refused
 
-    stale = Workbench(fake.as_host(), Sources(), lambda line: None, still_current(False))
-    with pytest.raises(InternalError, match="taken for lost"):
+        return check
+
+    refused = InternalError("this one tags nothing")
+    stale = Workbench(fake.as_host(), Sources(), lambda line: None, check_may_tag(refused))
+    with pytest.raises(InternalError, match="tags nothing"):
         tag_step(stale, state)
     assert fake.references[tag] == "sha256:old"
     assert [call for call, _ in fake.calls if call == "tag"] == []
 
     fake.calls.clear()
-    current = Workbench(fake.as_host(), Sources(), lambda line: None, still_current(True))
+    current = Workbench(fake.as_host(), Sources(), lambda line: None, check_may_tag(None))
     assert tag_step(current, state).tagged
     assert fake.calls[asked_after[-1]][0] == "tag"  # nothing between the question and the tag
 
@@ -1171,6 +1199,33 @@ def test_a_captured_stage_sent_again_while_its_build_runs_does_nothing(
         log = _whole_log(replay_queue, build_id)
         assert sum("Deploying the build output" in line for line in log) == 1, log
         assert sum(" succeeded: " in line for line in log) == 1, log
+    finally:
+        client.close()
+        worker.stop()
+
+
+def test_a_build_whose_tag_lock_another_build_took_tags_nothing(
+    short_lease_queue: str,
+    api: docker.APIClient,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """The build's worker stopped renewing for longer than its lease, and another build of the
+    tag took the lock (here: written as its build would): the build went on and tagged."""
+    client = StiClient(short_lease_queue)
+    worker = _worker(short_lease_queue, "lock-host", tmp_path)
+    try:
+        build_id = client.submit_build(_slow(tmp_path, images, app_tag, sleep_s=6))
+        _until(iter(client.follow(build_id, deadline=time.monotonic() + 60)), "prepare: started")
+        other = uuid.uuid4().hex
+        client.redis.set(keys.tag_lock(normalized_tag(app_tag)), other, ex=600)
+        result = client.wait(build_id, timeout=60)
+        assert not result.success and result.error is not None, result
+        assert result.error["message"].startswith(f"build {other} of {app_tag} took the tag")
+        with pytest.raises(docker.errors.ImageNotFound):
+            api.inspect_image(app_tag)
+        assert client.redis.get(keys.tag_lock(normalized_tag(app_tag))) == other.encode()
     finally:
         client.close()
         worker.stop()
