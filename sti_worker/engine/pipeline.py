@@ -37,6 +37,7 @@ from sti.model import (
     ValidateRequest,
     build_tag_for,
     check_build_id,
+    exact_reference,
     registry_of,
 )
 from sti.redaction import redact
@@ -746,7 +747,7 @@ def tag_step(bench: Workbench, state: BuildState) -> BuildState:
     wanted = [(request.tag, state.image_id)]
     if request.extended and state.stage_image:
         wanted.insert(0, (build_tag_for(request.tag), state.stage_image))
-    previous = {tag: bench.docker.image_id(tag) for tag, _ in wanted}
+    previous = {tag: bench.docker.image_id(exact_reference(tag)) for tag, _ in wanted}
     bench.check_may_tag()  # asked last: it keeps the build and the tag this attempt's for a lease
     done: list[str] = []
     try:
@@ -779,7 +780,7 @@ def _previous_image(docker: DockerHost, previous: str, policy: str, sink: LogSin
     """The previous image's id as its pull policy finds it, None when there is none. Another
     host may have built it: its registry has it if it was pushed; a registry that fails leaves
     the image this host has."""
-    found = docker.image_id(previous)
+    found = docker.image_id(exact_reference(previous))
     if policy == "never" or (found and policy == "if-not-present"):
         return found
     if registry_of(previous) is None:
@@ -793,7 +794,7 @@ def _previous_image(docker: DockerHost, previous: str, policy: str, sink: LogSin
             sink(f"Previous image {previous} is neither on this host nor in its registry")
         return found
     sink(f"Pulled previous image {previous} from its registry")
-    return docker.image_id(previous)
+    return docker.image_id(exact_reference(previous))
 
 
 def push_step(bench: Workbench, state: BuildState) -> BuildState:

@@ -4,6 +4,7 @@ build, garbage in a cancel flag or a claim. Against the session's redis-server."
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ from sti_worker.engine.pipeline import (
     cleanup,
     cleanup_build,
     leftover_attempts,
+    run_build,
     tag_step,
     workdir_for,
 )
@@ -449,6 +451,54 @@ def test_other_tags_are_other_locks(redis_client: redis.Redis, tag: str, other: 
 )
 def test_the_build_tag_is_app_image_tag_build_as_spelled(tag: str, build_tag: str) -> None:
     assert build_tag_for(tag) == build_tag
+
+
+@pytest.fixture
+def untagged_image(api: docker.APIClient, images: dict[str, str]) -> Iterator[str]:
+    """An image no tag names (another build's, between its steps), by its id."""
+    container = api.create_container(images["sti-fake"], ["true"])
+    try:
+        image = api.commit(container, changes=[f"LABEL test.untagged={uuid.uuid4().hex}"])["Id"]
+    finally:
+        api.remove_container(container, force=True)
+    yield image
+    with contextlib.suppress(docker.errors.NotFound):
+        api.remove_image(image, force=True)
+
+
+def test_a_tag_spelt_as_another_images_id_takes_nothing_of_it(
+    api: docker.APIClient,
+    docker_host: DockerHost,
+    images: dict[str, str],
+    source: str,
+    untagged_image: str,
+) -> None:
+    """Docker looks up a name that no image has (without a "/") as a prefix of an image's id:
+    APP_IMAGE_TAG df2d9bfc608d named another image as the previous one, which the build saved
+    artifacts from, and as the one it replaced (removed once tagged, unless something used
+    it)."""
+    tag = untagged_image.removeprefix("sha256:")[:12]
+    lines: list[str] = []
+    request = BuildRequest(source, images["sti-fake"], tag)
+    try:
+        result = run_build(docker_host, request, lines.append, "test")
+        TRACKER.built(result.image_id)
+        assert result.success, result.messages
+        assert f"No previous image {tag}: clean build" in lines
+        assert api.inspect_image(untagged_image)["Id"] == untagged_image
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_image(normalized_tag(tag))
+
+
+@pytest.mark.parametrize(
+    "tag", ["sha256:df2d9bfc608d", "docker.io/library/sha256:df2d9bfc608d", "library/sha256:x"]
+)
+def test_a_tag_named_as_image_ids_begin_is_refused_before_any_work(tag: str) -> None:
+    """sha256:<hex> is an image id to Docker, which refuses to tag such a name: the build ran,
+    incremental from the image whose id began so, and failed at its tag step."""
+    with pytest.raises(InvalidInput, match="named sha256"):
+        BuildRequest("https://git.example/app.git", "acme/builder", tag)
 
 
 # a stale attempt: a worker frozen (or cut off) past its lease, whose build runs again
