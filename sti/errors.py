@@ -8,6 +8,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import ClassVar
 
+from .lines import TEXT_MAX_BYTES, cut_line
+
 
 class ExitCode(IntEnum):
     """Exit codes of sti-submit, as listed in CONTRACT.md."""
@@ -26,9 +28,12 @@ class StiError(Exception):
     exit_code: ClassVar[ExitCode] = ExitCode.INFRASTRUCTURE
 
     def __init__(self, message: str, *, details: list[str] | None = None) -> None:
+        # an error quotes what it was given (a label, the engine's answer, a build's output
+        # lines), and goes into results, task messages and logs: each text held to a cap
+        message = cut_line(message, TEXT_MAX_BYTES)
         super().__init__(message)
         self.message = message
-        self.details = list(details or [])
+        self.details = [cut_line(line, TEXT_MAX_BYTES) for line in details or []]
 
     def to_json(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}

@@ -8,6 +8,8 @@ from .redaction import redact
 LINE_MAX_BYTES = 16 * 1024  # STI_LOG_LINE_MAX_BYTES
 LOG_MAX_BYTES = 16 * 1024**2  # STI_LOG_MAX_BYTES
 USAGE_MAX_BYTES = 64 * 1024  # STI_USAGE_MAX_BYTES
+# one text of an error, a result or a worker log line: they can quote a build's output
+TEXT_MAX_BYTES = 64 * 1024
 _UTF8_MAX = 4  # bytes of one character
 
 
@@ -28,7 +30,26 @@ def cut_line(line: str, max_bytes: int, *, cut: bool = False) -> str:
     note = f"… [line cut at {max_bytes} bytes]"
     room = max(max_bytes - utf8_size(note), 0)
     kept = encoded[:room].decode("utf-8", "ignore")  # a character split by the cut goes
-    return redact(kept, cut=True) + note
+    masked = redact(kept, cut=True)
+    if len(masked) > len(kept):
+        # a mask can be longer than what it hides; cutting masked text shows nothing it hid
+        masked = masked.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return masked + note
+
+
+def shown_line(line: str, max_bytes: int) -> str:
+    """line as it may be shown or stored: credentials masked, max_bytes at most (masks
+    included), cut with a note past it."""
+    if len(line) * _UTF8_MAX <= max_bytes and "://" not in line:
+        return line  # the common case: nothing to cut or mask
+    masked = redact(cut_line(line, max_bytes))
+    return masked if len(masked) == len(line) else cut_line(masked, max_bytes)
+
+
+def storable(text: str) -> str:
+    """text as UTF-8 can carry it: a lone surrogate (a name read with surrogateescape, a
+    message's "\\udcff") written as its escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class BoundedLines:

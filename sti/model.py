@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import InvalidBuildMethod, InvalidInput, StiError
 from .ignore import in_git_metadata
-from .redaction import redact
+from .lines import TEXT_MAX_BYTES, shown_line
 from .scripts_urls import check_scripts_url
 from .source_scripts import check_script_names
 from .source_urls import check_source_url
@@ -106,17 +106,11 @@ def validate_tag(tag: str, what: str = "APP_IMAGE_TAG") -> str:
     validate_image_ref(tag, what)
     if "@" in tag:
         raise InvalidInput(f"{what} {tag!r} names a digest; sti can only tag, not create digests")
-    if _local_name(tag) == _DIGEST_ALGORITHM:  # Docker reads sha256:<hex> as an image's id
-        raise InvalidInput(
-            f"{what} {tag!r} is named {_DIGEST_ALGORITHM}, as image ids begin: Docker tags "
-            "no such name"
-        )
     return tag
 
 
 DOCKER_HUB = "docker.io"
 _DEFAULT_TAG = "latest"
-_DIGEST_ALGORITHM = "sha256"
 
 
 def _docker_parts(ref: str) -> tuple[str, str, str]:
@@ -142,13 +136,6 @@ def normalized_tag(tag: str) -> str:
     Everything keyed by a tag (its lock, above all) is keyed by this."""
     registry, path, name_tag = _docker_parts(validate_tag(tag))
     return f"{registry}/{path}:{name_tag}"
-
-
-def exact_reference(tag: str) -> str:
-    """tag spelt so that Docker looks it up as a name, never as an image id: a name without a
-    "/" that no image has (df2d9bfc608d) is looked up as a prefix of an image's id, so it is
-    given as Docker files it (docker.io/library/df2d9bfc608d:latest), which it is not."""
-    return tag if "/" in tag else normalized_tag(tag)
 
 
 def build_tag_for(tag: str) -> str:
@@ -591,10 +578,14 @@ class Result:
     schema: str = RESULT_SCHEMA
 
     def __post_init__(self) -> None:
-        # a result is shown and stored: never with the credentials of a source URL in it
-        object.__setattr__(self, "messages", tuple(redact(line) for line in self.messages))
+        # a result is shown and stored: never with the credentials of a source URL in it, each
+        # text held to a cap (it can quote a build's output)
+        shown = tuple(shown_line(line, TEXT_MAX_BYTES) for line in self.messages)
+        object.__setattr__(self, "messages", shown)
         if self.error:
-            error = {name: redact(str(value)) for name, value in self.error.items()}
+            error = {
+                name: shown_line(str(value), TEXT_MAX_BYTES) for name, value in self.error.items()
+            }
             object.__setattr__(self, "error", error)
 
     @property

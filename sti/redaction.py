@@ -12,10 +12,12 @@ import re
 
 MASK = "***"
 _SEPARATOR = "://"
-# what ends the authority: whitespace, the path, and characters a URL never holds unescaped
-# (quotes and brackets around a URL in a message); one character class, so a search cannot
-# backtrack
-_AUTHORITY_END = re.compile(r"[\s/\"'<>`]")
+# what ends the authority: whitespace and the path, nothing else. A userinfo may hold quotes
+# and brackets as they are (RFC 3986 allows ' ( ) and more; git takes any character before the
+# first "/"), so a quote or a bracket after a URL in a message is masked with it when an "@"
+# follows before the next space: masking too much is safe, too little is not. One character
+# class, so a search cannot backtrack.
+_AUTHORITY_END = re.compile(r"[\s/]")
 
 
 def redact(text: str, *, cut: bool = False) -> str:

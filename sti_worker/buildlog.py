@@ -11,8 +11,7 @@ from __future__ import annotations
 import redis
 
 from sti import keys
-from sti.lines import LINE_MAX_BYTES, LOG_MAX_BYTES, cut_line, utf8_size
-from sti.redaction import redact
+from sti.lines import LINE_MAX_BYTES, LOG_MAX_BYTES, shown_line, storable, utf8_size
 
 _PENDING_MAX = 1000
 
@@ -40,13 +39,13 @@ class BuildLog:
         self._full = False
 
     def write(self, line: str) -> None:
-        """Append a line (cut at the line cap, then masked). While Redis is unreachable lines wait
-        here (the newest _PENDING_MAX) and go out with the next write that reaches it: a broker
-        outage never fails the build that prints. Past the log's cap lines are dropped, after
-        one saying so."""
+        """Append a line (masked and held to the line cap, a lone surrogate escaped: Redis takes
+        UTF-8 only). While Redis is unreachable lines wait here (the newest _PENDING_MAX) and go
+        out with the next write that reaches it: a broker outage never fails the build that
+        prints. Past the log's cap lines are dropped, after one saying so."""
         if self._full:
             return
-        self._pending.append({keys.LINE_FIELD: redact(cut_line(line, self._max_line_bytes))})
+        self._pending.append({keys.LINE_FIELD: shown_line(line, self._max_line_bytes)})
         self._flush()
 
     def end(self) -> None:
@@ -73,6 +72,13 @@ class BuildLog:
             pipe.expire(self._bytes_key, self._expires_s)
             counted = pipe.execute()[len(entries)]
         except (redis.ConnectionError, redis.TimeoutError):
+            return
+        except UnicodeEncodeError:  # a lone surrogate: escaped, as Redis takes UTF-8 only
+            cap = self._max_line_bytes
+            self._pending = [
+                {k: shown_line(storable(v), cap) for k, v in f.items()} for f in self._pending
+            ]
+            self._flush()
             return
         # INCRBY's answer counts the other writers of the build's log too
         self._used = used if stored is None else int(counted)

@@ -12,12 +12,10 @@ import sys
 
 import structlog
 
-from sti.lines import cut_line
-from sti.redaction import redact
+from sti.lines import TEXT_MAX_BYTES, shown_line
 
-# a worker log line's text field (an event, an error message, a traceback) is cut past this:
-# they can carry a build's output
-_FIELD_MAX_BYTES = 64 * 1024
+# values a renderer writes as they are; anything else it would write with repr()
+_PLAIN = (bool, int, float, type(None))
 _SHARED_PROCESSORS: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -29,10 +27,12 @@ _SHARED_PROCESSORS: list[structlog.types.Processor] = [
 def _redact_credentials(
     logger: object, method: str, event: structlog.types.EventDict
 ) -> structlog.types.EventDict:
-    """Every text of a log line (the event, the fields, a traceback) held to _FIELD_MAX_BYTES
-    and without URL credentials."""
+    """Every text of a log line (the event, the fields, a traceback, an object as repr() shows
+    it) held to TEXT_MAX_BYTES and without URL credentials: they can carry a build's output."""
     return {
-        name: redact(cut_line(value, _FIELD_MAX_BYTES)) if isinstance(value, str) else value
+        name: value
+        if isinstance(value, _PLAIN)
+        else shown_line(value if isinstance(value, str) else repr(value), TEXT_MAX_BYTES)
         for name, value in event.items()
     }
 
@@ -69,8 +69,9 @@ def configure_logging(level: str | int = "INFO", fmt: str | None = None) -> None
             foreign_pre_chain=_SHARED_PROCESSORS,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                # a stdlib record's exc_info (Celery's errors) as text, not repr()s of objects
-                *([structlog.processors.format_exc_info] if fmt == "json" else []),
+                # a stdlib record's exc_info (Celery's errors) as text, in both formats: a
+                # traceback the console renderer formats itself would pass unmasked and whole
+                structlog.processors.format_exc_info,
                 _redact_credentials,
                 renderer,
             ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -13,19 +14,28 @@ import structlog
 from sti_worker.logs import configure_logging
 
 
-@pytest.fixture
-def json_logging() -> Iterator[io.StringIO]:
-    """The worker's logging set up for JSON, its one handler writing here."""
+@contextlib.contextmanager
+def logging_to(fmt: str) -> Iterator[io.StringIO]:
+    """The worker's logging set up in fmt ("json" or "console"), its one handler writing
+    here; as it was again on leaving."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    configure_logging("INFO", "json")
+    configure_logging("INFO", fmt)
     written = io.StringIO()
     assert isinstance(root.handlers[0], logging.StreamHandler)
     root.handlers[0].setStream(written)
-    yield written
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
+    try:
+        yield written
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+
+
+@pytest.fixture
+def json_logging() -> Iterator[io.StringIO]:
+    with logging_to("json") as written:
+        yield written
 
 
 def _lines(written: io.StringIO) -> list[dict[str, object]]:
