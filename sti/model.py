@@ -106,11 +106,17 @@ def validate_tag(tag: str, what: str = "APP_IMAGE_TAG") -> str:
     validate_image_ref(tag, what)
     if "@" in tag:
         raise InvalidInput(f"{what} {tag!r} names a digest; sti can only tag, not create digests")
+    if _local_name(tag) == _DIGEST_ALGORITHM:  # Docker reads sha256:<hex> as an image's id
+        raise InvalidInput(
+            f"{what} {tag!r} is named {_DIGEST_ALGORITHM}, as image ids begin: Docker tags "
+            "no such name"
+        )
     return tag
 
 
 DOCKER_HUB = "docker.io"
 _DEFAULT_TAG = "latest"
+_DIGEST_ALGORITHM = "sha256"
 
 
 def _docker_parts(ref: str) -> tuple[str, str, str]:
@@ -136,6 +142,13 @@ def normalized_tag(tag: str) -> str:
     Everything keyed by a tag (its lock, above all) is keyed by this."""
     registry, path, name_tag = _docker_parts(validate_tag(tag))
     return f"{registry}/{path}:{name_tag}"
+
+
+def exact_reference(tag: str) -> str:
+    """tag spelt so that Docker looks it up as a name, never as an image id: a name without a
+    "/" that no image has (df2d9bfc608d) is looked up as a prefix of an image's id, so it is
+    given as Docker files it (docker.io/library/df2d9bfc608d:latest), which it is not."""
+    return tag if "/" in tag else normalized_tag(tag)
 
 
 def build_tag_for(tag: str) -> str:
