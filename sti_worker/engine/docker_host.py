@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import CancellableStream, Mount
+from docker.types import CancellableStream, LogConfig, Mount
 
 from sti.errors import (
     BuildFailed,
@@ -59,6 +59,9 @@ _PARALLEL_STATS = 6
 BUILDERS = ("auto", "buildkit", "legacy", "container")
 ENGINE_BUILDERS = ("buildkit", "legacy")
 _BUILDKIT_TRACE = "moby.buildkit.trace"
+# build code's containers log nowhere: sti reads their streams, and the engine's default driver
+# (json-file, unbounded) would keep all they print on its disk (its own builder does the same)
+_NO_LOG = LogConfig(type=LogConfig.types.NONE)
 _EXIT_CODE = re.compile(r"exit code: (\d+)")
 # BuildKit reusing a cache record whose snapshot the engine has deleted: a child snapshot cannot
 # be prepared, or a step's file system cannot be mounted
@@ -564,6 +567,9 @@ class DockerHost:
             Mount(target=path, source=None, type="volume", no_copy=True)
             for path in empty_volumes_at
         ]
+        host_config = self.api.create_host_config(
+            mounts=mounts, log_config=_NO_LOG, **self.sandbox.host_config()
+        )
         config = self.api.create_container_config(
             image,
             command=command,
@@ -571,7 +577,7 @@ class DockerHost:
             environment=[f"{key}={value}" for key, value in (env or {}).items()],
             labels={**(labels or {}), BUILD_ID_LABEL: build_id},
             user=user,
-            host_config=self.api.create_host_config(mounts=mounts, **self.sandbox.host_config()),
+            host_config=host_config,
             detach=True,
         )
         try:
@@ -710,17 +716,35 @@ class DockerHost:
         finally:
             response.close()
 
-    def run_to_completion(self, container_id: str, sink: LogSink) -> tuple[int, list[str]]:
-        """Start the container, forward its output line by line, return (exit code, last lines)."""
-        tail = OutputTail(sink, max_line_bytes=self.line_max_bytes)
-        self.api.start(container_id)
-        output = self.api.logs(container_id, stream=True, follow=True)
+    @contextmanager
+    def _started(self, container_id: str) -> Iterator[Iterator[tuple[bytes | None, bytes | None]]]:
+        """Start the container; its output as (stdout, stderr) chunks as they come, straight
+        from its streams (attached before the start, so nothing is missed): its log driver
+        keeps nothing, and the logs endpoint would be no place for binary data anyway."""
+        output = self.api.attach(
+            container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
+        )
         with self._tracked(output):
-            for chunk in output:
-                tail.feed_bytes(chunk)
-        tail.close()
+            self.api.start(container_id)
+            yield output
+
+    def run_to_completion(self, container_id: str, sink: LogSink) -> tuple[int, list[str]]:
+        """Start the container, forward its output line by line (stdout's and stderr's each
+        whole), return (exit code, last lines)."""
+        lines: list[str] = []
+        stdout, stderr = (
+            OutputTail(sink, lines=lines, max_line_bytes=self.line_max_bytes) for _ in range(2)
+        )
+        with self._started(container_id) as output:
+            for out, err in output:
+                if out:
+                    stdout.feed_bytes(out)
+                if err:
+                    stderr.feed_bytes(err)
+        stdout.close()
+        stderr.close()
         status = self.api.wait(container_id)
-        return int(status.get("StatusCode", -1)), tail.lines
+        return int(status.get("StatusCode", -1)), lines
 
     def run_capturing_stdout(
         self, container_id: str, out: Path, sink: LogSink, max_bytes: int
@@ -729,14 +753,8 @@ class DockerHost:
         forward its stderr line by line as it comes; return (exit code, last stderr lines).
         Past max_bytes of stdout, raise OutputTooLarge (the container runs on: remove it)."""
         tail = OutputTail(sink, max_line_bytes=self.line_max_bytes)
-        # attached before the start, straight from the container's stdout: the logs endpoint
-        # goes through the log driver, which is no place for binary data
-        output = self.api.attach(
-            container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-        )
-        self.api.start(container_id)
         written = 0
-        with self._tracked(output), out.open("wb") as file:
+        with self._started(container_id) as output, out.open("wb") as file:
             for stdout, stderr in output:
                 if stderr:
                     tail.feed_bytes(stderr)

@@ -29,7 +29,7 @@ from sti.tarstreams import stream_tar
 from sti_submit.client import StiClient
 from sti_worker.buildlog import BuildLog
 from sti_worker.engine.archives import ExtractLimits
-from sti_worker.engine.docker_host import DockerHost, OutputTail
+from sti_worker.engine.docker_host import DockerHost, OutputTail, container_name
 from sti_worker.engine.layouts import artifacts_in_tar
 from sti_worker.engine.pipeline import run_build, run_usage
 from sti_worker.engine.sources import SourcePolicy, Sources
@@ -446,3 +446,55 @@ def test_a_chatty_build_is_logged_up_to_the_workers_caps(
     )
     assert "prepare: done" not in lines
     assert sum(len(line.encode()) for line in lines[:-1]) <= 65536
+
+
+# what the engine keeps of build code's output
+
+
+def _run_in(host: DockerHost, image: str, script: str, lines: list[str]) -> tuple[str, int]:
+    """Run script in a container sti makes of image; (the container, left for the caller to
+    look at and remove, and the exit code)."""
+    build_id = uuid.uuid4().hex
+    container = host.create_container(
+        image, ["/bin/sh", "-c", script], name=container_name(build_id, "chatty"), build_id=build_id
+    )
+    try:
+        exit_code, _ = host.run_to_completion(container, lines.append)
+    except BaseException:
+        host.remove_container(container)
+        raise
+    return container, exit_code
+
+
+def test_the_engine_keeps_no_copy_of_what_build_code_prints(
+    api: docker.APIClient, docker_host: DockerHost, images: dict[str, str]
+) -> None:
+    """Every container sti ran (prepare with -m run or the container builder, save-artifacts,
+    usage) logged through the engine's default log driver: json-file, unbounded, on the Docker
+    host's disk. `yes` wrote 56 MB a second there (30 times its output) until the step's time
+    limit, whatever sti kept of it. The engine now keeps nothing (as its own builder does for
+    RUN containers); sti reads the output from the container's streams."""
+    lines: list[str] = []
+    container, exit_code = _run_in(
+        docker_host, images["sti-fake"], "yes 'a line' | head -n 20000", lines
+    )
+    try:
+        assert (exit_code, len(lines), lines[-1]) == (0, 20000, "a line")
+        with pytest.raises(docker.errors.APIError, match="does not support reading"):
+            api.logs(container)
+    finally:
+        docker_host.remove_container(container)
+
+
+def test_stdout_and_stderr_lines_stay_apart(
+    docker_host: DockerHost, images: dict[str, str]
+) -> None:
+    """Read from the container's streams, a stderr line printed in the middle of a stdout line
+    must not join it (a URL cut in two would go unmasked)."""
+    script = "printf 'https://ci:s3cret'; echo warning >&2; sleep 0.2; echo '@git.example/x'"
+    lines: list[str] = []
+    container, exit_code = _run_in(docker_host, images["sti-fake"], script, lines)
+    docker_host.remove_container(container)
+    assert exit_code == 0
+    assert sorted(lines) == ["https://ci:s3cret@git.example/x", "warning"]
+    assert redact(lines[lines.index("warning") - 1]) == "https://***@git.example/x"
