@@ -41,7 +41,7 @@ from sti.errors import (
 )
 from sti.failures import error_for_failure, is_time_limit
 from sti.lines import LINE_MAX_BYTES, cut_line
-from sti.tarstreams import IterReader
+from sti.tarstreams import IterReader, TarPart, retargeted
 
 from .buildkit_trace import TraceDecodeError, decode_trace
 from .fact_cache import FactCache
@@ -608,10 +608,11 @@ class DockerHost:
             if not found.exists or not found.is_file:
                 return None
             archive = bytearray()
-            for chunk in self.get_archive(container, path):
-                archive += chunk
-                if len(archive) > max_bytes + 64 * 1024:  # the content, headers and padding
-                    raise FileTooLarge(f"{path} is larger than {max_bytes} bytes")
+            with self.archive(container, path) as chunks:
+                for chunk in chunks:
+                    archive += chunk
+                    if len(archive) > max_bytes + 64 * 1024:  # the content, headers, padding
+                        raise FileTooLarge(f"{path} is larger than {max_bytes} bytes")
         finally:
             self.remove_container(container)
         with tarfile.open(fileobj=io.BytesIO(bytes(archive))) as tar:
@@ -650,10 +651,6 @@ class DockerHost:
             raise CreateContainerFailed(
                 f"copying files into the container at {path} failed: {_reason(error)}"
             ) from error
-
-    def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
-        stream, _ = self.api.get_archive(container_id, path, chunk_size=64 * 1024)
-        return stream
 
     def stat(self, container_id: str, path: str) -> PathStat:
         """What is at path in the container's file system, following links inside it."""
@@ -715,6 +712,19 @@ class DockerHost:
             yield response.iter_content(chunk_size=64 * 1024)
         finally:
             response.close()
+
+    def archive_part(
+        self, container_id: str, path: str, to_prefix: str, *, s2i_modes: bool = False
+    ) -> TarPart:
+        """A tar part of path in the container (see archive), its top renamed to_prefix (see
+        retargeted); read when the part is written, its request closed however that ends."""
+        top = posixpath.basename(path.rstrip("/"))
+
+        def add(tar: tarfile.TarFile) -> None:
+            with self.archive(container_id, path) as chunks:
+                retargeted(lambda: chunks, top, to_prefix, s2i_modes=s2i_modes)(tar)
+
+        return add
 
     @contextmanager
     def _started(self, container_id: str) -> Iterator[Iterator[tuple[bytes | None, bytes | None]]]:

@@ -46,7 +46,6 @@ from sti.source_scripts import source_scripts
 from sti.tarstreams import (
     TarPart,
     empty_directory,
-    retargeted,
     stream_tar,
 )
 from sti.upload_refs import SCHEME as UPLOAD_SCHEME
@@ -649,9 +648,7 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
     try:
         spec = PrepareSpec(
             base_image=runtime.id,
-            inputs=[
-                retargeted(lambda: bench.docker.get_archive(extract, BUILD_DIR), "build", "src")
-            ],
+            inputs=[bench.docker.archive_part(extract, BUILD_DIR, "src")],
             input_dirs=["src"],
             env=request.env,
             build_env=request.build_env,
@@ -731,13 +728,7 @@ def _placed_assemble_runtime(
 ) -> list[tuple[str, TarPart]]:
     """The assemble-runtime the build brought, out of the image assemble made, at script."""
     brought = f"{builder.destination}/scripts/{ASSEMBLE_RUNTIME}"
-    part = retargeted(
-        lambda: bench.docker.get_archive(extract, brought),
-        ASSEMBLE_RUNTIME,
-        script.lstrip("/"),
-        s2i_modes=True,
-    )
-    return [("/", part)]
+    return [("/", bench.docker.archive_part(extract, brought, script.lstrip("/"), s2i_modes=True))]
 
 
 def tag_step(bench: Workbench, state: BuildState) -> BuildState:

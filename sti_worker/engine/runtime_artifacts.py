@@ -14,7 +14,7 @@ from sti.runtime_artifacts import (
     parse_assemble_input_files,
     parse_runtime_artifacts,
 )
-from sti.tarstreams import TarPart, empty_directory, retargeted
+from sti.tarstreams import TarPart, empty_directory
 
 from .docker_host import DockerHost, PathStat, container_name
 from .protocol import Scripts
@@ -90,11 +90,6 @@ def artifact_parts(
             parts.append(empty_directory(prefix))
             prefix += "/"
         parts.append(
-            retargeted(
-                lambda source=artifact.source: docker.get_archive(container, source),
-                name,
-                f"{prefix}{name}",
-                s2i_modes=True,
-            )
+            docker.archive_part(container, artifact.source, f"{prefix}{name}", s2i_modes=True)
         )
     return parts

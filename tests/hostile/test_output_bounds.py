@@ -24,6 +24,7 @@ from sti.errors import SaveArtifactsFailed
 from sti.lines import cut_line
 from sti.model import BuildRequest, Result, UsageRequest
 from sti.redaction import redact
+from sti.runtime_artifacts import RuntimeArtifact
 from sti.settings import Settings
 from sti.tarstreams import stream_tar
 from sti_submit.client import StiClient
@@ -32,6 +33,7 @@ from sti_worker.engine.archives import ExtractLimits
 from sti_worker.engine.docker_host import DockerHost, OutputTail, container_name
 from sti_worker.engine.layouts import artifacts_in_tar
 from sti_worker.engine.pipeline import run_build, run_usage
+from sti_worker.engine.runtime_artifacts import artifact_parts
 from sti_worker.engine.sources import SourcePolicy, Sources
 from tests.dockertools import TRACKER, temporary_image, write_source
 from tests.images import PREPARE, RUN
@@ -498,3 +500,76 @@ def test_stdout_and_stderr_lines_stay_apart(
     assert exit_code == 0
     assert sorted(lines) == ["https://ci:s3cret@git.example/x", "warning"]
     assert redact(lines[lines.index("warning") - 1]) == "https://***@git.example/x"
+
+
+# archive requests closed however their reader ends
+
+
+class _Broken(Exception):
+    pass
+
+
+class _FailingTar(tarfile.TarFile):
+    """A tar that takes one member and fails on the next, as a consumer fails mid-stream."""
+
+    def __init__(self) -> None:
+        super().__init__(fileobj=io.BytesIO(), mode="w")
+        self.taken = 0
+
+    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: Any = None) -> None:
+        self.taken += 1
+        if self.taken > 1:
+            raise _Broken(tarinfo.name)
+        super().addfile(tarinfo, fileobj)
+
+
+@pytest.fixture
+def big_files_image(api: docker.APIClient) -> Iterator[str]:
+    lines = ["RUN head -c 40000000 /dev/zero > /data/big", 'CMD ["/bin/sh"]']
+    with temporary_image(api, {"/data/small": "small\n"}, lines, name="big-files") as image:
+        yield image
+
+
+def test_runtime_artifacts_let_go_of_the_engine_when_their_reader_fails(
+    big_files_image: str,
+) -> None:
+    """A runtime artifact's stream stayed open when its consumer failed, while the error (and
+    the stream, in its traceback) lived on: removing the container then waited for the
+    client's timeout (600 s on a worker; 15 s here)."""
+    host = DockerHost(timeout=15)
+    build_id = uuid.uuid4().hex
+    container = host.create_container(
+        big_files_image, ["/bin/true"], name=container_name(build_id, "extract"), build_id=build_id
+    )
+    try:
+        [part] = artifact_parts(host, container, [RuntimeArtifact("/data", "")])
+        with pytest.raises(_Broken):
+            try:
+                part(_FailingTar())
+            finally:  # as a build's cleanup runs: its error, and what it holds, alive
+                host.remove_container(container)
+    finally:
+        host.remove_container(container)
+        host.close()
+
+
+def test_a_source_script_over_its_cap_fails_the_build_at_once(
+    docker_host: DockerHost, images: dict[str, str], app_tag: str, tmp_path: Path
+) -> None:
+    """A 6 MB .s2i/bin/assemble (the cap of a script is 4 MiB) was refused while its copy was
+    read out of the prepare container, which the cleanup then waited for: the build ended
+    InternalError, a ReadTimeout of the engine's client, 600 s later (20 s here)."""
+    source = Path(write_source(tmp_path / "src"))
+    script = source / ".s2i" / "bin" / "assemble"
+    script.parent.mkdir(parents=True)
+    script.write_bytes(b"#!/bin/sh\n" + b"#" * 6_000_000 + b"\n")
+    script.chmod(0o755)
+    host = DockerHost(timeout=20)
+    try:
+        result, _ = _build_with_limits(
+            host, str(source), images["s2i-fake"], app_tag, ExtractLimits(), method="run"
+        )
+    finally:
+        host.close()
+    assert result.error_code == "InvalidInput", result.error
+    assert result.error and "is larger than 4194304 bytes" in result.error["message"]
