@@ -40,7 +40,7 @@ from sti.errors import (
     TagImageFailed,
 )
 from sti.failures import error_for_failure, is_time_limit
-from sti.lines import LINE_MAX_BYTES, cut_line
+from sti.lines import LINE_MAX_BYTES, TEXT_MAX_BYTES, cut_line
 from sti.tarstreams import IterReader, TarPart, retargeted
 
 from .buildkit_trace import TraceDecodeError, decode_trace
@@ -834,7 +834,7 @@ def _read_legacy_build(events: Iterator[dict[str, Any]], sink: LogSink, max_line
             image_id = event["aux"]["ID"]
         if "error" in event:
             tail.close()
-            message = event["error"].strip()
+            message = _engine_error(event)
             failed = _LEGACY_STEP_FAILED.search(message)
             if failed:
                 raise BuildStepFailed(
@@ -921,11 +921,17 @@ def _read_buildkit_build(
         elif isinstance(aux, dict) and "ID" in aux:
             image_id = aux["ID"]
         if "error" in event:
-            raise progress.failure(str(event["error"]).strip())
+            raise progress.failure(_engine_error(event))
     progress.close()
     if not image_id:
         raise BuildFailed("docker build ended without producing an image")
     return image_id
+
+
+def _engine_error(event: Mapping[str, Any]) -> str:
+    """A build's error as the engine sent it, held to TEXT_MAX_BYTES before anything searches it
+    (it quotes what the build was given)."""
+    return cut_line(str(event["error"]).strip(), TEXT_MAX_BYTES)
 
 
 def _decode_stat(header: str) -> dict[str, Any]:

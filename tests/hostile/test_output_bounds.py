@@ -21,8 +21,8 @@ import redis
 
 from sti import keys
 from sti.errors import SaveArtifactsFailed
-from sti.lines import cut_line
-from sti.model import BuildRequest, Result, UsageRequest
+from sti.lines import TEXT_MAX_BYTES, cut_line
+from sti.model import BuildRequest, Result, UsageRequest, ValidateRequest
 from sti.redaction import redact
 from sti.runtime_artifacts import RuntimeArtifact
 from sti.settings import Settings
@@ -32,7 +32,7 @@ from sti_worker.buildlog import BuildLog
 from sti_worker.engine.archives import ExtractLimits
 from sti_worker.engine.docker_host import DockerHost, OutputTail, container_name
 from sti_worker.engine.layouts import artifacts_in_tar
-from sti_worker.engine.pipeline import run_build, run_usage
+from sti_worker.engine.pipeline import run_build, run_usage, run_validate
 from sti_worker.engine.runtime_artifacts import artifact_parts
 from sti_worker.engine.sources import SourcePolicy, Sources
 from tests.dockertools import TRACKER, temporary_image, write_source
@@ -573,3 +573,32 @@ def test_a_source_script_over_its_cap_fails_the_build_at_once(
         host.close()
     assert result.error_code == "InvalidInput", result.error
     assert result.error and "is larger than 4194304 bytes" in result.error["message"]
+
+
+# what errors and usage scripts return
+
+
+def test_an_image_label_of_megabytes_is_not_quoted_whole(
+    api: docker.APIClient, docker_host: DockerHost, images: dict[str, str]
+) -> None:
+    """validate of an image whose scripts-url label is 2 MB: the refusal quoted the label, and
+    the result (kept in Redis for the result expiry, one per validate) held all of it."""
+    label = "https://" + "l" * 2_000_000
+    container = api.create_container(images["s2i-fake"], ["/bin/true"])
+    try:
+        tag = f"sti-test/huge-label-{uuid.uuid4().hex[:10]}"
+        image = api.commit(
+            container, repository=tag, conf={"Labels": {"io.openshift.s2i.scripts-url": label}}
+        )["Id"]
+    finally:
+        api.remove_container(container, force=True)
+    try:
+        result = run_validate(docker_host, ValidateRequest(tag), lambda line: None, "test")
+    finally:
+        api.remove_image(image, force=True)
+    assert result.error_code == "InvalidImage", result.error
+    text = str(result.to_json())
+    assert len(text) < 3 * TEXT_MAX_BYTES
+    assert result.error and result.error["message"].endswith(
+        f"… [line cut at {TEXT_MAX_BYTES} bytes]"
+    )
