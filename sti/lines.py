@@ -63,6 +63,11 @@ class BoundedLines:
         self._bytes = 0
         self._cut = False
 
+    @property
+    def full(self) -> bool:
+        """Whether the lines were cut: nothing appended now is kept."""
+        return self._cut
+
     def append(self, line: str) -> None:
         if self._cut:
             return

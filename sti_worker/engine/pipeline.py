@@ -55,6 +55,7 @@ from .docker_host import (
     CONTAINER_NAME_PREFIX,
     DockerHost,
     LogSink,
+    OutputTooLarge,
     container_name,
     translate_error,
 )
@@ -1006,7 +1007,16 @@ def run_usage(
         elif not docker.stat(container, script).executable:
             raise InvalidImage(f"image {request.build_image} has no usage script {script}")
         output = BoundedLines(max_output_bytes, "STI_USAGE_MAX_BYTES")
-        exit_code, _ = docker.run_to_completion(container, output.append)
+
+        def keep(line: str) -> None:
+            output.append(line)
+            if output.full:  # nothing more is kept: the script is stopped (removed below)
+                raise OutputTooLarge(f"{script} printed more than {max_output_bytes} bytes")
+
+        try:
+            exit_code, _ = docker.run_to_completion(container, keep)
+        except OutputTooLarge:
+            return output.lines, None
         failed = BuildFailed(f"{script} exited with code {exit_code}") if exit_code else None
         return output.lines, failed
 

@@ -267,9 +267,8 @@ def test_an_output_cap_that_is_no_size_or_too_small_is_refused(
 # a usage script's output
 
 
-def test_a_usage_result_is_cut_at_its_cap(api: docker.APIClient, docker_host: DockerHost) -> None:
-    """sti.usage returned all a usage script printed (into the result backend, in Redis)."""
-    usage = "#!/bin/sh\nyes 'usage: build me' | head -n 100000\nhead -c 1000000 /dev/zero\n"
+def _usage_of(api: docker.APIClient, host: DockerHost, usage: str, max_bytes: int) -> Result:
+    """sti.usage's result for an s2i image whose usage script is usage."""
     files = {
         "/usr/libexec/s2i/assemble": "#!/bin/sh\n",
         "/usr/libexec/s2i/run": "#!/bin/sh\n",
@@ -277,15 +276,24 @@ def test_a_usage_result_is_cut_at_its_cap(api: docker.APIClient, docker_host: Do
     }
     lines = ["LABEL io.openshift.s2i.scripts-url=image:///usr/libexec/s2i", 'CMD ["/bin/sh"]']
     with temporary_image(api, files, lines, name="chatty-usage") as image:
-        result = run_usage(
-            docker_host, UsageRequest(image), lambda line: None, "test", max_output_bytes=65536
+        return run_usage(
+            host, UsageRequest(image), lambda line: None, "test", max_output_bytes=max_bytes
         )
+
+
+def test_a_usage_result_is_cut_at_its_cap(api: docker.APIClient, docker_host: DockerHost) -> None:
+    """sti.usage returned all a usage script printed (into the result backend, in Redis)."""
+    usage = "#!/bin/sh\nyes 'usage: build me' | head -n 100000\nhead -c 1000000 /dev/zero\n"
+    _assert_cut_at(_usage_of(api, docker_host, usage, 65536), 65536)
+
+
+def _assert_cut_at(result: Result, max_bytes: int) -> None:
     assert result.success, result.messages[-3:]
     assert result.messages[0] == "usage: build me"
     assert result.messages[-1] == (
-        "[output cut at 65536 bytes (STI_USAGE_MAX_BYTES); the rest is left out]"
+        f"[output cut at {max_bytes} bytes (STI_USAGE_MAX_BYTES); the rest is left out]"
     )
-    assert sum(len(line) + 1 for line in result.messages[:-1]) <= 65536
+    assert sum(len(line) + 1 for line in result.messages[:-1]) <= max_bytes
 
 
 # the artifacts a previous image's save-artifacts hands on
@@ -602,3 +610,13 @@ def test_an_image_label_of_megabytes_is_not_quoted_whole(
     assert result.error and result.error["message"].endswith(
         f"… [line cut at {TEXT_MAX_BYTES} bytes]"
     )
+
+
+def test_a_usage_script_that_never_ends_is_stopped_at_the_cap(
+    api: docker.APIClient, docker_host: DockerHost
+) -> None:
+    """A usage script printing forever held a worker slot until the step's time limit (this
+    one gives up after 30 s, exit 3, a failed result): past STI_USAGE_MAX_BYTES nothing more of
+    it is kept, so it is stopped there and what it printed is the result."""
+    usage = "#!/bin/sh\nyes 'usage: build me' & sleep 30; kill $!; exit 3\n"
+    _assert_cut_at(_usage_of(api, docker_host, usage, 4096), 4096)
