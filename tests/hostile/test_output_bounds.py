@@ -57,6 +57,9 @@ ADVERSARIAL_LINES = {
     "whitespace in the authority": '"://" + " \\t" * (MB // 2) + "@"',
     "non-ASCII letters": '"é://" + "é." * (MB // 2) + "@"',
     "percent-escapes": '"https://" + "%40" * (MB // 3) + "#"',
+    # a quote no longer ends an authority: a userinfo may hold one
+    "a separator then quotes then @": '"://" + "\'\\"<>`" * (MB // 5) + "@"',
+    "a quoted URL with a userinfo, again and again": "\"'://a@'\" * (MB // 6)",
 }
 
 
