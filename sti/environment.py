@@ -13,6 +13,7 @@ import re
 import socket
 
 from .errors import InvalidInput
+from .keys import is_host_id
 
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 YEAR_S = 366 * 24 * 3600  # the longest any duration may be: more is a slip of the keyboard
@@ -20,7 +21,6 @@ YEAR_S = 366 * 24 * 3600  # the longest any duration may be: more is a slip of t
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 _WHOLE = re.compile(r"[+-]?[0-9]+")
-_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class InvalidSetting(InvalidInput, ValueError):
@@ -116,7 +116,7 @@ def host_id() -> str:
     """This Docker host's id: it names a queue, Redis keys and Celery nodes, so letters, digits,
     ".", "_" and "-" only."""
     value = _value("STI_HOST_ID") or socket.gethostname()
-    if not _HOST_ID.fullmatch(value):
+    if not is_host_id(value):
         raise InvalidSetting(
             f"STI_HOST_ID={value!r} (--host-id) is not a host id: at most 128 letters, digits, "
             "'.', '_' and '-', starting with a letter or digit"

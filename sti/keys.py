@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "sti:"
+# a Docker host's id names its queue (sti.host.<id>), its keys and its Celery nodes
+_HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 HOSTS = f"{PREFIX}hosts"
 RUNNING_BUILDS = f"{PREFIX}running"
+
+
+def is_host_id(value: object) -> bool:
+    """At most 128 letters, digits, ".", "_" and "-", starting with a letter or digit."""
+    return isinstance(value, str) and bool(_HOST_ID.fullmatch(value))
 
 
 def log_stream(build_id: str) -> str:

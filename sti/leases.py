@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import keys
 from .errors import InternalError, InvalidInput
-from .model import build_tag_for, normalized_tag
+from .model import build_tag_for, is_build_id, normalized_tag
 from .redis_values import refused_type
 
 if TYPE_CHECKING:
@@ -169,6 +169,9 @@ end
 return 0
 """
 MAX_ATTEMPTS = 2  # a build whose worker died runs once more, then ends WorkerLost
+# the hosts a build's claim names at most (each claim adds its host; a copy of sti.build
+# delivered again may claim on another): a cleanup is sent to each
+MAX_CLAIMED_HOSTS = 8
 
 
 def _now_ms() -> int:
@@ -201,6 +204,13 @@ def attempt_number(value: bytes | str | None) -> int:
     if text not in {str(number) for number in range(1, MAX_ATTEMPTS + 1)}:
         raise InternalError(f"the build's claim in Redis has an attempt sti never writes: {text!r}")
     return int(text)
+
+
+def claimed_hosts(claim: Mapping[str, str]) -> list[str]:
+    """The hosts a build's claim says it ran on, as sti writes them: host ids (others are
+    not sti's), at most MAX_CLAIMED_HOSTS of them."""
+    named = {host for host in claim.get("hosts", "").split(",") if keys.is_host_id(host)}
+    return sorted(named)[:MAX_CLAIMED_HOSTS]
 
 
 def tags_locked_for(tag: str) -> list[str]:
@@ -375,10 +385,10 @@ class RunningBuilds:
         """Register a claimed build (request: its task keywords as JSON, to run it again);
         returns its attempt: 1, or the attempt a reaper made it (rerun)."""
         claim = keys.build_claim(build_id)
-        hosts = self.claim_of(build_id).get("hosts", "")
+        earlier = claimed_hosts(self.claim_of(build_id))[: MAX_CLAIMED_HOSTS - 1]
         pipe = self._client.pipeline()
         pipe.hset(claim, mapping={"host": host_id, "tag": tag, "request": request})
-        pipe.hset(claim, "hosts", ",".join(sorted({*hosts.split(","), host_id} - {""})))
+        pipe.hset(claim, "hosts", ",".join(sorted({*earlier, host_id})))
         pipe.hsetnx(claim, "attempt", 1)
         pipe.hget(claim, "attempt")
         pipe.expire(claim, keep_s)
@@ -405,6 +415,16 @@ class RunningBuilds:
         args = [*attempt.owner_args(), stage, task_id]
         return bool(self._begin_stage(keys=attempt.owner_keys(), args=args))
 
+    def running_attempt(self, build_id: str) -> int | None:
+        """The attempt that runs the build now, if one does: the claim's, neither ended nor
+        taken, its lease not run out. InternalError for a claim sti never writes."""
+        claim = self.claim_of(build_id)
+        expiry = self._client.zscore(keys.RUNNING_BUILDS, build_id)
+        if expiry is None or expiry < _now_ms():
+            return None
+        number = attempt_number(claim.get("attempt"))
+        return None if str(number) in (claim.get("ended"), claim.get("taken")) else number
+
     def is_over(self, attempt: Attempt) -> bool:
         """Whether the attempt ended, or a reaper took it: a copy of its sti.build delivered
         late has nothing to run."""
@@ -412,8 +432,16 @@ class RunningBuilds:
         return str(attempt.number) in (claim.get("ended"), claim.get("taken"))
 
     def expired(self) -> list[str]:
+        """The builds whose lease ran out. A member that is no build id is not one sti added
+        (anyone on Redis can): it is dropped, and ends nothing."""
         found = self._client.zrangebyscore(keys.RUNNING_BUILDS, "-inf", _now_ms() - 1)
-        return [_text(item) for item in found]
+        members = [_text(item) for item in found]
+        forged = [
+            item for item, member in zip(found, members, strict=True) if not is_build_id(member)
+        ]
+        if forged:
+            self._client.zrem(keys.RUNNING_BUILDS, *forged)
+        return [member for member in members if is_build_id(member)]
 
     def take_expired(self, build_id: str) -> bool:
         """True for the one caller that takes this expired lease away; the attempt that held it

@@ -58,8 +58,15 @@ class Reaper:
             return []
         ended = []
         for build_id in expired:
-            if registry.take_expired(build_id):
-                _log.warning("taking a build whose worker died", build_id=build_id)
+            if not registry.take_expired(build_id):
+                continue
+            _log.warning("taking a build whose worker died", build_id=build_id)
+            try:
                 self._end_build(build_id)
-                ended.append(build_id)
+            except Exception:  # one build's failure keeps no other waiting
+                _log.warning(
+                    "ending a build whose worker died failed", build_id=build_id, exc_info=True
+                )
+                continue
+            ended.append(build_id)
         return ended

@@ -33,6 +33,7 @@ from sti.leases import (
     StepOnce,
     TagLock,
     attempt_number,
+    claimed_hosts,
 )
 from sti.model import (
     BuildRequest,
@@ -468,8 +469,7 @@ def _claim_as_said(build_id: str) -> dict[str, str]:
 def _clean_up_elsewhere(build_id: str, skip: str | None = None) -> None:
     """Have every host the build ran on (but skip) remove what it left there: sti.cleanup waits
     in a host's queue until a worker serves that host again."""
-    hosts = _claim_as_said(build_id).get("hosts", "")
-    for host_id in sorted(set(hosts.split(",")) - {"", skip}):
+    for host_id in set(claimed_hosts(_claim_as_said(build_id))) - {skip}:
         app.send_task(
             CLEANUP_TASK,
             kwargs={"build_id": build_id},
@@ -562,10 +562,12 @@ def _check_may_tag(build: BuildState) -> None:
         raise lost
 
 
-def _release_leases(attempt: Attempt, tag: str, host_id: str | None = None) -> None:
+def _release_leases(attempt: Attempt, tag: str | None, host_id: str | None = None) -> None:
+    """What the attempt holds (the lock of its tag, if its claim names one sti writes)."""
     try:
         _host_slots(host_id).release(attempt)
-        _tag_lock(tag, attempt).release()
+        if tag is not None:
+            _tag_lock(tag, attempt).release()
     finally:  # last, whatever happened: the attempt owns nothing once it ended
         _running_builds().end(attempt)
 
@@ -590,12 +592,12 @@ def end_lost_build(build_id: str) -> None:
         claim = builds.claim_of(build_id)
         taken = Attempt(build_id, attempt_number(claim.get("attempt")), taken=True)
     except InternalError as error:  # not trusted: what it holds is left to run out
-        _end_lost_build_with(error, build_id, claim.get("host"), claim.get("tag"))
+        _end_lost_build_with(error, build_id, *_host_and_tag(claim))
         return
-    host_id, tag = claim.get("host"), claim.get("tag")
+    host_id, tag = _host_and_tag(claim)
     lost = (
-        f"the worker running build {build_id} on host {host_id} stopped before the build "
-        "ended (its lease ran out)"
+        f"the worker running build {build_id} on host {host_id or '(not named)'} stopped "
+        "before the build ended (its lease ran out)"
     )
     keywords = _rerunnable(claim, taken.number)
     if keywords is None and _had_build_only_values(claim):
@@ -603,8 +605,7 @@ def end_lost_build(build_id: str) -> None:
             "; it is not run again, as its --build-env values were kept only by that worker: "
             "submit it again"
         )
-    if tag:
-        _free_leases_of(taken, tag, host_id)
+    _release_leases(taken, tag, host_id)
     buildlog = build_log(build_id)
     if keywords is not None:
         attempt = builds.rerun(build_id)
@@ -621,12 +622,15 @@ def end_lost_build(build_id: str) -> None:
     _end_lost_build_with(WorkerLost(lost), build_id, host_id, tag)
 
 
-def _free_leases_of(taken: Attempt, tag: str, host_id: str | None) -> None:
-    """What the attempt a reaper took held; a tag its claim names wrongly holds nothing."""
+def _host_and_tag(claim: dict[str, str]) -> tuple[str | None, str | None]:
+    """The host and tag a lost build's claim names, those sti writes (for its log and result:
+    anyone can write a claim); None for others."""
+    host_id, tag = claim.get("host"), claim.get("tag")
     try:
-        _release_leases(taken, tag, host_id)
-    except InvalidInput as error:
-        _log.warning("the claim of a lost build names no tag", error=error.message)
+        validate_tag(tag or "")
+    except InvalidInput:
+        tag = None
+    return (host_id if keys.is_host_id(host_id) else None), tag
 
 
 def _end_lost_build_with(
@@ -678,10 +682,20 @@ def _had_build_only_values(claim: dict[str, str]) -> bool:
 @app.task(name=CLEANUP_TASK)
 def cleanup_lost_build(*, build_id: str) -> None:
     """Remove what a build whose worker died left on this host (containers, tags, work dir),
-    of every attempt."""
+    of every attempt but one that runs now: sti sends this once the build ended, anyone else
+    may send it any time."""
     check_build_id(build_id)
+    try:
+        running = _running_builds().running_attempt(build_id)
+    except InternalError as error:  # a claim sti never writes names no attempt
+        _log.warning("the build's claim is not trusted", error=error.message)
+        running = None
+    if running is not None:
+        _log.warning("sti.cleanup leaves the attempt that runs", attempt=running)
     docker = _reachable_docker(lambda line: _log.warning(line, build_id=build_id))
-    _clean_up_attempts(docker, build_id, range(1, MAX_ATTEMPTS + 1))
+    for number in range(1, MAX_ATTEMPTS + 1):
+        if number != running:
+            cleanup_build(docker, attempt_name(build_id, number))
 
 
 def _outcome_line(result: Result) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -28,7 +29,15 @@ from sti import keys
 from sti.blobstore import CHUNK_BYTES, BlobStore, new_upload_name
 from sti.cancel_flags import CODES, cancel_requested, request_cancel
 from sti.errors import Cancelled, InternalError, InvalidInput, SourceFetchFailed
-from sti.leases import Attempt, HostSlots, RunningBuilds, TagLock, tags_locked_for
+from sti.leases import (
+    MAX_CLAIMED_HOSTS,
+    Attempt,
+    HostSlots,
+    RunningBuilds,
+    TagLock,
+    claimed_hosts,
+    tags_locked_for,
+)
 from sti.model import BuildRequest, build_tag_for, normalized_tag
 from sti.wire import host_queue
 from sti_submit.client import StiClient
@@ -48,6 +57,7 @@ from sti_worker.engine.pipeline import (
     workdir_for,
 )
 from sti_worker.engine.sources import Sources
+from sti_worker.reaper import Reaper
 from sti_worker.uploads import settled
 from tests.dockertools import TRACKER
 from tests.queue_helpers import make_source
@@ -757,6 +767,67 @@ def test_a_claim_of_another_type_is_not_trusted(
 
 
 @pytest.fixture
+def registry_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A database of its own: no worker's reaper sees what a test writes in its registry."""
+    client = redis.Redis.from_url(redis_server.url(8))
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def test_a_running_builds_entry_that_names_no_build_is_dropped_and_ends_nothing(
+    registry_client: redis.Redis,
+) -> None:
+    """Anyone can add a member to the registry of running builds: a reaper ended each one as a
+    build (a result, a log, a cancel flag under whatever key it spelt), however many."""
+    lost = uuid.uuid4().hex
+    RunningBuilds(registry_client, 60).start(lost, "host-a", _app(), 60, '{"source": "x"}')
+    forged = ["x", "../../etc", "0" * 31, lost.upper(), f"{lost}\nforged"]
+    registry_client.zadd(keys.RUNNING_BUILDS, {member: 1 for member in [lost, *forged]})
+    ended: list[str] = []
+    reaper = Reaper(lambda: RunningBuilds(registry_client, 60), ended.append, 0)
+    assert reaper.reap() == [lost]
+    assert ended == [lost]
+    assert registry_client.zcard(keys.RUNNING_BUILDS) == 0
+
+
+def test_a_build_that_cannot_be_ended_does_not_keep_the_reaper_from_the_others(
+    registry_client: redis.Redis,
+) -> None:
+    """One build whose end failed (a claim nobody could read) stopped the reaper's round, and
+    the builds after it in the registry waited for the next round, which began with it again."""
+    builds = sorted(uuid.uuid4().hex for _ in range(3))
+    for build_id in builds:
+        RunningBuilds(registry_client, 60).start(build_id, "host-a", _app(), 60, "{}")
+    registry_client.zadd(keys.RUNNING_BUILDS, {build_id: 1 for build_id in builds})
+    ended: list[str] = []
+
+    def end(build_id: str) -> None:
+        if build_id == builds[0]:
+            raise InternalError("no such thing")
+        ended.append(build_id)
+
+    reaper = Reaper(lambda: RunningBuilds(registry_client, 60), end, 0)
+    assert reaper.reap() == builds[1:]
+    assert ended == builds[1:]
+
+
+def test_the_hosts_a_claim_names_are_host_ids_and_few(registry_client: redis.Redis) -> None:
+    """A build's claim names the hosts it ran on, which its end sends sti.cleanup to (a queue
+    each, sti.host.<host id>): anyone can write there a million of them, or any name."""
+    build_id = uuid.uuid4().hex
+    registry = RunningBuilds(registry_client, 60)
+    forged = ",".join(["host-b", "x\ny", "../q", "", "a" * 200, *(f"h{n}" for n in range(100))])
+    registry_client.hset(keys.build_claim(build_id), "hosts", forged)
+    assert registry.start(build_id, "host-a", _app(), 60, "{}") == 1
+    hosts = claimed_hosts(registry.claim_of(build_id))
+    assert "host-a" in hosts and len(hosts) <= MAX_CLAIMED_HOSTS  # the host claiming it
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", host) for host in hosts)
+    assert registry.claim_of(build_id)["hosts"] == ",".join(hosts)
+
+
+@pytest.fixture
 def own_tmpdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Work dirs (TMPDIR/sti-<attempt name>) go in this test's own directory."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -1038,24 +1109,34 @@ def test_a_frozen_worker_that_wakes_up_after_its_build_ran_again_disturbs_nothin
                 worker.stop()
 
 
-def test_a_garbage_attempt_in_a_running_builds_claim_ends_it_in_one_line(
+@pytest.mark.parametrize(
+    ("forge", "said"),
+    [
+        (lambda r, key: r.hset(key, "attempt", "abc"), "attempt sti never writes: 'abc'"),
+        (lambda r, key: r.delete(key) + r.set(key, "garbage"), "claim in Redis is a string"),
+    ],
+)
+def test_a_garbage_claim_of_a_running_build_ends_it_in_one_line(
     short_lease_queue: str,
     api: docker.APIClient,
     images: dict[str, str],
     app_tag: str,
     tmp_path: Path,
+    forge: Callable[[redis.Redis, str], object],
+    said: str,
 ) -> None:
     """Its worker no longer owns the build (nothing it renews is renewed), the reaper ends it
-    with an error naming the value, and the worker serves the next build."""
+    with an error naming the value, and the worker serves the next build. A claim of another
+    type was a bare WRONGTYPE at each renewal and at the reaper, which never ended the build."""
     client = StiClient(short_lease_queue)
     worker = _worker(short_lease_queue, "state-host", tmp_path)
     try:
         build_id = client.submit_build(_slow(tmp_path, images, app_tag, sleep_s=60))
         _until(iter(client.follow(build_id, deadline=time.monotonic() + 60)), "prepare: started")
-        client.redis.hset(keys.build_claim(build_id), "attempt", "abc")
+        forge(redis.Redis.from_url(short_lease_queue), keys.build_claim(build_id))
         result = client.wait(build_id, timeout=45)
         assert result.error is not None and result.error["code"] == "InternalError", result
-        assert "attempt sti never writes: 'abc'" in result.error["message"]
+        assert said in result.error["message"]
         assert "\n" not in result.error["message"]
         after = BuildRequest(str(make_source(tmp_path / "next")), images["sti-fake"], app_tag)
         assert client.wait(client.submit_build(after), timeout=60).success
@@ -1279,3 +1360,45 @@ def test_a_build_whose_tag_lock_another_build_took_tags_nothing(
     finally:
         client.close()
         worker.stop()
+
+
+def test_sti_cleanup_sent_while_a_build_runs_leaves_it_alone(
+    worker: Worker,
+    client: StiClient,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+    broker_url: str,
+) -> None:
+    """sti.cleanup removes what a build left on a host once the build ended: sent by anyone
+    while the build ran, it removed its prepare container, and the build failed."""
+    build_id = client.submit_build(_slow(tmp_path, images, app_tag, sleep_s=4))
+    _until(iter(client.follow(build_id, deadline=time.monotonic() + 60)), "prepare: started")
+    attacker = Celery("attacker", broker=broker_url, backend=broker_url)
+    attacker.conf.update(task_serializer="json", accept_content=["json"])
+    task_id = uuid.uuid4().hex
+    try:
+        attacker.send_task(
+            "sti.cleanup",
+            kwargs={"build_id": build_id},
+            queue=host_queue("host-a"),
+            task_id=task_id,
+        )
+        assert "succeeded" in _handled(worker, "sti.cleanup", task_id)
+    finally:
+        attacker.close()
+    result = client.wait(build_id, timeout=60)
+    assert result.success, result.messages
+
+
+@pytest.mark.parametrize(
+    ("host", "tag"),
+    [("x\nBuild y succeeded", "acme/app\nforged"), ("", ""), ("../q", "ACME/app")],
+)
+def test_a_lost_builds_claim_says_no_host_or_tag_sti_would_not_write(host: str, tag: str) -> None:
+    """They go into the lost build's log and result: a forged line there, or a tag sti never
+    took a lock of."""
+    from sti_worker.tasks import _host_and_tag
+
+    assert _host_and_tag({"host": host, "tag": tag}) == (None, None)
+    assert _host_and_tag({"host": "host-b", "tag": "acme/app"}) == ("host-b", "acme/app")
