@@ -319,6 +319,26 @@ def _check_types(request: object, expected: Mapping[str, tuple[type, ...]]) -> N
             # a build-only value is said in no message (results and logs are kept a week)
             shown = type(value).__name__ if name == "build_env" else _shown(value)
             raise InvalidInput(f"{name} must be {wanted}, not {shown}")
+    for name in expected:
+        if name != "build_env":  # checked with its values' sizes, naming only the variable
+            _check_text(name, getattr(request, name))
+
+
+def _check_text(name: str, value: object) -> None:
+    """JSON carries lone surrogates ("\\udcff") that nothing downstream can encode (the engine,
+    Redis, a log): refused here, by name, rather than as a Celery failure later."""
+    if isinstance(value, dict):
+        texts = [text for pair in value.items() for text in pair]
+    else:
+        texts = list(value) if type(value) in _LISTS else [value]
+    for text in texts:
+        if isinstance(text, str) and not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise InvalidInput(
+                    f"{name} holds text that is not UTF-8 (a lone surrogate)"
+                ) from None
 
 
 def _shown(value: object) -> str:

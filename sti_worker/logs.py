@@ -50,7 +50,10 @@ def configure_logging(level: str | int = "INFO", fmt: str | None = None) -> None
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # plain: rich's formatter (when installed) prints every frame's locals, build_env included
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
