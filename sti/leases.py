@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import keys
 from .errors import InternalError, InvalidInput
 from .model import build_tag_for, is_build_id, normalized_tag
-from .redis_values import refused_type
+from .redis_values import is_wrong_type, refused_type
 
 if TYPE_CHECKING:
     from .redis_wire import RedisClient
@@ -39,7 +39,8 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS: running zset, node-expiry zset, node-slots hash. ARGV: build id, now ms, lease ms.
+# KEYS: running zset, node-expiry zset, node-slots hash. ARGV: build id, now ms, lease ms, the
+# most slots a node offers. A node's slots that are not a count sti writes offer none.
 _CLAIM_SLOT = """
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[2])
 if redis.call('zscore', KEYS[1], ARGV[1]) then
@@ -48,7 +49,10 @@ if redis.call('zscore', KEYS[1], ARGV[1]) then
 end
 local slots = 0
 for _, node in ipairs(redis.call('zrangebyscore', KEYS[2], ARGV[2], '+inf')) do
-  slots = slots + tonumber(redis.call('hget', KEYS[3], node) or '0')
+  local offered = string.match(redis.call('hget', KEYS[3], node) or '', '^%d+$')
+  if offered and tonumber(offered) <= tonumber(ARGV[4]) then
+    slots = slots + tonumber(offered)
+  end
 end
 if redis.call('zcard', KEYS[1]) < slots then
   redis.call('zadd', KEYS[1], ARGV[2] + ARGV[3], ARGV[1])
@@ -169,6 +173,7 @@ end
 return 0
 """
 MAX_ATTEMPTS = 2  # a build whose worker died runs once more, then ends WorkerLost
+MAX_NODE_SLOTS = 4096  # a node's slots (its worker's concurrency): more is not what sti writes
 # the hosts a build's claim names at most (each claim adds its host; a copy of sti.build
 # delivered again may claim on another): a cleanup is sent to each
 MAX_CLAIMED_HOSTS = 8
@@ -281,12 +286,23 @@ class HostSlots:
         self._remove_entry = client.register_script(_REMOVE_ENTRY)
 
     def claim(self, build_id: str) -> bool:
+        """A slot for the build, if the host's live workers have one free. InternalError when
+        the host's keys are not of the types sti writes."""
         slot_keys = [
             keys.host_running(self.host_id),
             keys.host_nodes(self.host_id),
             keys.host_slots(self.host_id),
         ]
-        return bool(self._claim_slot(keys=slot_keys, args=[build_id, _now_ms(), self._lease_ms]))
+        args = [build_id, _now_ms(), self._lease_ms, MAX_NODE_SLOTS]
+        try:
+            return bool(self._claim_slot(keys=slot_keys, args=args))
+        except Exception as error:
+            if not is_wrong_type(error):
+                raise
+            raise InternalError(
+                f"the build slots of host {self.host_id} in Redis are not of the types sti writes "
+                f"(a key of another type among {', '.join(slot_keys)})"
+            ) from None
 
     def renew(self, attempt: Attempt) -> bool:
         """True while the attempt owns the build's slot."""
@@ -322,8 +338,15 @@ class HostSlots:
         now = _now_ms()
         nodes = self._client.zrangebyscore(keys.host_nodes(self.host_id), now, "+inf")
         slots = self._client.hgetall(keys.host_slots(self.host_id))
-        decoded = {_text(k): int(v) for k, v in slots.items()}
+        decoded = {_text(k): _slot_count(v) for k, v in slots.items()}
         return {_text(node): decoded.get(_text(node), 0) for node in nodes}
+
+
+def _slot_count(value: bytes | str) -> int:
+    """A node's slots as a worker writes them; none for anything else."""
+    text = _text(value)
+    count = int(text) if text.isascii() and text.isdigit() else 0
+    return count if count <= MAX_NODE_SLOTS else 0
 
 
 def _text(value: bytes | str) -> str:

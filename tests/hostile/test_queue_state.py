@@ -827,6 +827,32 @@ def test_the_hosts_a_claim_names_are_host_ids_and_few(registry_client: redis.Red
     assert registry.claim_of(build_id)["hosts"] == ",".join(hosts)
 
 
+@pytest.mark.parametrize("offered", ["abc", "-1", "1e9", " 2", "2.5", "\u0662", "4097", "9" * 40])
+def test_a_node_offering_slots_sti_never_writes_offers_none(
+    registry_client: redis.Redis, offered: str
+) -> None:
+    """Each node's slots are a hash anyone can write: a count that is not a number failed
+    every claim on the host (a bare script error: sti.build a Celery FAILURE), and sti-submit
+    workers with a ValueError."""
+    slots = HostSlots(registry_client, "host-a", 60)
+    slots.register_node("node-a", 1)
+    slots.register_node("node-b", 1)
+    registry_client.hset(keys.host_slots("host-a"), "node-b", offered)
+    assert slots.live_nodes() == {"node-a": 1, "node-b": 0}
+    assert slots.claim(uuid.uuid4().hex)
+    assert not slots.claim(uuid.uuid4().hex)  # node-a's one slot is taken
+
+
+def test_a_hosts_slots_of_another_type_fail_a_claim_in_one_line(
+    registry_client: redis.Redis,
+) -> None:
+    slots = HostSlots(registry_client, "host-a", 60)
+    slots.register_node("node-a", 1)
+    _write_as(registry_client, keys.host_running("host-a"), "hash")
+    with pytest.raises(InternalError, match="build slots of host host-a in Redis are not of the"):
+        slots.claim(uuid.uuid4().hex)
+
+
 @pytest.fixture
 def own_tmpdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Work dirs (TMPDIR/sti-<attempt name>) go in this test's own directory."""
