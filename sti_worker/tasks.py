@@ -343,9 +343,9 @@ def _once(task: Task, work: Callable[[StepOnce], dict[str, Any]]) -> dict[str, A
     """Run work once for this task id (see StepOnce): a copy delivered again while it runs
     waits, a copy delivered after it ran returns its output."""
     once = StepOnce(redis_client(), task.request.id, settings.lease_s)
-    earlier = once.output()
+    earlier = _kept_output(once.output(), task.request.id)
     if earlier is not None:
-        return dict(json.loads(earlier))
+        return earlier
     if not once.begin():
         raise task.retry(countdown=_STEP_BUSY_RETRY_S, max_retries=None)
     try:
@@ -353,8 +353,26 @@ def _once(task: Task, work: Callable[[StepOnce], dict[str, Any]]) -> dict[str, A
     except BaseException:
         once.release()
         raise
-    once.end(json.dumps(output), settings.result_expires_s)
+    kept = seal({"task_id": task.request.id, "output": output})
+    once.end(json.dumps(kept), settings.result_expires_s)
     return output
+
+
+def _kept_output(kept: str | None, task_id: str) -> dict[str, Any] | None:
+    """The output a run of this task kept, sealed with its task id: anyone can write the key
+    (the last stage's task id is the build id, known before it runs), and an output this
+    host's workers did not seal for this task is none (the step runs, and keeps its own)."""
+    if kept is None:
+        return None
+    try:
+        opened = unseal(json.loads(kept))
+    except (ValueError, InvalidInput):  # not JSON, not sealed, sealed elsewhere
+        _log.warning("a step's kept output is not this host's: the step runs")
+        return None
+    if opened.get("task_id") != task_id or not isinstance(opened.get("output"), dict):
+        _log.warning("a step's kept output is another task's: the step runs")
+        return None
+    return dict(opened["output"])
 
 
 def _run_steps(task: Task, build: BuildState, steps: list[str], once: StepOnce) -> BuildState:

@@ -4,6 +4,7 @@ build, garbage in a cancel flag or a claim. Against the session's redis-server."
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -1230,15 +1231,23 @@ def _whole_log(url: str, build_id: str) -> list[str]:
 
 
 def _captured_states(url: str) -> list[dict[str, str]]:
-    """The sealed states a build's steps passed on, as anyone on Redis reads them (the queue's
-    messages, or the copies StepOnce keeps for a step delivered again)."""
+    """The sealed states of the sti.step messages being run, as anyone on Redis reads them:
+    kombu keeps each message a worker took, whole, until it is acknowledged (late acks)."""
     found = []
-    client = redis.Redis.from_url(url)
-    for key in client.scan_iter(match="sti:step:*:output"):
-        output = json.loads(client.get(key))
-        if set(output) == {"sealed"}:
-            found.append(output)
+    for raw in redis.Redis.from_url(url).hvals("unacked"):
+        message = json.loads(raw)[0]
+        if message["headers"]["task"] == "sti.step":
+            args, _, _ = json.loads(base64.b64decode(message["body"]))
+            found.append(args[0])
     return found
+
+
+def _until_captured(url: str, lines: Iterator[str]) -> dict[str, str]:
+    """The second stage's state (deploy, tag), captured while the deploy runs."""
+    _until(lines, "Deploying the build output")
+    _until(lines, "prepare: started")
+    (captured,) = _captured_states(url)
+    return captured
 
 
 def test_a_captured_step_sent_again_after_its_build_ended_does_nothing(
@@ -1260,12 +1269,15 @@ def test_a_captured_step_sent_again_after_its_build_ended_does_nothing(
             str(make_source(tmp_path)),
             images["sti-fake-builder"],
             app_tag,
-            runtime_image=images["sti-fake"],
+            runtime_image=images["sti-fake-slow"],
             method="run",
+            env={"SLEEP": "1"},
         )
-        result = client.wait(client.submit_build(request), timeout=120)
+        client.submit_build(request)
+        lines = iter(client.follow(request.build_id, deadline=time.monotonic() + 120))
+        captured = _until_captured(replay_queue, lines)
+        result = client.wait(request.build_id, timeout=120)
         assert result.success, result.messages
-        (captured,) = _captured_states(replay_queue)
         api.tag(images["sti-fake"], app_tag)  # a newer build's image, say
         newer = api.inspect_image(app_tag)["Id"]
         task_id = uuid.uuid4().hex
@@ -1338,9 +1350,7 @@ def test_a_captured_stage_sent_again_while_its_build_runs_does_nothing(
         )
         build_id = client.submit_build(request)
         lines = iter(client.follow(build_id, deadline=time.monotonic() + 120))
-        _until(lines, "Deploying the build output")
-        _until(lines, "prepare: started")
-        (captured,) = _captured_states(replay_queue)
+        captured = _until_captured(replay_queue, lines)
         task_id = uuid.uuid4().hex
         attacker.send_task(
             "sti.step",
@@ -1428,3 +1438,28 @@ def test_a_lost_builds_claim_says_no_host_or_tag_sti_would_not_write(host: str, 
 
     assert _host_and_tag({"host": host, "tag": tag}) == (None, None)
     assert _host_and_tag({"host": "host-b", "tag": "acme/app"}) == ("host-b", "acme/app")
+
+
+@pytest.mark.parametrize("forged", ['{"schema": "sti.result/1", "success": true}', "not json"])
+def test_a_steps_output_written_before_it_ran_is_not_taken_for_it(
+    short_lease_queue: str,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+    forged: str,
+) -> None:
+    """A step delivered again returns the output its first run kept under its task id; the
+    last stage's task id is the build's id, known before the build runs: an output written
+    there first was returned instead of running the build (nothing tagged, no result, the
+    build re-run by the reaper and skipped again), or failed it with a bare ValueError."""
+    client = StiClient(short_lease_queue)
+    worker = _worker(short_lease_queue, "once-host", tmp_path)
+    try:
+        request = BuildRequest(str(make_source(tmp_path)), images["sti-fake"], app_tag)
+        client.redis.set(keys.step_output(request.build_id), forged, ex=600)
+        result = client.wait(client.submit_build(request), timeout=60)
+        assert result.success, result
+        assert result.image_id and result.tag == app_tag
+    finally:
+        client.close()
+        worker.stop()
