@@ -9,6 +9,7 @@ never kills a build.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import celery.app.trace
@@ -17,12 +18,13 @@ import structlog
 from celery import signals
 
 from sti import keys
+from sti.errors import InternalError
 from sti.leases import HostSlots, RunningBuilds
 from sti.wire import ABORT_TASK, FINISH_TASK, STEP_TASK
 
 from .app import app, settings
 from .brief_redis import brief_redis_client
-from .engine.pipeline import build_id_of, cleanup_build, leftover_attempts
+from .engine.pipeline import attempt_name, build_id_of, cleanup_build, leftover_attempts
 from .logs import configure_logging
 from .reaper import Reaper
 from .resources import docker_host, redis_client
@@ -75,16 +77,28 @@ def _remove_what_crashed_builds_left(sender: Any, **_: Any) -> None:
     Runs before the host registers. Only builds this queue knows are touched: another sti on
     the same engine keeps its own.
     """
-    client = redis_client()
-    live: set[str] = set()
-    for raw in client.smembers(keys.HOSTS):
-        host_id = raw.decode() if isinstance(raw, bytes) else raw
-        live.update(HostSlots(client, host_id, settings.lease_s).running())
-    for name in sorted(leftover_attempts(docker_host())):
+    for name in stale_attempts(redis_client(), leftover_attempts(docker_host())):
+        log.warning("removing what a crashed build left", build_id=build_id_of(name), attempt=name)
+        cleanup_build(docker_host(), name)
+
+
+def stale_attempts(client: Any, names: Iterable[str]) -> list[str]:
+    """Of these attempts (their names), those of builds this queue knows (they have a log)
+    that do not run now: the build ended, or runs as another attempt. One look-up each, of
+    the build's own keys."""
+    registry = RunningBuilds(client, settings.lease_s)
+    stale = []
+    for name in sorted(names):
         build_id = build_id_of(name)
-        if build_id not in live and client.exists(keys.log_stream(build_id)):
-            log.warning("removing what a crashed build left", build_id=build_id, attempt=name)
-            cleanup_build(docker_host(), name)
+        if not client.exists(keys.log_stream(build_id)):
+            continue
+        try:
+            running = registry.running_attempt(build_id)
+        except InternalError:  # a claim sti never writes: no attempt runs by it
+            running = None
+        if running is None or attempt_name(build_id, running) != name:
+            stale.append(name)
+    return stale
 
 
 @signals.worker_ready.connect

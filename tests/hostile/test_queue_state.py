@@ -854,6 +854,29 @@ def test_a_hosts_slots_of_another_type_fail_a_claim_in_one_line(
         slots.claim(uuid.uuid4().hex)
 
 
+def test_the_start_up_sweep_takes_the_attempts_that_do_not_run(
+    registry_client: redis.Redis,
+) -> None:
+    """A worker starting removes what crashed builds left on its host: it took every attempt
+    of a build that ran anywhere for live (attempt 1's leftovers stayed while attempt 2 ran),
+    and looked up the running builds of every host anyone named in sti:hosts."""
+    from sti_worker.hooks import stale_attempts
+
+    rerun, ended, garbage, unknown = (uuid.uuid4().hex for _ in range(4))
+    for build_id in (rerun, ended, garbage):
+        registry_client.xadd(keys.log_stream(build_id), {"line": "a build of this queue"})
+    first = _Claim(registry_client, rerun, _app(), "host-a")
+    _reap(registry_client, first, first.tag)
+    _Claim(registry_client, rerun, first.tag, "host-a")  # attempt 2 runs
+    over = _Claim(registry_client, ended, _app(), "host-a")
+    over.release()
+    _Claim(registry_client, garbage, _app(), "host-a")
+    registry_client.hset(keys.build_claim(garbage), "attempt", "x")
+    registry_client.sadd(keys.HOSTS, *(f"forged-{n}" for n in range(1000)))
+    names = [rerun, attempt_name(rerun, 2), ended, garbage, unknown]
+    assert stale_attempts(registry_client, names) == sorted([rerun, ended, garbage])
+
+
 @pytest.fixture
 def own_tmpdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Work dirs (TMPDIR/sti-<attempt name>) go in this test's own directory."""
