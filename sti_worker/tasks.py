@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import redis
 import structlog
 from celery import Task, chain
 from celery.exceptions import Ignore
@@ -546,7 +547,11 @@ def _reachable_docker(say: Callable[[str], None]) -> DockerHost | None:
 def _count_delivery(task: Task) -> int:
     key = keys.deliveries(task.request.id, task.request.retries or 0)
     client = redis_client()
-    count = int(client.incr(key))
+    try:
+        count = int(client.incr(key))
+    except redis.ResponseError:  # not a count (anyone can write the key): counted anew
+        client.delete(key)
+        count = int(client.incr(key))
     client.expire(key, settings.result_expires_s)
     return count
 

@@ -1486,3 +1486,21 @@ def test_a_steps_output_written_before_it_ran_is_not_taken_for_it(
     finally:
         client.close()
         worker.stop()
+
+
+@pytest.mark.parametrize("kind", ["string", "list"])
+def test_a_delivery_count_that_is_none_is_counted_anew(
+    worker: Worker,
+    client: StiClient,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+    broker_url: str,
+    kind: str,
+) -> None:
+    """A step counts its deliveries under its task id (the last stage's is the build id): a
+    count that is not one failed the step with a bare Redis error."""
+    request = BuildRequest(str(make_source(tmp_path)), images["sti-fake"], app_tag)
+    _write_as(redis.Redis.from_url(broker_url), keys.deliveries(request.build_id, 0), kind)
+    result = client.wait(client.submit_build(request), timeout=60)
+    assert result.success, result
