@@ -272,6 +272,30 @@ def test_a_build_of_an_upload_naming_another_sources_digest_does_not_start_from_
     assert not stolen.success, lines
 
 
+def test_chunks_another_client_slips_into_an_upload_fail_the_build_that_reads_them(
+    redis_client: redis.Redis, store: BlobStore
+) -> None:
+    """An upload's name is in its build's log, and its chunks are anyone's to write: a chunk
+    written ahead of the uploader (read before the uploader's overwrites it), or one past its
+    end, reaches the reader, which fails at the end (the digest, the count) with nothing
+    built from it."""
+    ahead = new_upload_name()
+    store.begin(ahead, 7)
+    redis_client.set(keys.blob_chunk(ahead, 0), b"poison\n", ex=EXPIRES_S)
+    reader = store.read(ahead)
+    assert next(reader) == b"poison\n"
+    store.put([b"victim\n"], upload=ahead)
+    with pytest.raises(SourceFetchFailed, match="does not match its digest"):
+        list(reader)
+    past_the_end = new_upload_name()
+    store.begin(past_the_end, 7)
+    store.put([b"victim\n"], upload=past_the_end)
+    redis_client.set(keys.blob_chunk(past_the_end, 1), b"poison\n", ex=EXPIRES_S)
+    with pytest.raises(SourceFetchFailed, match="is incomplete"):
+        list(store.read(past_the_end))
+    assert store.digest_of(ahead) is None and store.digest_of(past_the_end) is None
+
+
 def _digest_of(content: bytes) -> str:
     return f"sha256:{hashlib.sha256(content).hexdigest()}"
 
