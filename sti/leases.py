@@ -425,12 +425,13 @@ class RunningBuilds:
         lease = [*attempt.owner_keys(), keys.RUNNING_BUILDS]
         return bool(self._renew_entry(keys=lease, args=args))
 
-    def end(self, attempt: Attempt) -> None:
+    def end(self, attempt: Attempt) -> bool:
         """The attempt ended (the last thing it does: it owns nothing from then on, its other
         leases released first); its request (whose source URL may hold credentials) is
-        forgotten."""
+        forgotten. True for the one caller that ended it (the finish of its chain and an
+        sti.abort may race: the one that ends it stores the result)."""
         args = [*attempt.owner_args(), attempt.build_id]
-        self._end_attempt(keys=[*attempt.owner_keys(), keys.RUNNING_BUILDS], args=args)
+        return bool(self._end_attempt(keys=[*attempt.owner_keys(), keys.RUNNING_BUILDS], args=args))
 
     def begin_stage(self, attempt: Attempt, stage: int, task_id: str) -> bool:
         """Whether the task may run this stage of the attempt's chain (see _BEGIN_STAGE): the

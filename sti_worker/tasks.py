@@ -462,9 +462,9 @@ def _finish(build: BuildState) -> dict[str, Any]:
     try:
         cleanup(_reachable_docker(buildlog.write), build)  # what this attempt made, only
     finally:
-        if owned:
-            _release_leases(_attempt(build), request.tag)
-    if not owned:
+        # the one that ends the attempt stores its result (an sti.abort may race this)
+        ended = owned and _release_leases(_attempt(build), request.tag)
+    if not ended:
         raise Ignore()
     result = result_of(build)
     # stored before the log ends, so a client that sees the end reads the result at once
@@ -514,10 +514,10 @@ def abort_build(
     try:
         cleanup_build(docker, name)
     finally:
-        if owned:
-            _release_leases(Attempt(build_id, number), tag)
-    if not owned:
-        _log.warning("an earlier attempt's chain broke: the build is another's now", attempt=name)
+        # the one that ends the attempt stores its result (the chain's finish may race this)
+        ended = owned and _release_leases(Attempt(build_id, number), tag)
+    if not ended:
+        _log.warning("the chain's attempt ended, or another owns the build", attempt=name)
         raise Ignore()
     error = _failure_of(failed_task[0] if failed_task else None)
     result = Result.from_error("build", build_id, error, host=settings.host_id, tag=tag)
@@ -585,14 +585,16 @@ def _check_may_tag(build: BuildState) -> None:
         raise lost
 
 
-def _release_leases(attempt: Attempt, tag: str | None, host_id: str | None = None) -> None:
-    """What the attempt holds (the lock of its tag, if its claim names one sti writes)."""
+def _release_leases(attempt: Attempt, tag: str | None, host_id: str | None = None) -> bool:
+    """What the attempt holds (the lock of its tag, if its claim names one sti writes); True
+    for the one caller that ended it."""
     try:
         _host_slots(host_id).release(attempt)
         if tag is not None:
             _tag_lock(tag, attempt).release()
     finally:  # last, whatever happened: the attempt owns nothing once it ended
-        _running_builds().end(attempt)
+        ended = _running_builds().end(attempt)
+    return ended
 
 
 def _clean_up_attempts(docker: DockerHost | None, build_id: str, numbers: range) -> None:

@@ -699,7 +699,10 @@ def test_an_attempt_that_ended_owns_nothing(
     lock, and stored a second result. An attempt's end is the last thing it does."""
     build_id, tag, host_id = build
     first = _Claim(redis_client, build_id, tag, host_id)
-    first.release()
+    first.slots.release(first.attempt)
+    first.lock.release()
+    assert first.registry.end(first.attempt)
+    assert not first.registry.end(first.attempt)  # an sti.abort racing the finish: once
     assert first.renew() == [False, False, False]
     assert first.holding() == [False, False, False]
     assert first.registry.is_over(first.attempt)
@@ -1528,3 +1531,37 @@ def test_a_delivery_count_that_is_none_is_counted_anew(
     _write_as(redis.Redis.from_url(broker_url), keys.deliveries(request.build_id, 0), kind)
     result = client.wait(client.submit_build(request), timeout=60)
     assert result.success, result
+
+
+def test_sti_abort_sent_while_a_build_runs_ends_it_once(
+    worker: Worker,
+    client: StiClient,
+    api: docker.APIClient,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+    broker_url: str,
+) -> None:
+    """sti.abort ends a build whose chain broke; anyone can send it, for any build, as anyone
+    can cancel one. It ended the build, and the chain that went on stored a second result and
+    tagged: now the build ends once, as a cancel would, with nothing tagged."""
+    build_id = client.submit_build(_slow(tmp_path, images, app_tag, sleep_s=4))
+    _until(iter(client.follow(build_id, deadline=time.monotonic() + 60)), "prepare: started")
+    attacker = Celery("attacker", broker=broker_url, backend=broker_url)
+    attacker.conf.update(task_serializer="json", accept_content=["json"])
+    try:
+        abort = {"build_id": build_id, "tag": app_tag, "attempt": 1}
+        attacker.send_task("sti.abort", kwargs=abort, queue=host_queue("host-a"))
+    finally:
+        attacker.close()
+    result = client.wait(build_id, timeout=60)
+    assert result.error is not None and result.error["code"] == "InternalError", result
+    deadline = time.monotonic() + 30  # the chain's step, which goes on, ends with no effect
+    while _left_of(api, build_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = _whole_log(broker_url, build_id)
+    outcomes = [line for line in log if re.match(f"Build {build_id} (succeeded|failed): ", line)]
+    assert len(outcomes) == 1, log
+    with pytest.raises(docker.errors.ImageNotFound):
+        api.inspect_image(app_tag)
+    assert client.wait(build_id, timeout=5) == result
