@@ -69,7 +69,7 @@ def validate_image_ref(ref: str, what: str) -> str:
             f"{what} {ref!r} is not a valid image reference "
             "(expected [registry/]name[:tag], lower-case name, tag of at most 128 characters)"
         )
-    if _local_name(ref) in RESERVED_REPOSITORIES or _local_name(ref).startswith(RESERVED_PREFIXES):
+    if is_reserved_name(ref):
         raise InvalidInput(f"{what} {ref!r} names images sti keeps for itself on a build host")
     return ref
 
@@ -81,6 +81,12 @@ SOURCE_REPOSITORY = "sti-source"
 BASE_REPOSITORY_PREFIX = "sti-base-"
 RESERVED_REPOSITORIES = (SOURCE_REPOSITORY,)
 RESERVED_PREFIXES = (BASE_REPOSITORY_PREFIX,)
+
+
+def is_reserved_name(ref: str) -> bool:
+    """Whether ref names one of the worker's own images (a source image, a build's pin)."""
+    local = _local_name(ref)
+    return local in RESERVED_REPOSITORIES or local.startswith(RESERVED_PREFIXES)
 
 
 def _local_name(ref: str) -> str:

@@ -41,6 +41,7 @@ from sti.errors import (
 )
 from sti.failures import error_for_failure, is_time_limit
 from sti.lines import LINE_MAX_BYTES, TEXT_MAX_BYTES, cut_line
+from sti.model import is_reserved_name
 from sti.tarstreams import IterReader, TarPart, retargeted
 
 from .buildkit_trace import TraceDecodeError, decode_trace
@@ -269,6 +270,21 @@ class DockerHost:
                 return None
             raise _connection_error(error, f"inspecting image {ref}") from error
 
+    def _image_named(self, ref: str) -> str | None:
+        """The id of the image ref names, as image_id; but an image with no name of its own
+        outside sti's (a source image holding another build's source, an untagged layer),
+        reached by a prefix of its id, is not there for a build to start from."""
+        try:
+            found = self.api.inspect_image(ref)
+        except docker.errors.APIError as error:
+            if error.status_code == 404:
+                return None
+            raise _connection_error(error, f"inspecting image {ref}") from error
+        names = [*(found.get("RepoTags") or ()), *(found.get("RepoDigests") or ())]
+        if not any(not is_reserved_name(name) for name in names):
+            return None
+        return str(found["Id"])
+
     def image_created(self, ref: str) -> str | None:
         """When the image was made, as the engine says it (RFC 3339, to the nanosecond, where
         the image list gives whole seconds); None if there is no such image."""
@@ -292,7 +308,7 @@ class DockerHost:
         """The id of ref, pulled as the policy says: when this engine does not have it
         (if-not-present), first whatever it has (always: a registry that fails leaves the image
         this engine has), or never."""
-        found = self.image_id(ref)
+        found = self._image_named(ref)
         if policy == "always":
             sink(f"Pulling {ref} (pull policy always)")
             try:
@@ -309,7 +325,7 @@ class DockerHost:
         else:
             sink(f"Image {ref} not found locally, pulling it")
             self.pull(ref)
-        pulled = self.image_id(ref)
+        pulled = self._image_named(ref)
         if not pulled:
             raise missing(f"image {ref} does not exist, even after pulling it")
         return pulled

@@ -17,7 +17,13 @@ from typing import Any
 import docker
 import pytest
 
-from sti.errors import BuildFailed, CreateDockerfileFailed, InvalidImage, InvalidInput
+from sti.errors import (
+    BuildFailed,
+    CreateDockerfileFailed,
+    InvalidImage,
+    InvalidInput,
+    NoSuchBaseImage,
+)
 from sti_worker.engine.docker_host import DockerHost
 from sti_worker.engine.image_metadata import metadata_labels
 from sti_worker.engine.methods import (
@@ -741,3 +747,22 @@ def test_allowed_uids_save_artifacts_never_as_a_uid_not_judged(
         result, _ = build(host, source, named_user_builder, app_tag, allowed_uids="1-")
         assert result.success, result.messages
     assert run_and_read(api, app_tag, "/opt/app").get("saved-as") in (None, b"1000\n")
+
+
+def test_an_image_of_sti_s_own_is_no_builder_by_a_prefix_of_its_id(
+    api: docker.APIClient, images: dict[str, str], docker_host: DockerHost
+) -> None:
+    """A source image holds another build's source and has no name a user may give; Docker
+    still finds it by a prefix of its id (in build logs), which must not make it a builder."""
+    key = uuid.uuid4().hex[:12]
+    container = api.create_container(images["sti-fake"], name=f"sti-test-{key}")
+    image = api.commit(container["Id"], repository="sti-source", tag=key)["Id"]
+    api.remove_container(container["Id"])
+    prefix = image.removeprefix("sha256:")[:12]
+    try:
+        with pytest.raises(NoSuchBaseImage):
+            docker_host.ensure_image(prefix, lambda _line: None, policy="never")
+        api.tag(image, "sti-test/named-too", key)  # a name of its own: the user's to use
+        assert docker_host.ensure_image(prefix, lambda _line: None, policy="never") == image
+    finally:
+        api.remove_image(image, force=True)
