@@ -261,7 +261,8 @@ def test_a_stopped_local_build_removes_its_container_and_exits_4(
     """A `timeout`, a CI job or a closed terminal stops sti-submit with SIGTERM or SIGHUP, a user
     with Ctrl-C: the running build's container goes with it (nothing_left_behind checks too)."""
     env = {k: v for k, v in os.environ.items() if k != "STI_BROKER_URL"}
-    command = [STI_SUBMIT, "build", source, images["sti-fake-slow"], app_tag, "--local"]
+    builder = images["sti-fake-slow"]
+    command = [STI_SUBMIT, "build", source, builder, app_tag, "--local"]
     process = subprocess.Popen(
         [*command, "-e", "SLEEP=60", "-m", "run"],
         stdout=subprocess.PIPE,
@@ -271,20 +272,25 @@ def test_a_stopped_local_build_removes_its_container_and_exits_4(
     )
     try:
         deadline = time.monotonic() + 60
-        while not _running_sti_containers(api) and time.monotonic() < deadline:
+        while not _sti_containers_of(api, builder) and time.monotonic() < deadline:
             assert process.poll() is None, process.communicate()
             time.sleep(0.2)
-        assert _running_sti_containers(api), "the build never started its container"
+        assert _sti_containers_of(api, builder), "the build never started its container"
         process.send_signal(stop)
         _, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 4, stderr
     assert "Interrupted" in stderr
-    assert _running_sti_containers(api) == []
-    assert api.containers(all=True, filters={"name": "^/sti-"}) == []
+    assert _sti_containers_of(api, builder) == []
+    assert _sti_containers_of(api, builder, stopped_too=True) == []
     assert image_id_or_none(api, app_tag) is None
 
 
-def _running_sti_containers(api: docker.APIClient) -> list[str]:
-    return [c["Id"] for c in api.containers(filters={"name": "^/sti-"})]
+def _sti_containers_of(
+    api: docker.APIClient, builder: str, *, stopped_too: bool = False
+) -> list[str]:
+    """sti's containers of this builder only: a container another run left on the host is not
+    this test's to judge."""
+    filters = {"name": "^/sti-", "ancestor": builder}
+    return [c["Id"] for c in api.containers(all=stopped_too, filters=filters)]
