@@ -717,10 +717,13 @@ class DockerHost:
     def archive(self, container_id: str, path: str) -> Iterator[Iterator[bytes]]:
         """The tar of path in the container, as it is read; the request is closed on leaving,
         read to its end or not: the engine removes no container while it still sends one of
-        its archives (a cleanup after a reader's error waited for it, until its timeout)."""
+        its archives (a cleanup after a reader's error waited for it, until its timeout).
+        Uncompressed, as get_archive asks for it: requests' default Accept-Encoding has the
+        engine gzip the tar (50 MB of artifacts took 1.0 s to read instead of 0.15 s)."""
         response = self.api._get(
             self.api._url("/containers/{0}/archive", container_id),
             params={"path": path},
+            headers={"Accept-Encoding": "identity"},
             stream=True,
         )
         try:
