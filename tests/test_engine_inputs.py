@@ -13,7 +13,6 @@ import pytest
 from sti.errors import InvalidBuildMethod, InvalidInput
 from sti.model import BuildRequest, parse_env_options
 from sti_worker.engine.docker_host import DockerHost
-from sti_worker.engine.methods import method_named
 from tests.dockertools import (
     SOURCE_FILES,
     image_env,
@@ -214,8 +213,6 @@ def test_invalid_builder_and_runtime_images_are_refused(image: str) -> None:
 def test_unknown_method_is_refused(method: str) -> None:
     with pytest.raises(InvalidBuildMethod):
         BuildRequest(source="/src", build_image="img", tag="app", method=method)
-    with pytest.raises(InvalidBuildMethod):
-        method_named(method)
 
 
 def test_build_request_round_trips_through_json() -> None:

@@ -209,6 +209,7 @@ class DockerHost:
                 "container that holds them) or lift them (STI_BUILD_MEMORY=0, STI_BUILD_PIDS=0, "
                 "STI_BUILD_PRIVILEGES=engine)"
             )
+        self.builder_setting = builder  # STI_BUILDER as set; builder is what it decided
         self._builder = builder
         self._build_cache_keep = build_cache_keep_bytes
         self.source_images_keep = source_images_keep

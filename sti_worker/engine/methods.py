@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,7 +16,6 @@ from sti.errors import (
     BuildFailed,
     BuildStepFailed,
     CreateDockerfileFailed,
-    InvalidBuildMethod,
     InvalidInput,
 )
 from sti.model import BASE_REPOSITORY_PREFIX, BUILD_ID_PATTERN, check_destination
@@ -119,17 +118,14 @@ def prepare_failed(
     return BuildFailed(message, details=[*details, host.sandbox.describe()])
 
 
-class DockerfileMethod:
-    """A generated Dockerfile, built with BuildKit where the engine has it, else the legacy
-    builder; both give the same image."""
+class EngineBuildMethod:
+    """A generated Dockerfile, built by the engine's builder, BuildKit or the legacy one (both
+    give the same image); prepare_ways decides when the engine's builder may run prepare."""
 
     name = "build"
 
     def prepare_image(self, host: DockerHost, spec: PrepareSpec, sink: LogSink) -> str:
-        if host.builder == "container" or (spec.build_env and host.builder != "buildkit"):
-            # the engine's builders cannot hold the sandbox; the legacy one has no RUN --mount
-            # to keep build-only values out of the image
-            return ContainerMethod().prepare_image(host, spec, sink)
+        assert host.builder in ("buildkit", "legacy"), "prepare_ways picks the engine's builder"
         assert not spec.placed, "placed inputs are for the container path"
         buildargs = {env_arg(index): value for index, value in enumerate(spec.env.values())}
         references: dict[str, str] = {}
@@ -431,18 +427,3 @@ def _scripts_from_source(host: DockerHost, container: str, spec: PrepareSpec) ->
             read = read_capped(chunks, path)
         parts.append(retargeted(lambda read=read: [read], name, f"scripts/{name}"))
     return stream_tar(parts, owner=spec.owner)
-
-
-_METHODS: dict[str, Callable[[], BuildMethod]] = {
-    "build": DockerfileMethod,
-    "run": ContainerMethod,
-}
-
-
-def method_named(name: str) -> BuildMethod:
-    try:
-        return _METHODS[name]()
-    except KeyError:
-        raise InvalidBuildMethod(
-            f"build method {name!r} is unknown; use one of: {', '.join(_METHODS)}"
-        ) from None

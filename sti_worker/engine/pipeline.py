@@ -67,8 +67,8 @@ from .methods import (
     PrepareSpec,
     SavedArtifacts,
     base_reference,
-    method_named,
 )
+from .prepare_ways import prepare_way
 from .protocol import (
     BUILD_DIR,
     DEPLOY_SCRIPTS,
@@ -445,7 +445,8 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
     if previous_id is None:
         return state.say(bench.sink, f"No previous image {previous}: clean build")
     config = bench.docker.image_config(previous_id)
-    buildkit = request.method == "build" and bench.docker.builder == "buildkit"
+    way = prepare_way(request.method, bench.docker, build_env=bool(request.build_env))
+    buildkit = way.on_buildkit
     scripts_url = request.scripts_url
     if state.builder and "save-artifacts" in state.builder.injected + state.builder.fetched:
         # the source's own or the URL's, which the previous build copied there
@@ -562,7 +563,9 @@ def _prepared(bench: Workbench, spec: PrepareSpec, state: BuildState) -> tuple[s
     one a clean build made, with the state saying so."""
     request = state.request
     bench.sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
-    method = method_named(request.method)
+    way = prepare_way(request.method, bench.docker, build_env=bool(spec.build_env))
+    bench.sink(way.describe())
+    method = way.method
     try:
         return method.prepare_image(bench.docker, spec, bench.sink), state
     except ArtifactsNotSaved as error:
@@ -666,7 +669,9 @@ def deploy_step(bench: Workbench, state: BuildState) -> BuildState:
             ),
         )
         bench.sink(f"Deploying the build output into {request.runtime_image}")
-        image = method_named(request.method).prepare_image(bench.docker, spec, bench.sink)
+        way = prepare_way(request.method, bench.docker, build_env=bool(spec.build_env))
+        bench.sink(way.describe())
+        image = way.method.prepare_image(bench.docker, spec, bench.sink)
     finally:
         bench.docker.remove_container(extract)
     made = [(state.stage_image, state.builder), (image, runtime)]
