@@ -34,6 +34,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -320,6 +321,43 @@ def run_case(
     return times
 
 
+def timeline(steps: list[dict], worker_log: str) -> list[str]:
+    """The last tiny --clean queue build of method build, from the client's start to its end:
+    the build log's lines (as Redis stamped them) and every Engine API call the worker made
+    meanwhile (STI_TRACE_ENGINE_CALLS: logged when the response headers came, "took" before),
+    in milliseconds from the client's start."""
+    tiny = [
+        step
+        for step in steps
+        if step["app_tag"] == app_tag("tiny", "queue", "build") and step["method"] == "build"
+    ]
+    if not tiny:
+        return []
+    build = tiny[-1]
+    start_ms = build["started_ms"]
+    end_ms = start_ms + build["wall_s"] * 1000
+    events: list[tuple[float, str, str]] = [(0.0, "", "sti-submit starts")]
+    events += [(ms - start_ms, "", f"log: {line}") for ms, line in build["log"]]
+    for raw in worker_log.splitlines():
+        if '"engine call"' not in raw:
+            continue
+        call = json.loads(raw)
+        stamp = datetime.fromisoformat(call["timestamp"].replace("Z", "+00:00"))
+        done_ms = stamp.timestamp() * 1000
+        if start_ms <= done_ms - call["ms"] and done_ms <= end_ms:
+            began = done_ms - call["ms"] - start_ms
+            events.append((began, f"{call['ms']:.1f}", f"{call['method']} {call['path']}"))
+    events.append((end_ms - start_ms, "", "sti-submit has the result"))
+    lines = [
+        "timeline of the last tiny queue build (-m build, --clean), ms from sti-submit's start:",
+        "",
+        "| at ms | took ms | what |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {at:.0f} | {took} | {what} |" for at, took, what in sorted(events)]
+    return lines
+
+
 def table(medians: dict[str, dict[str, float]]) -> str:
     columns = [
         "buildkit direct",
@@ -415,6 +453,7 @@ def main() -> None:
             concurrency=1,
             STI_BUILD_CACHE_KEEP=_NO_TRIM,
             STI_SOURCE_IMAGES_KEEP=str(SOURCE_IMAGES_KEEP),
+            STI_TRACE_ENGINE_CALLS="1",  # for the timeline; a log line a call, ~0.1 ms
             **limits,
         )
         idle_kib = worker_rss_kib(worker, "VmRSS")
@@ -435,6 +474,7 @@ def main() -> None:
                         samples[case][name].append(seconds)
                 print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
             peak_kib = worker_rss_kib(worker, "VmHWM")
+            timeline_lines = timeline(sti.steps, worker.log()) if "tiny" in cases else []
         finally:
             worker.stop()
             redis_server.stop()
@@ -459,6 +499,8 @@ def main() -> None:
         "medians in seconds\n"
     )
     print(table(medians))
+    if timeline_lines:
+        print("\n" + "\n".join(timeline_lines))
     client = statistics.median(sti.client_seconds) if sti.client_seconds else 0.0
     print(
         f"\nclient share of a queue build (its wall time minus the build's duration): "

@@ -66,6 +66,7 @@ class Settings:
     build_pids: int
     build_network: str
     build_privileges: str
+    trace_engine_calls: bool = False
 
     @property
     def host_queue(self) -> str:
@@ -110,6 +111,7 @@ class Settings:
             build_pids=integer("STI_BUILD_PIDS", 4096),
             build_network=choice("STI_BUILD_NETWORK", "bridge", BUILD_NETWORKS),
             build_privileges=choice("STI_BUILD_PRIVILEGES", "restricted", BUILD_PRIVILEGES),
+            trace_engine_calls=flag("STI_TRACE_ENGINE_CALLS"),
         )
 
 

@@ -57,6 +57,7 @@ def docker_host() -> DockerHost:
                 sandbox=Sandbox.from_settings(settings),
                 source_images_keep=settings.source_images_keep,
                 line_max_bytes=settings.log_line_max_bytes,
+                trace_calls=settings.trace_engine_calls,
             ),
         )
     return _docker[1]

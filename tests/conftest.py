@@ -47,6 +47,8 @@ DOCKER_FIXTURES = frozenset(
 DOCKER_MODULES = frozenset(
     {
         "test_cli_local",  # sti-submit --local runs the engine in-process
+        "test_engine_call_trace",  # DockerHosts of its own
+        "test_engine_prepare_ways",
         "test_compose",
         "test_procfile",
         "test_queue_lifecycle",  # starts its own workers

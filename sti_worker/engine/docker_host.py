@@ -44,6 +44,7 @@ from sti.lines import LINE_MAX_BYTES, TEXT_MAX_BYTES, cut_line
 from sti.model import is_reserved_name
 from sti.tarstreams import IterReader, TarPart, retargeted
 
+from . import call_trace
 from .buildkit_trace import TraceDecodeError, decode_trace
 from .fact_cache import FactCache
 from .sandbox import Sandbox
@@ -189,6 +190,7 @@ class DockerHost:
         source_images_keep: int = 0,
         fact_cache: FactCache | None = None,
         line_max_bytes: int = LINE_MAX_BYTES,
+        trace_calls: bool = False,
     ) -> None:
         """registry_auth ({"username", "password"}) comes from the worker's configuration only;
         without it, docker-py uses the Docker config file of the user running the worker.
@@ -197,7 +199,8 @@ class DockerHost:
         the limits of build code (Sandbox() unless given); source_images_keep: how many source
         images (see source_images) this engine keeps, 0 for none (STI_SOURCE_IMAGES_KEEP);
         fact_cache: where image facts last between processes (--local), None for memory only;
-        line_max_bytes: where a line of build output is cut (STI_LOG_LINE_MAX_BYTES)."""
+        line_max_bytes: where a line of build output is cut (STI_LOG_LINE_MAX_BYTES);
+        trace_calls: log every Engine API call with its milliseconds (STI_TRACE_ENGINE_CALLS)."""
         if builder not in BUILDERS:
             raise InvalidInput(f"STI_BUILDER={builder!r} is unknown; use one of: {BUILDERS}")
         self.sandbox = sandbox or Sandbox()
@@ -228,6 +231,8 @@ class DockerHost:
                 f"cannot reach the Docker engine at {self.url}: {_reason(error)}; "
                 "is dockerd running and is DOCKER_HOST right?"
             ) from error
+        if trace_calls:
+            call_trace.trace_calls(self.api)
 
     def close(self) -> None:
         self.api.close()
