@@ -1,6 +1,7 @@
 """Source images: an uploaded source submitted again unchanged starts from the copy an earlier
-build made (BuildKit), with the same output; a different builder or part of the source makes a
-new one; the worker's housekeeping keeps a bounded number; their names cannot be a user's."""
+build made (on BuildKit and in a container), with the same output; a different builder or part
+of the source makes a new one; the worker's housekeeping keeps a bounded number; their names
+cannot be a user's."""
 
 from __future__ import annotations
 
@@ -40,12 +41,21 @@ def store(broker_url: str) -> Iterator[BlobStore]:
     client.close()
 
 
+SANDBOXES = {"buildkit": Sandbox.engine_defaults(), "container": Sandbox()}
+# prepare on BuildKit (the limits lifted) and in a container (the default limits)
+BOTH_WAYS = pytest.mark.parametrize("keeping_host", list(SANDBOXES), indirect=True)
+
+
 @pytest.fixture
-def keeping_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[DockerHost]:
-    """Keeps two source images, and makes them of sources of any size."""
+def keeping_host(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[DockerHost]:
+    """Keeps two source images, and makes them of sources of any size; prepare runs on
+    BuildKit unless the test asks for the container too (BOTH_WAYS)."""
     monkeypatch.setattr(pipeline, "SOURCE_IMAGE_MIN_BYTES", 0)
-    host = DockerHost(sandbox=Sandbox.engine_defaults(), source_images_keep=2)
-    assert host.builder == "buildkit"
+    way = getattr(request, "param", "buildkit")
+    host = DockerHost(sandbox=SANDBOXES[way], source_images_keep=2)
+    assert host.builder == way
     yield host
     host.close()
 
@@ -110,6 +120,7 @@ def _source(root: Path, content: str) -> Path:
 
 
 @pytest.mark.usefixtures("source_images")
+@BOTH_WAYS
 def test_an_unchanged_source_starts_from_its_copy_with_the_same_output(
     api: docker.APIClient,
     keeping_host: DockerHost,
@@ -194,6 +205,10 @@ def _what_users_see(
     aside from the layer they are in), its config but for the build's own id, its history's
     steps."""
     config = dict(api.inspect_image(image)["Config"])
+    # a committed container's name for itself, and the image it was made of (the builder, or
+    # the copy of the source into it): each build's own
+    for own in ("Hostname", "Image"):
+        config.pop(own, None)
     config["Labels"] = {
         name: value
         for name, value in (config.get("Labels") or {}).items()
@@ -230,6 +245,7 @@ LISTING = "#!/bin/sh\nset -e\nls -lnR {root}/src > /opt/app-root/listing\n"
     ids=["sti", "entrypoint", "s2i-user-1001", "s2i-run", "s2i-destination-not-in-the-image"],
 )
 @pytest.mark.usefixtures("source_images")
+@BOTH_WAYS
 def test_a_build_from_a_copy_gives_the_image_a_build_without_one_gives(
     api: docker.APIClient,
     keeping_host: DockerHost,
@@ -253,7 +269,7 @@ def test_a_build_from_a_copy_gives_the_image_a_build_without_one_gives(
     (source / "lib" / "tool").write_text("#!/bin/sh\n")
     (source / "lib" / "tool").chmod(0o4755)  # no setuid bit gets into an image
     options = {**options, "source_scripts": tuple(sorted(brought))}  # as sti-submit finds them
-    direct = DockerHost(sandbox=Sandbox.engine_defaults(), source_images_keep=0)
+    direct = DockerHost(sandbox=keeping_host.sandbox, source_images_keep=0)
     try:
         without, _ = _build(direct, store, source, images[builder], app_tag, **options)
     finally:
@@ -262,6 +278,10 @@ def test_a_build_from_a_copy_gives_the_image_a_build_without_one_gives(
     assert seen["files"], "the build put nothing where it was looked for"
     if brought:
         del seen["history"]
+    if keeping_host.builder == "container" and "history" in seen:
+        # in a container the source goes in with prepare's layer: the copy is a step more
+        history = list(seen["history"])  # type: ignore[call-overload]
+        seen["history"] = [*history[:1], "COPY src /tmp/src", *history[1:]]
     copied, lines = _build(keeping_host, store, source, images[builder], app_tag, **options)
     assert UNCHANGED not in lines
     assert _what_users_see(api, str(copied.image_id), root, history=not brought) == seen
@@ -271,7 +291,7 @@ def test_a_build_from_a_copy_gives_the_image_a_build_without_one_gives(
 
 
 @pytest.mark.usefixtures("source_images")
-@pytest.mark.usefixtures("source_images")
+@BOTH_WAYS
 def test_a_prepare_that_fails_after_the_copy_leaves_the_copy_and_no_container(
     api: docker.APIClient,
     keeping_host: DockerHost,
@@ -373,6 +393,7 @@ def test_names_that_only_look_alike_are_accepted(name: str) -> None:
 
 
 @pytest.mark.usefixtures("source_images")
+@BOTH_WAYS
 def test_an_s2i_builder_of_uid_1001_owns_the_copied_source(
     api: docker.APIClient,
     keeping_host: DockerHost,

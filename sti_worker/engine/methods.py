@@ -7,6 +7,7 @@ commits it. Inputs are tar members named src/, artifacts/ and build/, placed und
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -382,6 +383,8 @@ class ContainerMethod:
             user=spec.run_as,
         )
         try:
+            if spec.input_root != "/tmp":  # an s2i destination may not exist; /tmp does
+                make_directory(host, container, spec.input_root, spec.owner)
             put_inputs(host, container, spec, inputs)
             for directory, part in spec.placed:
                 host.put_archive(container, directory, stream_tar([part]))
@@ -404,6 +407,21 @@ def commit_changes(spec: PrepareSpec) -> list[str]:
     if spec.entrypoint:
         changes.append(f"ENTRYPOINT {exec_form(spec.entrypoint)}")
     return changes
+
+
+def make_directory(
+    host: DockerHost, container: str, path: str, owner: tuple[int, int] | None
+) -> None:
+    """path and the parents it lacks, 0755 and owned as a BuildKit COPY makes them (by the
+    --chown owner, else root)."""
+    missing: list[str] = []
+    current = path
+    while current != "/" and not host.stat(container, current).exists:
+        missing.insert(0, current.lstrip("/"))
+        current = posixpath.dirname(current)
+    if missing:
+        parts = [empty_directory(name) for name in missing]
+        host.put_archive(container, "/", stream_tar(parts, owner=owner))
 
 
 def put_inputs(

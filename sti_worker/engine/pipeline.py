@@ -68,7 +68,7 @@ from .methods import (
     SavedArtifacts,
     base_reference,
 )
-from .prepare_ways import prepare_way
+from .prepare_ways import PrepareWay, prepare_way
 from .protocol import (
     BUILD_DIR,
     DEPLOY_SCRIPTS,
@@ -549,21 +549,23 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
         saved_from=state.saved_from,
         labels=image_labels(request, state.source_labels, (request.build_image, builder.id)),
     )
-    spec, made = _from_source_image(bench, spec, fetched, state.source_bytes or 0)
+    way = prepare_way(request.method, bench.docker, build_env=bool(request.build_env))
+    spec, made = _from_source_image(bench, spec, fetched, state.source_bytes or 0, way)
     with made.settling():
-        image, state = _prepared(bench, spec, state)
+        image, state = _prepared(bench, spec, state, way)
     if request.extended or request.s2i_runtime_image:
         return replace(state, stage_image=image)
     image = _with_image_metadata(bench, image, state, [(image, builder)])
     return replace(state, image_id=image)
 
 
-def _prepared(bench: Workbench, spec: PrepareSpec, state: BuildState) -> tuple[str, BuildState]:
+def _prepared(
+    bench: Workbench, spec: PrepareSpec, state: BuildState, way: PrepareWay
+) -> tuple[str, BuildState]:
     """The image prepare made; when the previous image's artifacts could not be saved, the
     one a clean build made, with the state saying so."""
     request = state.request
     bench.sink(f"Running {spec.scripts.prepare} in {request.build_image} (method {request.method})")
-    way = prepare_way(request.method, bench.docker, build_env=bool(spec.build_env))
     bench.sink(way.describe())
     method = way.method
     try:
@@ -605,17 +607,17 @@ def _with_image_metadata(
 
 
 def _from_source_image(
-    bench: Workbench, spec: PrepareSpec, fetched: FetchedSource, size: int
+    bench: Workbench, spec: PrepareSpec, fetched: FetchedSource, size: int, way: PrepareWay
 ) -> tuple[PrepareSpec, SourceImage]:
     """prepare starts from the source image of an uploaded source (see source_images) when it
-    runs on BuildKit, this engine keeps them and the source is large enough to be worth one
-    more request; the source is then no input of its own. (In a container, the source image
-    costs a first build more than it saves: measured, 56 MB took 8.8 s instead of 7.1 s, as a
-    copy into a created container is cheaper than a build.)"""
+    runs on BuildKit or in a container, this engine keeps them and the source is large enough
+    to be worth one more request; the source is then no input of its own. A source submitted
+    again unchanged then costs no copy at all; a first one costs one commit more than a copy
+    straight into prepare's container, whose own commit is then that much smaller."""
     host = bench.docker
     upload = fetched.stream_from or ""
     worth_it = size >= SOURCE_IMAGE_MIN_BYTES and host.source_images_keep > 0
-    if not (upload.startswith(UPLOAD_SCHEME) and worth_it and host.builder == "buildkit"):
+    if not (upload.startswith(UPLOAD_SCHEME) and worth_it and way.place != "legacy"):
         return spec, SourceImage(spec.base_image)
     assert spec.input_dirs[0] == "src", "the source is the first input"
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
@@ -28,10 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sti.model import SOURCE_REPOSITORY
-from sti.tarstreams import TarPart, empty_directory, stream_tar
+from sti.tarstreams import TarPart
 
 from .docker_host import DockerHost, LogSink, container_name
-from .methods import PrepareSpec, put_inputs
+from .methods import PrepareSpec, make_directory, put_inputs
 
 # part of every key: a new way of copying means new images (2: git metadata left out of
 # every source; a copy made before may hold an archive's .git)
@@ -121,7 +120,7 @@ def _copied_in(host: DockerHost, spec: PrepareSpec, source: TarPart) -> SourceIm
         build_id=spec.build_id,
     )
     try:
-        _make_directory(host, container, spec.input_root, spec.owner)
+        make_directory(host, container, spec.input_root, spec.owner)
         put_inputs(host, container, spec, [source])
         image = host.commit(container, config=config)
     except BaseException:
@@ -140,21 +139,6 @@ def _settled_on_failure(made: SourceImage) -> Iterator[None]:
     except BaseException:
         futures.wait(made.pending)
         raise
-
-
-def _make_directory(
-    host: DockerHost, container: str, path: str, owner: tuple[int, int] | None
-) -> None:
-    """path and the parents it lacks, 0755 and owned as a BuildKit COPY makes them (by the
-    --chown owner, else root)."""
-    missing: list[str] = []
-    current = path
-    while current != "/" and not host.stat(container, current).exists:
-        missing.insert(0, current.lstrip("/"))
-        current = posixpath.dirname(current)
-    if missing:
-        parts = [empty_directory(name) for name in missing]
-        host.put_archive(container, "/", stream_tar(parts, owner=owner))
 
 
 def forget_older(host: DockerHost) -> None:
