@@ -3,6 +3,8 @@ step, save-artifacts' tar on stdout, inputs owned by the image's USER."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import docker
 
 from sti.model import ValidateRequest
@@ -53,3 +55,34 @@ def test_s2i_build_runs_assemble_as_the_image_user_and_reuses_artifacts(
     assert "assemble: restoring artifacts" in lines
     restored = image_files(api, app_tag, "/opt/app-root")["restored.txt"]
     assert restored == b"cache from an earlier build\n"
+
+
+@METHODS
+def test_a_save_artifacts_failing_mid_stream_means_a_clean_build(
+    docker_host: DockerHost,
+    images: dict[str, str],
+    app_tag: str,
+    source: str,
+    method: str,
+) -> None:
+    """In a container (the default limits) an s2i save-artifacts runs while its tar goes into
+    prepare's container: one that writes part of a tar and then fails is found out there, and
+    the build runs again clean, as when its tar went to a file first."""
+    script = Path(source) / ".s2i" / "bin" / "save-artifacts"
+    script.parent.mkdir(parents=True)
+    script.write_text(
+        "#!/bin/sh\ncd /opt/app-root && tar cf - . 2>/dev/null | head -c 700\n"
+        "echo 'save-artifacts: disk gone' >&2\nexit 3\n"
+    )
+    script.chmod(0o755)
+    first, _ = build(docker_host, source, images["s2i-fake"], app_tag, method=method)
+    assert first.success, first.messages
+    second, lines = build(docker_host, source, images["s2i-fake"], app_tag, method=method)
+    assert second.success, second.messages
+    assert second.incremental is False
+    assert (
+        f"Saving artifacts from {app_tag} failed: /tmp/scripts/save-artifacts exited with code 3; "
+        "doing a clean build instead"
+    ) in second.messages
+    assert "save-artifacts: disk gone" in lines and "save-artifacts: disk gone" in second.messages
+    assert "assemble: restoring artifacts" not in lines

@@ -802,6 +802,23 @@ class DockerHost:
         status = self.api.wait(container_id)
         return int(status.get("StatusCode", -1)), tail.lines
 
+    def stdout_chunks(
+        self, container_id: str, sink: LogSink, ended: list[tuple[int, list[str]]]
+    ) -> Iterator[bytes]:
+        """Start the container; its stdout as it comes (a tar, for s2i's save-artifacts), its
+        stderr forwarded line by line meanwhile. Once stdout ends, the exit code and the last
+        stderr lines are appended to ended; closed before, the container runs on (remove it)."""
+        tail = OutputTail(sink, max_line_bytes=self.line_max_bytes)
+        with self._started(container_id) as output:
+            for stdout, stderr in output:
+                if stderr:
+                    tail.feed_bytes(stderr)
+                if stdout:
+                    yield stdout
+        tail.close()
+        status = self.api.wait(container_id)
+        ended.append((int(status.get("StatusCode", -1)), tail.lines))
+
     def oom_killed(self, container_id: str) -> bool:
         """Whether the kernel killed a process of the (exited) container at its memory limit."""
         try:

@@ -19,7 +19,7 @@ Where an image's scripts are is protocol.inspect_scripts; Scripts.layout names t
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -31,6 +31,7 @@ from sti.tarstreams import IterReader, TarPart
 from .archives import ExtractLimits, retar_tar_stream
 from .docker_host import DockerHost, LogSink, OutputTooLarge, container_name
 from .image_metadata import metadata_labels
+from .methods import ArtifactsNotSaved
 from .protocol import ARTIFACTS_DIR, Scripts
 
 DESTINATION_LABEL = "io.openshift.s2i.destination"
@@ -49,6 +50,9 @@ class SavedOutput:
     last_lines: list[str]
     container: str | None = None
     tar: str | None = None
+    # container is an s2i save-artifacts not run yet: it runs while its stdout goes into the
+    # build (artifacts_from_stdout)
+    on_stdout: bool = False
 
 
 class Layout(Protocol):
@@ -73,9 +77,12 @@ class Layout(Protocol):
         sink: LogSink,
         limits: ExtractLimits,
         user: str | None = None,
+        *,
+        streamed: bool = False,
     ) -> SavedOutput:
         """Run save-artifacts in a container of image (as user, else its USER) and keep what it
-        saved (held to the limits of a source)."""
+        saved (held to the limits of a source). streamed: prepare runs in a container, which
+        the artifacts may reach straight from save-artifacts' own (an s2i one only then runs)."""
         ...
 
     def requested_labels(
@@ -111,6 +118,8 @@ class OriginalLayout:
         sink: LogSink,
         limits: ExtractLimits,
         user: str | None = None,
+        *,
+        streamed: bool = False,
     ) -> SavedOutput:
         """The artifacts stay in the container, checked as they go into the build
         (artifacts_in_container)."""
@@ -156,11 +165,16 @@ class S2iLayout:
         sink: LogSink,
         limits: ExtractLimits,
         user: str | None = None,
+        *,
+        streamed: bool = False,
     ) -> SavedOutput:
-        """The stream save-artifacts writes goes to a file of the work dir, at most
+        """Streamed, save-artifacts runs while its stdout goes into prepare's container
+        (artifacts_from_stdout); else the stream goes to a file of the work dir, at most
         STI_SOURCE_MAX_BYTES of it, and is checked as it goes into the build
         (artifacts_in_tar)."""
         container = _save_container(host, image, script, build_id, user)
+        if streamed:
+            return SavedOutput(0, [], container=container, on_stdout=True)
         tar = workdir / "artifacts.tar"
         try:
             exit_code, last_lines = host.run_capturing_stdout(
@@ -206,6 +220,90 @@ def artifacts_in_container(host: DockerHost, container: str, limits: ExtractLimi
             _add_checked(tar, IterReader(archive), "tar", "artifacts", limits)
 
     return add
+
+
+def artifacts_from_stdout(
+    host: DockerHost, container: str, script: str, sink: LogSink, limits: ExtractLimits
+) -> TarPart:
+    """The artifacts an s2i save-artifacts writes to stdout, run in the created container as
+    they go into the build: never on the worker's disk. Its stdout is held to
+    STI_SOURCE_MAX_BYTES as a whole, what follows its tar included; a failure mid-way raises
+    ArtifactsNotSaved, and the build runs again clean (see pipeline._prepared)."""
+
+    def add(tar: tarfile.TarFile) -> None:
+        ended: list[tuple[int, list[str]]] = []
+        stdout = _Capped(host.stdout_chunks(container, sink, ended), script, limits)
+        try:
+            head = stdout.head(8)
+            kind = next((kind for magic, kind in _COMPRESSED if head.startswith(magic)), "tar")
+            try:
+                _add_checked(tar, IterReader(stdout), kind, "", limits)
+            except SaveArtifactsFailed:
+                if stdout.over_cap:
+                    raise
+                stdout.drain()  # a script that failed is a clean build, whatever it wrote
+                _check_exit(script, ended)
+                raise
+            stdout.drain()
+        finally:
+            stdout.close()
+        _check_exit(script, ended)
+
+    return add
+
+
+def _check_exit(script: str, ended: list[tuple[int, list[str]]]) -> None:
+    exit_code, last_lines = ended[0]
+    if exit_code != 0:
+        raise ArtifactsNotSaved(f"{script} exited with code {exit_code}", details=last_lines)
+
+
+class _Capped:
+    """stdout's chunks, counted against STI_SOURCE_MAX_BYTES, with a look at the first bytes."""
+
+    def __init__(self, chunks: Iterator[bytes], script: str, limits: ExtractLimits) -> None:
+        self._chunks = chunks
+        self._script = script
+        self._max_bytes = limits.max_total_bytes
+        self._read = 0
+        self._held: list[bytes] = []
+        self.over_cap = False
+
+    def head(self, size: int) -> bytes:
+        """At least size bytes from the start (fewer only if stdout ends), read again after."""
+        while sum(map(len, self._held)) < size:
+            try:
+                self._held.append(self._pull())
+            except StopIteration:
+                break
+        return b"".join(self._held)[:size]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return self._held.pop(0) if self._held else self._pull()
+
+    def _pull(self) -> bytes:
+        chunk = next(self._chunks)
+        self._read += len(chunk)
+        if self._read > self._max_bytes:
+            self.over_cap = True
+            raise SaveArtifactsFailed(
+                f"{self._script} wrote more than {self._max_bytes} bytes of artifacts to its "
+                "stdout, the limit of a source (STI_SOURCE_MAX_BYTES)"
+            )
+        return chunk
+
+    def drain(self) -> None:
+        """What follows the tar, to the end (within the cap): the exit code comes after it."""
+        for _ in self:
+            pass
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close:
+            close()
 
 
 def artifacts_in_tar(path: Path, limits: ExtractLimits) -> TarPart:

@@ -60,7 +60,14 @@ from .docker_host import (
     translate_error,
 )
 from .image_metadata import relabelled
-from .layouts import S2I_LAYOUT, artifacts_in_container, artifacts_in_tar, layout_of
+from .layouts import (
+    ARTIFACTS_INPUT,
+    S2I_LAYOUT,
+    artifacts_from_stdout,
+    artifacts_in_container,
+    artifacts_in_tar,
+    layout_of,
+)
 from .methods import (
     ArtifactsNotSaved,
     ContainerMethod,
@@ -200,6 +207,8 @@ class BuildState:
     builder: BaseImage | None = None
     runtime: BaseImage | None = None
     artifacts_container: str | None = None
+    # artifacts_container is an s2i save-artifacts not run yet, this its script (see layouts)
+    artifacts_on_stdout_of: str | None = None
     artifacts_tar: str | None = None
     saved_from: SavedArtifacts | None = None
     incremental: bool = False
@@ -490,6 +499,7 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         bench.sink,
         bench.sources.policy.limits,
         user,
+        streamed=way.place == "container",
     )
     if output.exit_code != 0:
         state = state.say(
@@ -499,7 +509,11 @@ def save_artifacts_step(bench: Workbench, state: BuildState) -> BuildState:
         )
         return replace(state, messages=(*state.messages, *output.last_lines[-5:]))
     state = replace(
-        state, artifacts_container=output.container, artifacts_tar=output.tar, incremental=True
+        state,
+        artifacts_container=output.container,
+        artifacts_on_stdout_of=save if output.on_stdout else None,
+        artifacts_tar=output.tar,
+        incremental=True,
     )
     return state.say(bench.sink, f"Incremental build: reusing artifacts saved from {previous}")
 
@@ -519,12 +533,16 @@ def build_step(bench: Workbench, state: BuildState) -> BuildState:
     inputs = [bench.sources.part(fetched)]
     input_dirs = ["src"]
     limits = bench.sources.policy.limits
-    if state.artifacts_container:
+    if state.artifacts_container and state.artifacts_on_stdout_of:
+        container, save = state.artifacts_container, state.artifacts_on_stdout_of
+        inputs.append(artifacts_from_stdout(bench.docker, container, save, bench.sink, limits))
+        input_dirs.append(ARTIFACTS_INPUT)
+    elif state.artifacts_container:
         inputs.append(artifacts_in_container(bench.docker, state.artifacts_container, limits))
-        input_dirs.append("artifacts")
+        input_dirs.append(ARTIFACTS_INPUT)
     elif state.artifacts_tar:
         inputs.append(artifacts_in_tar(Path(state.artifacts_tar), limits))
-        input_dirs.append("artifacts")
+        input_dirs.append(ARTIFACTS_INPUT)
     if request.extended:
         inputs.append(empty_directory("build"))
         input_dirs.append("build")
@@ -578,8 +596,22 @@ def _prepared(
             "doing a clean build instead",
         )
         state = replace(state, incremental=False, messages=(*state.messages, *error.details[-5:]))
-        clean = replace(spec, saved_from=None)
-        return method.prepare_image(bench.docker, clean, bench.sink), state
+        return method.prepare_image(bench.docker, _without_artifacts(spec), bench.sink), state
+
+
+def _without_artifacts(spec: PrepareSpec) -> PrepareSpec:
+    """spec for a clean build: no save-artifacts stage, no artifacts input."""
+    kept = [
+        (part, name)
+        for part, name in zip(spec.inputs, spec.input_dirs, strict=True)
+        if name != ARTIFACTS_INPUT
+    ]
+    return replace(
+        spec,
+        saved_from=None,
+        inputs=[part for part, _ in kept],
+        input_dirs=[name for _, name in kept],
+    )
 
 
 def _with_image_metadata(
