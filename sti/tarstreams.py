@@ -257,45 +257,62 @@ def _checked_name(name: str) -> str:
     return "" if normal == "." else normal
 
 
-def directory(root: Path, prefix: str, skip: Callable[[str], bool] | None = None) -> TarPart:
+Recorder = Callable[[str, os.stat_result, str], None]
+
+
+def directory(
+    root: Path,
+    prefix: str,
+    skip: Callable[[str], bool] | None = None,
+    record: Recorder | None = None,
+) -> TarPart:
     """A part adding the tree at root under prefix; links are kept as links, never followed.
 
-    skip receives each path relative to root (POSIX form, directories with a trailing "/").
+    skip receives each path relative to root (POSIX form, directories with a trailing "/");
+    record, each entry added (its path relative to root, the lstat it was written from, its
+    link target).
     """
 
     def add(tar: tarfile.TarFile) -> None:
         tar.addfile(_dir_info(prefix, root.stat().st_mode))
-        for current, dirnames, filenames in os.walk(root, followlinks=False):
-            relative_dir = Path(current).relative_to(root).as_posix()
-            relative_dir = "" if relative_dir == "." else f"{relative_dir}/"
-            dirnames.sort()
-            kept = []
-            for name in dirnames:
-                if skip and skip(f"{relative_dir}{name}/"):
-                    continue
-                full = Path(current, name)
-                if full.is_symlink():
-                    _add_path(tar, full, f"{prefix}/{relative_dir}{name}")
-                else:
-                    kept.append(name)
-                    _add_path(tar, full, f"{prefix}/{relative_dir}{name}")
-            dirnames[:] = kept
-            for name in sorted(filenames):
-                if skip and skip(f"{relative_dir}{name}"):
-                    continue
-                _add_path(tar, Path(current, name), f"{prefix}/{relative_dir}{name}")
+        for relative, _ in walk(root, skip):
+            add_path(tar, root, relative, prefix, record)
 
     return add
 
 
-def _add_path(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
+def walk(root: Path, skip: Callable[[str], bool] | None = None) -> Iterator[tuple[str, bool]]:
+    """The paths below root that directory() packs, in its order, relative to root (POSIX),
+    each with whether os.walk took it for a directory (a link to one included)."""
+    for current, dirnames, filenames in os.walk(root, followlinks=False):
+        relative_dir = Path(current).relative_to(root).as_posix()
+        relative_dir = "" if relative_dir == "." else f"{relative_dir}/"
+        dirnames.sort()
+        kept = []
+        for name in dirnames:
+            if skip and skip(f"{relative_dir}{name}/"):
+                continue
+            if not Path(current, name).is_symlink():
+                kept.append(name)
+            yield f"{relative_dir}{name}", True
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            if skip and skip(f"{relative_dir}{name}"):
+                continue
+            yield f"{relative_dir}{name}", False
+
+
+def add_path(
+    tar: tarfile.TarFile, root: Path, relative: str, prefix: str, record: Recorder | None = None
+) -> None:
     """What tarfile's gettarinfo gives, without its look-ups of owner names (every member is
     root's) and with every name of a hard-linked file as a file of its own: a link to a name
     outside the part of the tree a build takes (--context-dir) would name nothing there, so
     the same tree builds the same whether it is read here or packed and sent."""
+    path = root / relative
     found = path.lstat()
     mode = found.st_mode
-    info = tarfile.TarInfo(arcname)
+    info = tarfile.TarInfo(f"{prefix}/{relative}")
     if stat.S_ISREG(mode):
         info.size = found.st_size
     elif stat.S_ISDIR(mode):
@@ -307,6 +324,8 @@ def _add_path(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
     info.mode = mode
     info.mtime = int(found.st_mtime)  # a fraction of a second would cost a pax header per file
     info.uname = info.gname = "root"
+    if record:
+        record(relative, found, info.linkname)
     if info.type == tarfile.REGTYPE:
         with path.open("rb") as content:
             tar.addfile(info, content)

@@ -98,13 +98,22 @@ class StiClient:
             raise InvalidInput(f"build id {build_id} was already submitted; make a new request")
 
     def _source_upload(self, path: Path, exclude: tuple[str, ...]) -> SourceUpload:
+        from sti_submit.manifests import ManifestCache
         from sti_submit.upload import SourceUpload
 
-        return SourceUpload(self._store(), path, exclude)
+        history = ManifestCache(path, self.broker_url)
+        return SourceUpload(self._store(), path, exclude, history)
 
     def _send(self, upload: SourceUpload, path: Path, say: Callable[[str], None] | None) -> str:
         uploaded = upload.send()
-        if say and uploaded.sent:
+        if say and upload.delta:
+            delta = upload.delta
+            say(
+                f"Uploaded the changes to {path} since {uploaded.ref.name} "
+                f"({len(delta.changed)} entries, {len(delta.removed)} removed; "
+                f"{uploaded.size} bytes) as {uploaded.ref.blob}"
+            )
+        elif say and uploaded.sent:
             say(f"Uploaded {path} ({uploaded.size} bytes) as {uploaded.ref.blob}")
         elif say:
             say(f"Already uploaded: {path} as {uploaded.ref.blob}")

@@ -688,7 +688,7 @@ def _rerunnable(claim: dict[str, str], attempt: int) -> dict[str, Any] | None:
         return None
     if source.startswith(UPLOAD_SCHEME):
         try:
-            stored = blob_store().has(UploadRef.parse(source).blob)
+            stored = all(map(blob_store().has, UploadRef.parse(source).blobs))
         except StiError:
             return None
         return keywords if stored else None

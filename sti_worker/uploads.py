@@ -23,6 +23,7 @@ from sti.tarstreams import IterReader, TarPart, empty_directory
 from sti.upload_refs import PACKED_DIR_PREFIX, ZSTD_MAGIC, UploadRef
 
 from .engine.archives import extract_tar_stream, extract_zip, retar_tar_stream
+from .engine.deltas import index_delta, retar_delta
 from .engine.sources import FetchedSource, SourcePolicy, check_file_name, copy_single_file
 
 
@@ -35,7 +36,9 @@ def opener(store: Callable[[], BlobStore]) -> Callable[..., FetchedSource]:
         ref = UploadRef.parse(source)
         if _streamable(ref):
             size = _check_stored(store(), ref)
-            if is_upload_name(ref.blob):
+            if ref.kind == "delta":
+                sink(f"Uploaded changes {ref.blob} go into the build over their base {ref.name}")
+            elif is_upload_name(ref.blob):
                 sink(f"Uploaded source {ref.blob} goes into the build as it arrives")
             else:
                 sink(f"Uploaded source {ref.blob} goes straight into the build")
@@ -79,6 +82,9 @@ def streamer(store: Callable[[], BlobStore]) -> Callable[..., TarPart]:
 
         def add(tar: tarfile.TarFile) -> None:
             blobs = store()
+            if ref.kind == "delta":
+                _add_delta(tar, blobs, ref, context_dir, policy)
+                return
             chunks = blobs.read(ref.blob)
             reader = IterReader(chunks)
             if ref.kind == "file":
@@ -125,18 +131,48 @@ def _packed(chunks: Iterator[bytes]) -> tuple[str, IterReader]:
     return packing, IterReader(itertools.chain([first], chunks))
 
 
+def _add_delta(
+    tar: tarfile.TarFile,
+    blobs: BlobStore,
+    ref: UploadRef,
+    context_dir: str | None,
+    policy: SourcePolicy,
+) -> None:
+    """The delta's base with the delta laid over it: the tree a whole upload gives."""
+    kind, delta = _packed(blobs.read(ref.blob))
+    index = index_delta(delta, kind, policy.limits, root=PACKED_DIR_PREFIX)
+    _drain(delta)  # read whole once: the digest is checked before anything is built from it
+    base = _packed(blobs.read(ref.name))
+    kind, delta = _packed(blobs.read(ref.blob))
+    retar_delta(
+        (base[1], base[0]),
+        (delta, kind),
+        index,
+        policy.limits,
+        tar,
+        root=PACKED_DIR_PREFIX,
+        context_dir=context_dir,
+    )
+    _drain(base[1])
+    _drain(delta)
+
+
 def _streamable(ref: UploadRef) -> bool:
     return ref.kind != "archive" or archive_kind(ref.name) not in (None, "zip")
 
 
 def _check_stored(store: BlobStore, ref: UploadRef) -> int:
-    """The stored size of the upload, which must be there and within the cap."""
-    size = store.size(ref.blob)
-    if size is None:
-        raise SourceFetchFailed(f"uploaded source {ref.blob} is not in the store (expired?)")
-    if size > store.max_bytes:
-        raise InvalidInput(store.too_large_message(size))
-    return size
+    """The stored size of the upload (of a delta, with its base's), which must be there and
+    within the cap."""
+    total = 0
+    for blob in ref.blobs:
+        size = store.size(blob)
+        if size is None:
+            raise SourceFetchFailed(f"uploaded source {blob} is not in the store (expired?)")
+        if size > store.max_bytes:
+            raise InvalidInput(store.too_large_message(size))
+        total += size
+    return total
 
 
 def _add_single_file(
