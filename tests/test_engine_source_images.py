@@ -1,7 +1,8 @@
 """Source images: an uploaded source submitted again unchanged starts from the copy an earlier
 build made (on BuildKit and in a container), with the same output; a different builder or part
 of the source makes a new one; the worker's housekeeping keeps a bounded number; their names
-cannot be a user's."""
+cannot be a user's. A delta upload builds the tree of a whole upload whether its base's copy is
+there or not."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sti.blobstore import BlobStore
 from sti.errors import InvalidInput
 from sti.model import SOURCE_REPOSITORY, BuildRequest, Result, validate_image_ref, validate_tag
 from sti.upload_refs import SCHEME
+from sti_submit.manifests import ManifestCache
 from sti_submit.upload import SourceUpload, upload_source
 from sti_worker.engine import pipeline
 from sti_worker.engine.docker_host import DockerHost
@@ -29,7 +31,8 @@ from sti_worker.engine.sandbox import Sandbox
 from sti_worker.engine.source_images import forget_older
 from sti_worker.engine.sources import SourcePolicy, Sources
 from sti_worker.uploads import opener, settled, streamer
-from tests.dockertools import TRACKER, image_files
+from tests.dockertools import TRACKER, Entry, image_files, image_tree
+from tests.unit.deltas_helpers import edit_everything, make_tree, submit
 
 UNCHANGED = "The source is unchanged since an earlier build: starting from its copy"
 
@@ -408,3 +411,46 @@ def test_an_s2i_builder_of_uid_1001_owns_the_copied_source(
     again, lines = _build(keeping_host, store, source, images["s2i-fake"], app_tag)
     assert UNCHANGED in lines
     assert image_files(api, str(again.image_id), "/opt/app-root")["main.txt"] == b"v1\n"
+
+
+@pytest.fixture
+def made_source_images(api: docker.APIClient) -> Iterator[None]:
+    """The source images the test made (found by what was there before) are removed after; the
+    others on the engine are left alone."""
+    before = set(_source_images(api))
+    yield
+    for reference in set(_source_images(api)) - before:
+        api.remove_image(reference, force=True)
+
+
+@pytest.mark.usefixtures("made_source_images")
+@pytest.mark.parametrize("base_copy_kept", [True, False], ids=["base-copy-kept", "base-copy-gone"])
+def test_a_delta_builds_the_tree_of_a_whole_upload_with_or_without_its_base_copy(
+    api: docker.APIClient,
+    keeping_host: DockerHost,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+    base_copy_kept: bool,
+) -> None:
+    """The worker reads a delta's base from the store, never from its copy."""
+    root = make_tree(tmp_path / "app")
+    cache = ManifestCache(root, "redis://test", tmp_path / "cache")
+    before = set(_source_images(api))
+    _build(keeping_host, store, str(submit(store, root, cache).ref), images["sti-fake"], app_tag)
+    base_copies = set(_source_images(api)) - before
+    assert len(base_copies) == 1
+    if not base_copy_kept:
+        api.remove_image(base_copies.pop(), force=True)
+    edit_everything(root)
+    trees = []
+    for cached in (cache, None):  # a delta, then the whole edited directory
+        uploaded = submit(store, root, cached)
+        assert uploaded.ref.kind == ("delta" if cached else "dir")
+        built, _ = _build(keeping_host, store, str(uploaded.ref), images["sti-fake"], app_tag)
+        trees.append(image_tree(api, str(built.image_id), "/sti-fake/src"))
+    from_delta, from_whole = trees
+    assert from_delta == from_whole
+    assert from_delta["link"] == Entry("symlink", linkname="run.sh", mode=0o120777)
+    assert "old" not in from_delta and from_delta["emptied"].kind == "dir"
