@@ -26,7 +26,7 @@ import zstandard
 
 from sti.archive_kinds import archive_kind
 from sti.blobstore import BlobStore, new_upload_name, rechunk
-from sti.deltas import REMOVED_MEMBER, encode_removed
+from sti.deltas import REMOVED_MEMBER, ancestors, encode_removed
 from sti.errors import InvalidInput, StiError
 from sti.ignore import ignore_matcher
 from sti.tarstreams import (
@@ -73,7 +73,8 @@ class Delta:
     base: Manifest
     changed: tuple[str, ...]  # added or changed entries, in packing order
     removed: tuple[str, ...]  # the paths the base has and the directory no longer has (the
-    # topmost: a removed directory's entries go with it)
+    # topmost: what was below a removed directory, or below a path that is now a file or a
+    # link, goes with it)
 
 
 @dataclass(frozen=True)
@@ -142,11 +143,21 @@ def delta_against(root: Path, base: Manifest, exclude: Iterable[str] = ()) -> De
     except OSError:
         return None
     changed = tuple(path for path, found in current.items() if base.entries.get(path) != found)
-    gone = {path for path in base.entries if path not in current}
-    removed = tuple(sorted(p for p in gone if not any(a in gone for a in _ancestors(p))))
+    removed = _topmost_removed(base.entries.keys() - current.keys(), current)
     if sum(current[path][2] for path in changed) > base.file_bytes * _DELTA_MAX_SHARE:
         return None
     return Delta(base, changed, removed)
+
+
+def _topmost_removed(gone: set[str], current: dict[str, Identity]) -> tuple[str, ...]:
+    """The removed paths to list: not those below a removed directory, or below a path that is
+    now a file or a link (the worker leaves out what is below either)."""
+
+    def listed(path: str) -> bool:
+        above = set(ancestors(path))
+        return gone.isdisjoint(above) and all(current[a][0] == "d" for a in above & current.keys())
+
+    return tuple(sorted(path for path in gone if listed(path)))
 
 
 def scan(root: Path, skip: Callable[[str], bool]) -> dict[str, Identity]:
@@ -160,11 +171,6 @@ def scan(root: Path, skip: Callable[[str], bool]) -> dict[str, Identity]:
         elif stat.S_ISLNK(mode):
             found[relative] = identity(info, os.readlink(root / relative))
     return found
-
-
-def _ancestors(path: str) -> Iterator[str]:
-    parts = path.split("/")
-    return ("/".join(parts[:depth]) for depth in range(1, len(parts)))
 
 
 def fingerprint(path: Path, exclude: Iterable[str] = ()) -> Fingerprint:

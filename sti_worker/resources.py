@@ -25,7 +25,7 @@ from .engine.archives import ExtractLimits
 from .engine.docker_host import DockerHost
 from .engine.sandbox import Sandbox
 from .engine.sources import SourcePolicy, Sources
-from .uploads import opener, settled, streamer
+from .uploads import layers, opener, settled, streamer
 
 _docker: tuple[int, DockerHost] | None = None
 
@@ -109,5 +109,6 @@ def sources() -> Sources:
         openers={SCHEME: opener(blob_store)},
         streamers={SCHEME: streamer(blob_store)},
         settled={SCHEME: settled(blob_store)},
+        layers={SCHEME: layers(blob_store)},
         uploaded_scripts=lambda digest: blob_store().read(digest),
     )

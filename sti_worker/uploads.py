@@ -23,7 +23,7 @@ from sti.tarstreams import IterReader, TarPart, empty_directory
 from sti.upload_refs import PACKED_DIR_PREFIX, ZSTD_MAGIC, UploadRef
 
 from .engine.archives import extract_tar_stream, extract_zip, retar_tar_stream
-from .engine.deltas import index_delta, retar_delta
+from .engine.deltas import DeltaIndex, index_delta, retar_delta
 from .engine.sources import FetchedSource, SourcePolicy, check_file_name, copy_single_file
 
 
@@ -112,6 +112,26 @@ def streamer(store: Callable[[], BlobStore]) -> Callable[..., TarPart]:
     return part
 
 
+def layers(store: Callable[[], BlobStore]) -> Callable[..., tuple[str, TarPart] | None]:
+    """The layer provider the worker registers for sti+upload:// references: of a delta that
+    removes nothing, its base's reference and the part that lays it over a copy of the base
+    (the base is read all the same, for the checks); None for any other upload."""
+
+    def layer(
+        source: str, context_dir: str | None, policy: SourcePolicy
+    ) -> tuple[str, TarPart] | None:
+        ref = UploadRef.parse(source)
+        if ref.kind != "delta" or _index(store(), ref, policy).removed:
+            return None
+
+        def add(tar: tarfile.TarFile) -> None:
+            _add_delta(tar, store(), ref, context_dir, policy, layer=True)
+
+        return str(UploadRef(ref.name, "dir")), add
+
+    return layer
+
+
 def settled(store: Callable[[], BlobStore]) -> Callable[[str], str | None]:
     """The reference by content of an uploaded source (its digest, once all of it arrived)."""
 
@@ -137,11 +157,12 @@ def _add_delta(
     ref: UploadRef,
     context_dir: str | None,
     policy: SourcePolicy,
+    *,
+    layer: bool = False,
 ) -> None:
-    """The delta's base with the delta laid over it: the tree a whole upload gives."""
-    kind, delta = _packed(blobs.read(ref.blob))
-    index = index_delta(delta, kind, policy.limits, root=PACKED_DIR_PREFIX)
-    _drain(delta)  # read whole once: the digest is checked before anything is built from it
+    """The delta's base with the delta laid over it: the tree a whole upload gives (layer:
+    what to put over a copy of the base to make it that tree)."""
+    index = _index(blobs, ref, policy)
     base = _packed(blobs.read(ref.name))
     kind, delta = _packed(blobs.read(ref.blob))
     retar_delta(
@@ -152,9 +173,19 @@ def _add_delta(
         tar,
         root=PACKED_DIR_PREFIX,
         context_dir=context_dir,
+        layer=layer,
     )
     _drain(base[1])
     _drain(delta)
+
+
+def _index(blobs: BlobStore, ref: UploadRef, policy: SourcePolicy) -> DeltaIndex:
+    """The delta's removal list and entries, read whole: its digest is checked before anything
+    is built from it."""
+    kind, delta = _packed(blobs.read(ref.blob))
+    index = index_delta(delta, kind, policy.limits, root=PACKED_DIR_PREFIX)
+    _drain(delta)
+    return index
 
 
 def _streamable(ref: UploadRef) -> bool:

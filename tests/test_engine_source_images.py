@@ -30,11 +30,12 @@ from sti_worker.engine.pipeline import run_build
 from sti_worker.engine.sandbox import Sandbox
 from sti_worker.engine.source_images import forget_older
 from sti_worker.engine.sources import SourcePolicy, Sources
-from sti_worker.uploads import opener, settled, streamer
+from sti_worker.uploads import layers, opener, settled, streamer
 from tests.dockertools import TRACKER, Entry, image_files, image_tree
-from tests.unit.deltas_helpers import edit_everything, make_tree, submit
+from tests.unit.deltas_helpers import edit_everything, edit_removing_nothing, make_tree, submit
 
 UNCHANGED = "The source is unchanged since an earlier build: starting from its copy"
+LAID_OVER = "Laying the changes over the copy an earlier build made of their base"
 
 
 @pytest.fixture
@@ -109,6 +110,7 @@ def _run(
         openers={SCHEME: opener(lambda: store)},
         streamers={SCHEME: streamer(lambda: store)},
         settled={SCHEME: settled(lambda: store)},
+        layers={SCHEME: layers(lambda: store)},
     )
     lines: list[str] = []
     request = BuildRequest(source=str(ref), build_image=image, tag=tag, clean=True, **options)
@@ -182,9 +184,10 @@ def test_a_source_built_while_it_uploads_is_copied_under_its_digest(
 
 
 def _tree_with_owners(
-    api: docker.APIClient, image: str, root: str
+    api: docker.APIClient, image: str, root: str, *, times: bool = False
 ) -> dict[str, tuple[object, ...]]:
-    """Every member under root: its type, mode, owner, link target and content."""
+    """Every member under root: its type, mode, owner, link target and content (and with
+    times, its modification time)."""
     container = api.create_container(image, name=f"test-tree-{uuid.uuid4().hex[:12]}")
     try:
         stream, _ = api.get_archive(container, root)
@@ -197,7 +200,7 @@ def _tree_with_owners(
             read = archive.extractfile(member) if member.isreg() else None
             content = read.read() if read else b""
             fields = (member.type, member.mode, member.uid, member.gid, member.linkname, content)
-            tree[member.name] = fields
+            tree[member.name] = (*fields, member.mtime) if times else fields
     return tree
 
 
@@ -454,3 +457,33 @@ def test_a_delta_builds_the_tree_of_a_whole_upload_with_or_without_its_base_copy
     assert from_delta == from_whole
     assert from_delta["link"] == Entry("symlink", linkname="run.sh", mode=0o120777)
     assert "old" not in from_delta and from_delta["emptied"].kind == "dir"
+
+
+@pytest.mark.usefixtures("made_source_images")
+def test_changes_that_remove_nothing_are_laid_over_the_base_copy_as_a_layer_of_their_own(
+    api: docker.APIClient,
+    keeping_host: DockerHost,
+    store: BlobStore,
+    images: dict[str, str],
+    app_tag: str,
+    tmp_path: Path,
+) -> None:
+    """The same files, modes, owners and times as a copy of the whole edited directory, in an
+    image that holds the base's copy and, above it, a layer of the changes only."""
+    root = make_tree(tmp_path / "app")
+    cache = ManifestCache(root, "redis://test", tmp_path / "cache")
+    _build(keeping_host, store, str(submit(store, root, cache).ref), images["sti-fake"], app_tag)
+    edit_removing_nothing(root)
+    copies, lines, trees = [], [], []
+    for cached in (cache, None):  # a delta, then the whole edited directory
+        before = set(_source_images(api))
+        uploaded = submit(store, root, cached)
+        built, said = _build(keeping_host, store, str(uploaded.ref), images["sti-fake"], app_tag)
+        (copy,) = set(_source_images(api)) - before
+        copies.append(copy)
+        lines.append(said)
+        trees.append(_tree_with_owners(api, str(built.image_id), "/tmp/src", times=True))
+    assert LAID_OVER in lines[0] and LAID_OVER not in lines[1]
+    assert trees[0] == trees[1]
+    laid, whole = (api.history(copy)[0]["Size"] for copy in copies)
+    assert laid < 2_000 < 80_000 < whole  # the changes, and the 76 kB file the base holds

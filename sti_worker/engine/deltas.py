@@ -1,10 +1,14 @@
 """A delta upload (sti.deltas) laid over its base: the tree a whole upload of the directory gives,
-as one tar stream, through the checks a whole upload gets (retar_tar_stream's, over both).
+as one tar stream, through the checks a whole upload gets (retar_tar_stream's, over both); or,
+for a copy of the base that an earlier build left (a source image), only the layer to put over
+it, checked against the base all the same.
 
 The delta is read twice: once for its removal list and the names of its entries, then after the
 base, whose entries it removes or replaces are left out (read and counted all the same, so the
 limits bound the work). A removal list is hostile input: each path is checked (sti.deltas), and
-must name an entry of the base that is not below a link or a file.
+must name an entry of the base that is not below a link or a file. A delta entry below a path
+of the base that the delta replaces (a link that becomes a directory) must come after the
+entry that replaces it: in a copy of the base, it would otherwise be written through the link.
 """
 
 from __future__ import annotations
@@ -57,12 +61,20 @@ def retar_delta(
     root: str,
     context_dir: str | None = None,
     prefix: str = "src",
+    layer: bool = False,
 ) -> int:
     """Copy the base's entries but those the delta removes or replaces, then the delta's, into
     out under prefix, as retar_tar_stream copies one upload (root, context_dir: the same). Each
     of base and delta is a stream and its kind of tar; index is the delta's (index_delta).
-    Returns the number of entries read."""
-    merge = _Merge(out, limits, index, root=root, context_dir=context_dir, prefix=prefix)
+    layer: of the base, copy only the directories above the delta's entries (so a copy of the
+    base made as a whole upload is, with the same modes and times, once the layer is put over
+    it); for a delta that removes nothing (putting an archive removes nothing but what an entry
+    replaces). Returns the number of entries read."""
+    if layer and index.removed:
+        raise ValueError("a delta that removes paths is no layer over a copy of its base")
+    merge = _Merge(
+        out, limits, index, root=root, context_dir=context_dir, prefix=prefix, layer=layer
+    )
     _read_tar_stream(base[0], base[1], merge)
     merge.base_read()
     _read_tar_stream(delta[0], delta[1], merge)
@@ -107,11 +119,14 @@ class _Merge(_Retar):
         root: str,
         context_dir: str | None,
         prefix: str,
+        layer: bool,
     ) -> None:
         super().__init__(
             out, limits, root=root, context_dir=context_dir, prefix=prefix, links_anywhere=True
         )
         self._index = index
+        # with layer, the base's directories the layer writes: those the delta writes into
+        self._layered = {a for p in index.kinds for a in ancestors(p)} if layer else None
         self._below = f"{root}/"
         self._in_base = True
         self._found: set[str] = set()
@@ -134,7 +149,31 @@ class _Merge(_Retar):
             else:
                 super().add(kept, content)
         elif not (entry.kind == "directory" and relative in self._merged):
+            self._check_replaced_first(entry, relative)
             super().add(entry, content)
+
+    def _emit(self, entry: _Entry, content: Read) -> None:
+        if not self._in_copy(entry):
+            super()._emit(entry, content)
+
+    def _in_copy(self, entry: _Entry) -> bool:
+        """Whether a layer leaves the entry to the copy of the base it goes over."""
+        relative = self._relative_to_root(entry.path)
+        if self._layered is None or not self._in_base or relative is None:
+            return False
+        return relative not in self._merged and relative not in self._layered
+
+    def _check_replaced_first(self, entry: _Entry, relative: str) -> None:
+        """Below a path of the base that the delta replaced, only once the delta has."""
+        if not self._skipped_not_directories:
+            return
+        for above in ancestors(relative):
+            replaced = above in self._skipped_not_directories
+            if replaced and self._tree.kind(f"{self._root}/{above}") != "directory":
+                raise InvalidInput(
+                    f"archive entry {entry.name!r} comes before the directory that replaces "
+                    f"{above!r} of its base: it would be written through what the base has there"
+                )
 
     def base_read(self) -> None:
         """Between the base and the delta: every removed path was in the base."""

@@ -99,7 +99,7 @@ from .runtime_artifacts import (
     assemble_runtime_path,
     check_assemble_runtime,
 )
-from .source_images import SourceImage, SourceOrigin, source_image
+from .source_images import Layer, SourceImage, SourceOrigin, source_image
 from .sources import (
     FetchedSource,
     Sources,
@@ -658,7 +658,8 @@ def _from_source_image(
         origin = SourceOrigin(named, fetched.context_dir, tuple(fetched.exclude))
         return origin.key(spec) if named else None
 
-    made = source_image(host, spec, spec.inputs[0], key, bench.sink)
+    over = _over_base_copy(bench, spec, fetched)
+    made = source_image(host, spec, spec.inputs[0], key, bench.sink, over)
     from_copy = replace(
         spec,
         base_image=made.id,
@@ -667,6 +668,22 @@ def _from_source_image(
         source_scripts=(),
     )
     return from_copy, made
+
+
+def _over_base_copy(
+    bench: Workbench, spec: PrepareSpec, fetched: FetchedSource
+) -> Callable[[], Layer | None]:
+    """For an upload that is changes over another (a delta): the key of that one's source image
+    and the layer that makes this one's of it (see source_images)."""
+
+    def over() -> Layer | None:
+        found = bench.sources.layer(fetched)
+        if not found:
+            return None
+        base, layer = found
+        return SourceOrigin(base, fetched.context_dir, tuple(fetched.exclude)).key(spec), layer
+
+    return over
 
 
 def deploy_step(bench: Workbench, state: BuildState) -> BuildState:

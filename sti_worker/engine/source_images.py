@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sti.model import SOURCE_REPOSITORY
@@ -79,24 +79,36 @@ class SourceImage:
             removal.result()
 
 
+Layer = tuple[str, TarPart]  # the key of another source's image, and what makes this one of it
+
+
 def source_image(
     host: DockerHost,
     spec: PrepareSpec,
     source: TarPart,
     key: Callable[[], str | None],
     sink: LogSink,
+    over: Callable[[], Layer | None] = lambda: None,
 ) -> SourceImage:
     """The source image for key, made from spec.base_image and source if the engine does not
     have it. key() is None for a source not known by its content yet (an upload still
-    arriving): it is asked again once the copy has read all of it."""
+    arriving): it is asked again once the copy has read all of it. over(), for a source that
+    is changes over another (a delta upload), names that one's image and the layer that makes
+    this one of it: laid over that image when the engine has it, as a layer of its own."""
     known = key()
     if known:
         found = host.image_id(f"{SOURCE_REPOSITORY}:{known}")
         if found:
             sink("The source is unchanged since an earlier build: starting from its copy")
             return SourceImage(found)
-    sink(f"Copying the source into {spec.input_root}/src of a copy of the builder image")
-    made = _copied_in(host, spec, source)
+    layered = over()
+    base = layered and host.image_id(f"{SOURCE_REPOSITORY}:{layered[0]}")
+    if layered and base:
+        sink("Laying the changes over the copy an earlier build made of their base")
+        made = _copied_in(host, replace(spec, base_image=base), layered[1])
+    else:
+        sink(f"Copying the source into {spec.input_root}/src of a copy of the builder image")
+        made = _copied_in(host, spec, source)
     with _settled_on_failure(made):
         settled = known or key()
         if settled:

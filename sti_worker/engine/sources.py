@@ -88,6 +88,7 @@ class FetchedSource:
 
 Opener = Callable[[str, Path, LogSink, SourcePolicy], FetchedSource]
 Streamer = Callable[[str, str | None, SourcePolicy], TarPart]
+Layerer = Callable[[str, str | None, SourcePolicy], tuple[str, TarPart] | None]
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,9 @@ class Sources:
     # by prefix: a streamed source's reference by its content, once known (an upload named
     # before its bytes arrived, by its digest once they all have); None until then
     settled: Mapping[str, Callable[[str], str | None]] = field(default_factory=dict)
+    # by prefix: of a streamed source that is changes over another (a delta upload), that
+    # source and the part that lays the changes over a copy of it; None for any other
+    layers: Mapping[str, Layerer] = field(default_factory=dict)
 
     def fetch(
         self,
@@ -132,6 +136,14 @@ class Sources:
             return self.streamers[prefix](fetched.stream_from, fetched.context_dir, self.policy)
         root = Path(fetched.path)
         return directory(root, "src", skip=ignore_matcher(root, fetched.exclude))
+
+    def layer(self, fetched: FetchedSource) -> tuple[str, TarPart] | None:
+        """The source fetched is changes over (see layers), and the part that lays them."""
+        source = fetched.stream_from or ""
+        found = next(
+            (lay for prefix, lay in self.layers.items() if source.startswith(prefix)), None
+        )
+        return found(source, fetched.context_dir, self.policy) if found else None
 
     def settled_name(self, source: str) -> str | None:
         """source as it names its content, if it can (see settled)."""

@@ -182,3 +182,14 @@ def test_a_delta_names_a_base_by_its_digest_only() -> None:
         UploadRef.parse(f"sti+upload://upload:{'b' * 32}/delta/sha256%3A{'a' * 64}")
     with pytest.raises(InvalidInput, match="malformed"):
         UploadRef.parse(f"sti+upload://sha256:{'a' * 64}/delta")
+
+
+def test_an_entry_below_a_link_the_delta_replaces_must_come_after_its_replacement(
+    store: BlobStore, base: str
+) -> None:
+    """Laid over a copy of the base, it would be written through the link still there."""
+    late = (_removing(), _directory("src"), _file("src/dirlink/evil"), _directory("src/dirlink"))
+    message = _refused(store, _delta(store, base, *late))
+    assert "'src/dirlink/evil' comes before the directory that replaces 'dirlink'" in message
+    in_order = (_removing(), _directory("src"), _directory("src/dirlink"), _file("src/dirlink/ok"))
+    assert "src/dirlink/ok" in streamed_tree(store, _delta(store, base, *in_order))

@@ -55,12 +55,18 @@ def edit_everything(root: Path) -> None:
     """Changed, added, removed and renamed files, a changed mode, links changed and replaced,
     new and removed directories, an emptied one, a directory that became a file and a file that
     became a directory; .git changes too (and is never sent)."""
-    (root / "app.py").write_text("print('app, edited')\n")
-    (root / "run.sh").chmod(0o700)
-    (root / "added.txt").write_text("new\n")
+    edit_removing_nothing(root)
     (root / "lib" / "deep" / "leaf.txt").rename(root / "lib" / "deep" / "renamed.txt")
     shutil.rmtree(root / "old")
     (root / "emptied" / "one.txt").unlink()
+    settle(root)
+
+
+def edit_removing_nothing(root: Path) -> None:
+    """Every edit but removals: what is below a directory that becomes a file goes with it."""
+    (root / "app.py").write_text("print('app, edited')\n")
+    (root / "run.sh").chmod(0o700)
+    (root / "added.txt").write_text("new\n")
     (root / "fresh" / "nested").mkdir(parents=True)
     (root / "fresh" / "nested" / "n.txt").write_text("n\n")
     shutil.rmtree(root / "to-file")

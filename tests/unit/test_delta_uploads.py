@@ -15,10 +15,22 @@ import redis
 
 from sti import keys
 from sti.blobstore import BlobStore
+from sti.tarstreams import stream_tar
 from sti.upload_refs import UploadRef
 from sti_submit.manifests import ManifestCache, cache_root
 from sti_submit.upload import SourceUpload, Uploaded
-from tests.unit.deltas_helpers import edit_everything, make_tree, settle, streamed_tree, submit
+from sti_worker.engine.sources import SourcePolicy
+from sti_worker.uploads import layers
+from tests.unit.deltas_helpers import (
+    Member,
+    edit_everything,
+    edit_removing_nothing,
+    make_tree,
+    settle,
+    streamed_tree,
+    submit,
+    tree_of,
+)
 
 BROKER = "redis://build-queue:6379/0"
 
@@ -64,9 +76,8 @@ def test_a_delta_gives_the_tree_a_whole_upload_gives(
         "app.py", "run.sh", "added.txt", "lib", "lib/deep/renamed.txt", "fresh", "fresh/nested",
         "fresh/nested/n.txt", "to-file", "to-dir", "to-dir/x.txt", "link", "dirlink",
     }  # fmt: skip
-    assert upload.delta.removed == (
-        "emptied/one.txt", "lib/deep/leaf.txt", "old", "to-file/inner.txt",
-    )  # fmt: skip
+    # not to-file/inner.txt: what was below a path that is now a file goes with it
+    assert upload.delta.removed == ("emptied/one.txt", "lib/deep/leaf.txt", "old")
     second = upload.send()
     assert second.ref.kind == "delta" and second.ref.name == first.ref.blob
     delta_tree = streamed_tree(store, str(second.ref))
@@ -77,6 +88,54 @@ def test_a_delta_gives_the_tree_a_whole_upload_gives(
     assert delta_tree["src/link"] == ("l", 0o777, 0, b"run.sh")
     assert stat.S_IMODE(delta_tree["src/run.sh"][1]) == 0o700 & 0o755
     assert not any(".git" in name for name in delta_tree)
+
+
+@pytest.mark.parametrize("context_dir", [None, "lib"])
+def test_changes_that_remove_nothing_are_a_layer_that_makes_the_base_the_whole_tree(
+    store: BlobStore, tmp_path: Path, cache_dir: Path, context_dir: str | None
+) -> None:
+    """The layer holds the changed entries and the directories above them (their modes and
+    times as a whole copy sets them); put over the base's copy as an engine puts an archive
+    (an entry replaces what is at its path, but a directory over a directory), it is the tree
+    of a whole upload."""
+    root, first = _uploaded(store, tmp_path, cache_dir)
+    edit_removing_nothing(root)
+    sent = submit(store, root, _cache(root, cache_dir))
+    found = layers(lambda: store)(str(sent.ref), context_dir, SourcePolicy())
+    assert found and found[0] == str(first.ref)
+    layer = tree_of(b"".join(stream_tar([found[1]])))
+    if context_dir is None:
+        assert "src/static/big.css" not in layer and "src/lib/util.py" not in layer
+        assert layer["src/lib"][0] == "d" and layer["src/fresh/nested/n.txt"][0] == "f"
+    base = streamed_tree(store, str(first.ref), context_dir)
+    assert _put_over(base, layer) == _whole_tree(store, root, context_dir)
+
+
+def test_changes_that_remove_paths_are_no_layer(
+    store: BlobStore, tmp_path: Path, cache_dir: Path
+) -> None:
+    root, _ = _uploaded(store, tmp_path, cache_dir)
+    edit_everything(root)
+    sent = submit(store, root, _cache(root, cache_dir))
+    assert sent.ref.kind == "delta"
+    assert layers(lambda: store)(str(sent.ref), None, SourcePolicy()) is None
+    assert (
+        layers(lambda: store)(
+            str(_uploaded(store, tmp_path / "b", cache_dir)[1].ref), None, SourcePolicy()
+        )
+        is None
+    )
+
+
+def _put_over(tree: dict[str, Member], layer: dict[str, Member]) -> dict[str, Member]:
+    """What an engine's archive put makes of tree with layer (in its order)."""
+    made = dict(tree)
+    for name, member in layer.items():
+        if name in made and not (made[name][0] == member[0] == "d"):
+            for below in [n for n in made if n == name or n.startswith(f"{name}/")]:
+                del made[below]
+        made[name] = member
+    return made
 
 
 def test_a_delta_with_a_context_dir_gives_that_part_of_the_tree(
