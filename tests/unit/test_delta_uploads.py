@@ -250,3 +250,22 @@ def test_a_delta_reference_names_its_base_by_digest() -> None:
     ref = UploadRef.parse(f"sti+upload://{digest}/delta/{digest.replace(':', '%3A')}")
     assert ref.blobs == (digest, digest)
     assert UploadRef.parse(str(ref)) == ref
+
+
+def test_a_lost_build_of_a_delta_runs_again_only_while_its_base_is_stored(
+    redis_client: redis.Redis,
+    store: BlobStore,
+    tmp_path: Path,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sti_worker import tasks
+
+    monkeypatch.setattr(tasks, "blob_store", lambda: store)
+    root, first = _uploaded(store, tmp_path, cache_dir)
+    _write(root, "app.py", "print(4)\n")
+    delta = submit(store, root, _cache(root, cache_dir))
+    claim = {"request": json.dumps({"source": str(delta.ref), "build_image": "b", "tag": "t"})}
+    assert tasks._rerunnable(claim, 1) == json.loads(claim["request"])
+    redis_client.delete(keys.blob_meta(first.ref.blob))
+    assert tasks._rerunnable(claim, 1) is None
