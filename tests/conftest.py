@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
 import re
 import tempfile
 import threading
@@ -134,6 +135,19 @@ def _sti_dangling_images(api: docker.APIClient) -> set[str]:
 
 def _sti_workdirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).iterdir() if _WORKDIR.match(p.name)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """sti-submit's upload records and --local's image facts live under the user's cache dir:
+    the suite's under one of its own (the processes it starts inherit it), not the runner's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture(autouse=True)
