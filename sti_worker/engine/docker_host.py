@@ -301,6 +301,15 @@ class DockerHost:
                 return None
             raise _connection_error(error, f"inspecting image {ref}") from error
 
+    def image_parent(self, ref: str) -> str | None:
+        """The id of the image ref's was made from (a committed container's), None for none."""
+        try:
+            return str(self.api.inspect_image(ref).get("Parent") or "") or None
+        except docker.errors.APIError as error:
+            if error.status_code == 404:
+                return None
+            raise _connection_error(error, f"inspecting image {ref}") from error
+
     def image_config(self, ref: str) -> Mapping[str, Any]:
         return self.api.inspect_image(ref).get("Config") or {}
 

@@ -155,18 +155,27 @@ def _settled_on_failure(made: SourceImage) -> Iterator[None]:
 
 def forget_older(host: DockerHost) -> None:
     """Remove the source images beyond the host.source_images_keep most recently made (a build
-    that starts from one has it pinned by a name of its own, so it stays while in use). The
-    image list gives whole seconds, and a build makes one within a second of another's: the
-    order is the engine's nanoseconds, asked of each once there are too many."""
+    that starts from one has it pinned by a name of its own, so it stays while in use), but the
+    base a kept one laid a delta's changes over: the next delta of that directory is laid over
+    it too (deltas are made against the last whole upload). The image list gives whole seconds,
+    and a build makes one within a second of another's: the order is the engine's nanoseconds,
+    asked of each once there are too many."""
     made = host.references_in(SOURCE_REPOSITORY)
     if len(made) <= host.source_images_keep:
         return
     stamped = [(host.image_created(reference), reference) for reference in made]
-    newest_first = sorted(
-        ((_nanoseconds(stamp), reference) for stamp, reference in stamped if stamp), reverse=True
-    )
-    for _made_at, reference in newest_first[host.source_images_keep :]:
-        host.remove_reference(reference)
+    newest_first = [
+        reference
+        for _made_at, reference in sorted(
+            ((_nanoseconds(stamp), reference) for stamp, reference in stamped if stamp),
+            reverse=True,
+        )
+    ]
+    kept, older = newest_first[: host.source_images_keep], newest_first[host.source_images_keep :]
+    bases = {host.image_parent(reference) for reference in kept} - {None}
+    for reference in older:
+        if host.image_id(reference) not in bases:
+            host.remove_reference(reference)
 
 
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")

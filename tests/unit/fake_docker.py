@@ -29,6 +29,7 @@ class FakeDocker:
     labels: dict[str, str | None] = field(default_factory=dict)  # image id -> build id label
     references: dict[str, str] = field(default_factory=dict)  # "repository:tag" -> image id
     containers: dict[str, FakeContainer] = field(default_factory=dict)  # name -> container
+    parents: dict[str, str] = field(default_factory=dict)  # image id -> the id it was made of
     refuse_tags: set[str] = field(default_factory=set)  # tagging these fails
     trim_problem: str | None = None
     source_images_keep: int = 10
@@ -89,6 +90,10 @@ class FakeDocker:
         if ref not in self.references:
             return None
         return f"2026-12-07T10:00:00.{list(self.references).index(ref):09d}Z"
+
+    def image_parent(self, ref: str) -> str | None:
+        self.calls.append(("image_parent", ref))
+        return self.parents.get(self.references.get(ref, ""))
 
     def remove_reference(self, ref: str) -> None:
         self.calls.append(("remove_reference", ref))

@@ -51,3 +51,26 @@ def test_one_removed_meanwhile_is_passed_over() -> None:
     engine.references[f"{SOURCE_REPOSITORY}:gone"] = "sha256:gone"  # listed, no longer there
     forget_older(engine.as_host())
     assert _left(engine) == {"b", "gone"}
+
+
+def test_the_base_a_kept_copy_laid_changes_over_is_kept_too() -> None:
+    """A delta's changes laid over its base's copy make an image whose parent is that copy; the
+    next delta of the directory is laid over the same base (deltas are against the last whole
+    upload): it stays while such a copy is kept, however old."""
+    engine = _Stamped(
+        {
+            "base": "2026-12-07T10:00:00Z",
+            "other": "2026-12-07T10:00:01Z",
+            "layered": "2026-12-07T10:00:02Z",
+            "newest": "2026-12-07T10:00:03Z",
+        },
+        keep=2,
+    )
+    engine.parents["sha256:layered"] = "sha256:base"
+    forget_older(engine.as_host())
+    assert _left(engine) == {"base", "layered", "newest"}
+    engine.references.pop(f"{SOURCE_REPOSITORY}:layered")  # once no kept copy is laid over it
+    engine.stamps["newer"] = "2026-12-07T10:00:04Z"
+    engine.add_image("sha256:newer", None, f"{SOURCE_REPOSITORY}:newer")
+    forget_older(engine.as_host())
+    assert _left(engine) == {"newest", "newer"}
