@@ -246,10 +246,19 @@ class Sti:
         for the removal. The image list is one of those requests: once it shows no more than
         the limit, the removal is over."""
         deadline = time.monotonic() + 120
-        while len(self.api.images(name=SOURCE_REPOSITORY)) > SOURCE_IMAGES_KEEP:
+        while len(made := self.api.images(name=SOURCE_REPOSITORY)) > SOURCE_IMAGES_KEEP + len(
+            _bases(made)
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError("the worker kept more source images than its limit")
             time.sleep(0.05)
+
+
+def _bases(source_images: list[dict]) -> set[str]:
+    """Those another source image was made of (a delta's changes laid over it): the worker
+    keeps them beyond its limit while that one is kept."""
+    ids = {image["Id"] for image in source_images}
+    return {image["ParentId"] for image in source_images if image.get("ParentId") in ids}
 
 
 def worker_rss_kib(worker: Worker, field: str) -> int:
