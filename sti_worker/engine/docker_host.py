@@ -88,6 +88,13 @@ class OutputTooLarge(ValueError):
 
 
 @dataclass(frozen=True)
+class MadeImage:
+    id: str
+    created: str  # as the engine writes it: RFC 3339, to the nanosecond
+    parent: str | None  # the image a committed container was made of
+
+
+@dataclass(frozen=True)
 class PathStat:
     path: str
     exists: bool
@@ -291,24 +298,16 @@ class DockerHost:
             return None
         return str(found["Id"])
 
-    def image_created(self, ref: str) -> str | None:
-        """When the image was made, as the engine says it (RFC 3339, to the nanosecond, where
-        the image list gives whole seconds); None if there is no such image."""
+    def image_made(self, ref: str) -> MadeImage | None:
+        """The image's id, when it was made (RFC 3339, to the nanosecond, where the image list
+        gives whole seconds) and what it was made of, from one inspect; None if there is none."""
         try:
-            return str(self.api.inspect_image(ref)["Created"])
+            found = self.api.inspect_image(ref)
         except docker.errors.APIError as error:
             if error.status_code == 404:
                 return None
             raise _connection_error(error, f"inspecting image {ref}") from error
-
-    def image_parent(self, ref: str) -> str | None:
-        """The id of the image ref's was made from (a committed container's), None for none."""
-        try:
-            return str(self.api.inspect_image(ref).get("Parent") or "") or None
-        except docker.errors.APIError as error:
-            if error.status_code == 404:
-                return None
-            raise _connection_error(error, f"inspecting image {ref}") from error
+        return MadeImage(str(found["Id"]), str(found["Created"]), found.get("Parent") or None)
 
     def image_config(self, ref: str) -> Mapping[str, Any]:
         return self.api.inspect_image(ref).get("Config") or {}

@@ -163,18 +163,16 @@ def forget_older(host: DockerHost) -> None:
     made = host.references_in(SOURCE_REPOSITORY)
     if len(made) <= host.source_images_keep:
         return
-    stamped = [(host.image_created(reference), reference) for reference in made]
-    newest_first = [
-        reference
-        for _made_at, reference in sorted(
-            ((_nanoseconds(stamp), reference) for stamp, reference in stamped if stamp),
-            reverse=True,
-        )
-    ]
+    found = [(host.image_made(reference), reference) for reference in made]
+    newest_first = sorted(
+        ((_nanoseconds(image.created), image, reference) for image, reference in found if image),
+        key=lambda stamped: (stamped[0], stamped[2]),
+        reverse=True,
+    )
     kept, older = newest_first[: host.source_images_keep], newest_first[host.source_images_keep :]
-    bases = {host.image_parent(reference) for reference in kept} - {None}
-    for reference in older:
-        if host.image_id(reference) not in bases:
+    bases = {image.parent for _made_at, image, _reference in kept}
+    for _made_at, image, reference in older:
+        if image.id not in bases:
             host.remove_reference(reference)
 
 

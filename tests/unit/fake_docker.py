@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from sti.errors import TagImageFailed
-from sti_worker.engine.docker_host import DockerHost, LogSink
+from sti_worker.engine.docker_host import DockerHost, LogSink, MadeImage
 from sti_worker.engine.pipeline import Workbench
 from sti_worker.engine.sources import Sources
 
@@ -84,16 +84,17 @@ class FakeDocker:
         self.calls.append(("references_in", repository))
         return sorted(ref for ref in self.references if ref.rpartition(":")[0] == repository)
 
-    def image_created(self, ref: str) -> str | None:
-        """Made a nanosecond after the reference before it (in the order references came)."""
-        self.calls.append(("image_created", ref))
-        if ref not in self.references:
+    def image_made(self, ref: str) -> MadeImage | None:
+        self.calls.append(("image_made", ref))
+        created = self.created(ref)
+        if ref not in self.references or created is None:
             return None
-        return f"2026-12-07T10:00:00.{list(self.references).index(ref):09d}Z"
+        image = self.references[ref]
+        return MadeImage(image, created, self.parents.get(image))
 
-    def image_parent(self, ref: str) -> str | None:
-        self.calls.append(("image_parent", ref))
-        return self.parents.get(self.references.get(ref, ""))
+    def created(self, ref: str) -> str | None:
+        """Made a nanosecond after the reference before it (in the order references came)."""
+        return f"2026-12-07T10:00:00.{list(self.references).index(ref):09d}Z"
 
     def remove_reference(self, ref: str) -> None:
         self.calls.append(("remove_reference", ref))

@@ -15,7 +15,7 @@ class _Stamped(FakeDocker):
         for name in stamps:
             self.add_image(f"sha256:{name}", None, f"{SOURCE_REPOSITORY}:{name}")
 
-    def image_created(self, ref: str) -> str | None:
+    def created(self, ref: str) -> str | None:
         return self.stamps.get(ref.rpartition(":")[2])
 
 
