@@ -15,7 +15,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -795,20 +795,16 @@ class DockerHost:
         """Start the container, write its stdout to out (a tar, for s2i's save-artifacts) and
         forward its stderr line by line as it comes; return (exit code, last stderr lines).
         Past max_bytes of stdout, raise OutputTooLarge (the container runs on: remove it)."""
-        tail = OutputTail(sink, max_line_bytes=self.line_max_bytes)
+        ended: list[tuple[int, list[str]]] = []
         written = 0
-        with self._started(container_id) as output, out.open("wb") as file:
-            for stdout, stderr in output:
-                if stderr:
-                    tail.feed_bytes(stderr)
-                if stdout:
-                    written += len(stdout)
-                    if written > max_bytes:
-                        raise OutputTooLarge(f"its output is larger than {max_bytes} bytes")
-                    file.write(stdout)
-        tail.close()
-        status = self.api.wait(container_id)
-        return int(status.get("StatusCode", -1)), tail.lines
+        chunks = self.stdout_chunks(container_id, sink, ended)
+        with closing(chunks), out.open("wb") as file:
+            for stdout in chunks:
+                written += len(stdout)
+                if written > max_bytes:
+                    raise OutputTooLarge(f"its output is larger than {max_bytes} bytes")
+                file.write(stdout)
+        return ended[0]
 
     def stdout_chunks(
         self, container_id: str, sink: LogSink, ended: list[tuple[int, list[str]]]
